@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make demo` runs the main job end to end, `make test` runs the tests.
+# Both create .venv and install everything first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_HOME ?= $(CURDIR)/demo_home
+DEMO_NIGHT ?= 2026-11-20
+REDUCTION_HOME ?= $(CURDIR)/reduction_home
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
+
+.PHONY: setup demo test dev validate clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# A fresh REDUCTION_HOME, one simulated night per simulated instrument, `process`, the progress table.
+demo: setup
+	rm -rf $(DEMO_HOME)
+	mkdir -p $(DEMO_HOME)/landing
+	for instrument in lcosim noirsim; do \
+	  $(BIN)/reduction-assets simulate --instrument $$instrument --night $(DEMO_NIGHT) \
+	    --out $(DEMO_HOME)/simulated/$$instrument || exit 1; \
+	  cp $(DEMO_HOME)/simulated/$$instrument/*.fits $(DEMO_HOME)/landing/ || exit 1; \
+	done
+	$(BIN)/reduction-assets --home $(DEMO_HOME) process --settle-seconds 1
+	$(BIN)/reduction-assets --home $(DEMO_HOME) progress $(DEMO_NIGHT)
+	$(BIN)/reduction-assets --home $(DEMO_HOME) quarantine
+
+test: setup
+	$(BIN)/python -m pytest reduction_assets_tests
+
+validate: setup
+	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml
+
+# The Dagster UI and daemon (sensors run) on the state in REDUCTION_HOME.
+dev: setup
+	mkdir -p $(REDUCTION_HOME)
+	$(BIN)/python -c "from reduction_assets.home import resolve_home; resolve_home('$(REDUCTION_HOME)').ensure()"
+	REDUCTION_HOME=$(REDUCTION_HOME) DAGSTER_HOME=$(REDUCTION_HOME)/dagster \
+	  $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .numba_cache .pytest_cache *.egg-info

@@ -1,0 +1,109 @@
+"""Raw-frame ingestion assets: landing files into the raw store and the catalog."""
+
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from reduction_assets.catalog.queries import partition_counts
+from reduction_assets.fits.headers import FrameRejected
+from reduction_assets.ingest import IngestReport, Ingestor
+from reduction_assets.landing import resolve_in_landing, route_file, scan_landing
+from reduction_assets.partitions import night_in_range, night_instrument_partitions, split_key
+from reduction_assets.resources import ReductionHomeResource
+
+
+class RawFramesConfig(Config):
+    files: list[str] | None = Field(
+        default=None,
+        description="Landing-relative files to ingest (set by the landing sensor). Empty: scan the "
+        "whole landing area for this partition's files, as a manual or backfill run does.")
+
+
+class LandingRejectsConfig(Config):
+    files: list[str] = Field(
+        default_factory=list,
+        description="Landing files the sensor could not route to a partition; each is validated "
+        "again and quarantined with its reason.")
+
+
+def _ingestor(home: ReductionHomeResource) -> Ingestor:
+    layout = home.layout()
+    return Ingestor(
+        landing=layout.landing, registry=home.registry(), catalog=home.catalog(),
+        raw_store=home.raw_store(), quarantine_store=home.quarantine_store(),
+        night_in_range=night_in_range, settle_seconds=home.settle_seconds)
+
+
+def _report_metadata(report: IngestReport) -> dict:
+    by_type_filter = [
+        {"frame_type": frame_type, "filter": filt, "count": count}
+        for (frame_type, filt), count in sorted(report.by_type_filter.items())
+    ]
+    metadata = {key: MetadataValue.int(value) for key, value in report.summary().items()}
+    metadata["by_type_filter"] = MetadataValue.json(by_type_filter)
+    if report.duplicates:
+        metadata["duplicate_files"] = MetadataValue.json(
+            [{"file": name, "duplicate_of": original} for name, original in report.duplicates])
+    if report.quarantined:
+        metadata["quarantined_files"] = MetadataValue.json(
+            [{"file": name, "reason": reason, "message": message}
+             for name, reason, message in report.quarantined])
+    return metadata
+
+
+@asset(
+    partitions_def=night_instrument_partitions,
+    group_name="raw",
+    kinds={"fits"},
+    tags={"reduction_assets/family": "raw"},
+)
+def raw_frames(
+    context: AssetExecutionContext, config: RawFramesConfig, home: ReductionHomeResource
+) -> MaterializeResult:
+    """Raw frames of one night and instrument: validated, checksummed, stored and catalogued."""
+    instrument, night = split_key(context.partition_key)
+    ingestor = _ingestor(home)
+    names = config.files
+    if names is None:
+        names = _partition_files(ingestor, instrument, night)
+        context.log.info("scanned landing/: %d files belong to %s %s", len(names), instrument, night)
+    report = ingestor.ingest(names, partition=(instrument, night))
+    for name, reason, message in report.quarantined:
+        context.log.warning("quarantined %s [%s]: %s", name, reason, message)
+    for name, original in report.duplicates:
+        context.log.info("duplicate: %s has the same content as %s", name, original)
+    with ingestor.catalog.session() as session:
+        totals = partition_counts(session, instrument, night)
+    metadata = _report_metadata(report)
+    metadata["total_frames"] = MetadataValue.int(totals["raw"])
+    metadata["total_by_type"] = MetadataValue.json(totals["by_type"])
+    return MaterializeResult(metadata=metadata)
+
+
+def _partition_files(ingestor: Ingestor, instrument: str, night) -> list[str]:
+    names = []
+    for name in scan_landing(ingestor.landing):
+        try:
+            route = route_file(resolve_in_landing(ingestor.landing, name), ingestor.registry)
+        except FrameRejected:
+            continue  # unroutable files are the landing_rejects asset's business
+        if (route.instrument, route.night) == (instrument, night):
+            names.append(name)
+    return names
+
+
+@asset(group_name="raw", tags={"reduction_assets/family": "raw"})
+def landing_rejects(
+    context: AssetExecutionContext, config: LandingRejectsConfig, home: ReductionHomeResource
+) -> MaterializeResult:
+    """Landing files that could not be routed to a night and instrument, quarantined with reasons."""
+    report = _ingestor(home).ingest(config.files)
+    for name, reason, message in report.quarantined:
+        context.log.warning("quarantined %s [%s]: %s", name, reason, message)
+    return MaterializeResult(metadata=_report_metadata(report))

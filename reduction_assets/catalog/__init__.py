@@ -1,0 +1,14 @@
+"""The catalog: what has been ingested, produced, quarantined and archived."""
+
+from reduction_assets.catalog.db import Catalog, default_catalog_url
+from reduction_assets.catalog.models import Base, InstrumentRow, Quarantine, RawDuplicate, RawFrame
+
+__all__ = [
+    "Base",
+    "Catalog",
+    "InstrumentRow",
+    "Quarantine",
+    "RawDuplicate",
+    "RawFrame",
+    "default_catalog_url",
+]

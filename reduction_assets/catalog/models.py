@@ -1,0 +1,124 @@
+"""Catalog tables (SQLAlchemy 2 typed models). SQLite by default, PostgreSQL by URL, same code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class InstrumentRow(Base):
+    """One registered camera, as the registry described it when it was last synchronised."""
+
+    __tablename__ = "instruments"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[str] = mapped_column(String(128))
+    longitude: Mapped[float] = mapped_column(Float)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    gain: Mapped[float] = mapped_column(Float)
+    read_noise: Mapped[float] = mapped_column(Float)
+    saturation: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RawFrame(Base):
+    """One unique raw frame (by content) in the raw store."""
+
+    __tablename__ = "raw_frames"
+    __table_args__ = (
+        UniqueConstraint("checksum", name="uq_raw_frames_checksum"),
+        Index("ix_raw_frames_partition", "instrument", "night"),
+        Index("ix_raw_frames_landing", "instrument", "night", "original_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instrument: Mapped[str] = mapped_column(ForeignKey("instruments.name"))
+    night: Mapped[dt.date] = mapped_column(Date)
+    frame_type: Mapped[str] = mapped_column(String(16))
+    filter: Mapped[str | None] = mapped_column(String(32))
+    exptime: Mapped[float] = mapped_column(Float)
+    binning: Mapped[str] = mapped_column(String(8))
+    date_obs: Mapped[dt.datetime] = mapped_column(DateTime)
+    object: Mapped[str | None] = mapped_column(String(128))
+    ra: Mapped[float | None] = mapped_column(Float)
+    dec: Mapped[float | None] = mapped_column(Float)
+    naxis1: Mapped[int] = mapped_column(Integer)
+    naxis2: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    store_path: Mapped[str] = mapped_column(String(512), unique=True)
+    original_name: Mapped[str] = mapped_column(String(512))
+    header: Mapped[dict[str, Any]] = mapped_column(JSON)
+    normalised: Mapped[dict[str, Any]] = mapped_column(JSON)
+    bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    duplicates: Mapped[list["RawDuplicate"]] = relationship(back_populates="frame")
+
+
+class RawDuplicate(Base):
+    """A landing file whose content was already ingested under another name."""
+
+    __tablename__ = "raw_duplicates"
+    __table_args__ = (UniqueConstraint("raw_frame_id", "original_name", name="uq_raw_duplicates"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    raw_frame_id: Mapped[int] = mapped_column(ForeignKey("raw_frames.id"))
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)
+    original_name: Mapped[str] = mapped_column(String(512))
+    checksum: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    frame: Mapped[RawFrame] = relationship(back_populates="duplicates")
+
+
+class Quarantine(Base):
+    """A landing file that was refused, with a machine-readable reason.
+
+    Transient reasons (a file still being written) are resolved automatically when a later attempt
+    ingests the file; the row stays as history.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_original", "original_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    original_path: Mapped[str] = mapped_column(String(1024))
+    reason: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    instrument: Mapped[str | None] = mapped_column(String(32))
+    night: Mapped[dt.date | None] = mapped_column(Date)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    copy_path: Mapped[str | None] = mapped_column(String(1024))
+    quarantined_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    resolution: Mapped[str | None] = mapped_column(Text)

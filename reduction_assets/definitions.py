@@ -1,0 +1,20 @@
+"""The Definitions object: assets, sensors and resources of reduction_assets."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from reduction_assets.assets.raw import landing_rejects, raw_frames
+from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.sensors import landing_sensor
+
+
+def build_definitions(home: ReductionHomeResource | None = None) -> Definitions:
+    return Definitions(
+        assets=[raw_frames, landing_rejects],
+        sensors=[landing_sensor],
+        resources={"home": home or ReductionHomeResource()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""FITS reading, header normalisation and validation of raw frames."""

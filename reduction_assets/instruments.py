@@ -1,0 +1,286 @@
+"""Instrument registry: the YAML file of cameras turned into typed, validated records.
+
+The registry is data, not code: header keyword names, the frame-type vocabulary, detector geometry and
+noise properties of each camera live in ``config/instruments.yaml`` (or the file named by
+``$REDUCTION_INSTRUMENTS``). Everything downstream asks an :class:`Instrument` rather than reading
+headers by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+FRAME_TYPES = ("bias", "dark", "flat", "science")
+REGISTRY_ENV = "REDUCTION_INSTRUMENTS"
+
+
+class RegistryError(ValueError):
+    """The instrument registry file is malformed."""
+
+
+def night_of(
+    utc: dt.datetime, *, longitude: float | None = None, timezone: str | None = None
+) -> dt.date:
+    """The observing night an exposure belongs to: the local date at the noon before it.
+
+    Parameters
+    ----------
+    utc
+        Start of the exposure, UTC (naive datetimes are taken as UTC).
+    longitude
+        Site longitude in degrees, east positive. Used as local mean solar time when no
+        ``timezone`` is given.
+    timezone
+        IANA zone of the site (civil time, with daylight saving). Takes precedence over longitude.
+
+    Every exposure between one local noon and the next shares a night, so a night that crosses
+    UTC midnight (anywhere west of Greenwich, or late frames east of it) stays in one partition.
+    """
+    if utc.tzinfo is None:
+        utc = utc.replace(tzinfo=dt.timezone.utc)
+    if timezone:
+        local = utc.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    elif longitude is not None:
+        local = utc.astimezone(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
+            hours=longitude / 15.0
+        )
+    else:
+        raise ValueError("night_of needs a site longitude or timezone")
+    return (local - dt.timedelta(hours=12)).date()
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    longitude: float
+    latitude: float | None = None
+    timezone: str | None = None
+
+    def night_of(self, utc: dt.datetime) -> dt.date:
+        return night_of(utc, longitude=self.longitude, timezone=self.timezone)
+
+    def local_noon_utc(self, night: dt.date) -> dt.datetime:
+        """UTC time of the local noon that starts ``night``."""
+        noon = dt.datetime.combine(night, dt.time(12, 0))
+        if self.timezone:
+            return noon.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(dt.timezone.utc)
+        return (noon - dt.timedelta(hours=self.longitude / 15.0)).replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Overscan:
+    """Serial overscan (or prescan) columns beside the imaging area, in binned pixels."""
+
+    side: str  # "left" or "right"
+    width: int
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the imaging area and the overscan sit in one raw readout (0-based, end-exclusive)."""
+
+    raw_shape: tuple[int, int]
+    imaging: tuple[slice, slice]
+    overscan: tuple[slice, slice] | None
+
+    @staticmethod
+    def fits_section(section: tuple[slice, slice]) -> str:
+        """The section as a FITS/IRAF string ``[x1:x2,y1:y2]`` (1-based, inclusive)."""
+        ys, xs = section
+        return f"[{xs.start + 1}:{xs.stop},{ys.start + 1}:{ys.stop}]"
+
+
+@dataclass(frozen=True)
+class Instrument:
+    name: str
+    description: str
+    site: Site
+    match: tuple[str, ...]
+    keywords: Mapping[str, str]
+    frame_types: Mapping[str, str]
+    filters: Mapping[str, str]
+    default_filter: str | None
+    gain: float  # e-/ADU
+    read_noise: float  # e-
+    saturation: float  # ADU
+    pixel_scale: float | None  # arcsec / unbinned pixel
+    readout_sizes: tuple[tuple[int, int], ...]
+    binnings: tuple[tuple[int, int], ...]
+    overscan: Overscan | None
+    darks_include_bias: bool
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def keyword(self, quantity: str) -> str | None:
+        """Header keyword this camera uses for a normalised quantity, or None."""
+        return self.keywords.get(quantity)
+
+    def frame_type(self, raw_value: str) -> str | None:
+        """Normalised frame type (bias/dark/flat/science) of a raw header value, or None if unknown."""
+        wanted = str(raw_value).strip().lower()
+        for raw, normalised in self.frame_types.items():
+            if raw.strip().lower() == wanted:
+                return normalised
+        return None
+
+    def filter_name(self, raw_value: str | None) -> str | None:
+        if raw_value is None or str(raw_value).strip() == "":
+            return self.default_filter
+        raw = str(raw_value).strip()
+        return self.filters.get(raw, raw)
+
+    def geometry(self, shape: tuple[int, int], binning: tuple[int, int]) -> Geometry | None:
+        """Geometry of a raw frame of ``shape`` (ny, nx) read with ``binning`` (bx, by).
+
+        Returns None when no readout size of this camera produces that shape: such a frame is not
+        from this camera (or is corrupt).
+        """
+        bx, by = binning
+        if (bx, by) not in self.binnings:
+            return None
+        width = self.overscan.width if self.overscan else 0
+        for ny_full, nx_full in self.readout_sizes:
+            ny, nx = ny_full // by, nx_full // bx
+            if tuple(shape) != (ny, nx + width):
+                continue
+            rows = slice(0, ny)
+            if self.overscan is None:
+                return Geometry((ny, nx), (rows, slice(0, nx)), None)
+            if self.overscan.side == "right":
+                return Geometry((ny, nx + width), (rows, slice(0, nx)), (rows, slice(nx, nx + width)))
+            return Geometry((ny, nx + width), (rows, slice(width, width + nx)), (rows, slice(0, width)))
+        return None
+
+    def expected_shapes(self, binning: tuple[int, int]) -> list[tuple[int, int]]:
+        bx, by = binning
+        width = self.overscan.width if self.overscan else 0
+        return [(ny // by, nx // bx + width) for ny, nx in self.readout_sizes]
+
+
+@dataclass(frozen=True)
+class Registry:
+    instruments: Mapping[str, Instrument]
+    source: str
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.instruments)
+
+    def __getitem__(self, name: str) -> Instrument:
+        return self.instruments[name]
+
+    def identify(self, header_value: str | None) -> Instrument | None:
+        """The instrument whose ``match`` list contains this INSTRUME-like value (case-insensitive)."""
+        if header_value is None:
+            return None
+        wanted = str(header_value).strip().lower()
+        for instrument in self.instruments.values():
+            if any(m.strip().lower() == wanted for m in instrument.match):
+                return instrument
+        return None
+
+    def identify_header(self, header: Mapping[str, Any]) -> Instrument | None:
+        """Identify the camera from a FITS header using each camera's own instrument keyword."""
+        for instrument in self.instruments.values():
+            key = instrument.keyword("instrument") or "INSTRUME"
+            value = header.get(key)
+            if value is not None and any(
+                m.strip().lower() == str(value).strip().lower() for m in instrument.match
+            ):
+                return instrument
+        return None
+
+
+def _require(entry: Mapping[str, Any], key: str, name: str) -> Any:
+    if key not in entry:
+        raise RegistryError(f"instrument {name!r}: missing {key!r}")
+    return entry[key]
+
+
+def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
+    site_entry = _require(entry, "site", name)
+    timezone = site_entry.get("timezone")
+    if timezone:
+        try:
+            ZoneInfo(timezone)
+        except ZoneInfoNotFoundError as err:
+            raise RegistryError(f"instrument {name!r}: unknown timezone {timezone!r}") from err
+    site = Site(
+        name=str(site_entry.get("name", name)),
+        longitude=float(_require(site_entry, "longitude", name)),
+        latitude=site_entry.get("latitude"),
+        timezone=timezone,
+    )
+    frame_types = {str(k): str(v) for k, v in _require(entry, "frame_types", name).items()}
+    unknown = sorted(set(frame_types.values()) - set(FRAME_TYPES))
+    if unknown:
+        raise RegistryError(f"instrument {name!r}: frame types {unknown} not in {FRAME_TYPES}")
+    keywords = {str(k): str(v) for k, v in _require(entry, "keywords", name).items()}
+    for needed in ("frame_type", "date_obs", "exptime"):
+        if needed not in keywords:
+            raise RegistryError(f"instrument {name!r}: keywords.{needed} is required")
+    if "binning" not in keywords and not {"binning_x", "binning_y"} <= set(keywords):
+        raise RegistryError(f"instrument {name!r}: needs keywords.binning or binning_x/binning_y")
+    overscan_entry = entry.get("overscan")
+    overscan = None
+    if overscan_entry:
+        if overscan_entry.get("side") not in ("left", "right"):
+            raise RegistryError(f"instrument {name!r}: overscan.side must be left or right")
+        overscan = Overscan(side=overscan_entry["side"], width=int(overscan_entry["width"]))
+    known = {
+        "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
+        "read_noise", "saturation", "pixel_scale", "readout_sizes", "binnings", "overscan",
+        "darks_include_bias",
+    }
+    return Instrument(
+        name=name,
+        description=str(entry.get("description", "")),
+        site=site,
+        match=tuple(str(m) for m in _require(entry, "match", name)),
+        keywords=keywords,
+        frame_types=frame_types,
+        filters={str(k): str(v) for k, v in (entry.get("filters") or {}).items()},
+        default_filter=entry.get("default_filter"),
+        gain=float(_require(entry, "gain", name)),
+        read_noise=float(_require(entry, "read_noise", name)),
+        saturation=float(_require(entry, "saturation", name)),
+        pixel_scale=entry.get("pixel_scale"),
+        readout_sizes=tuple(tuple(int(v) for v in s) for s in _require(entry, "readout_sizes", name)),
+        binnings=tuple(tuple(int(v) for v in b) for b in entry.get("binnings", [[1, 1]])),
+        overscan=overscan,
+        darks_include_bias=bool(entry.get("darks_include_bias", False)),
+        extra={k: v for k, v in entry.items() if k not in known},
+    )
+
+
+def parse_registry(text: str, source: str = "<string>") -> Registry:
+    """Parse registry YAML text into a :class:`Registry`; raises :class:`RegistryError`."""
+    document = yaml.safe_load(text) or {}
+    entries = document.get("instruments")
+    if not isinstance(entries, dict) or not entries:
+        raise RegistryError(f"{source}: no 'instruments' mapping")
+    instruments = {}
+    for name, entry in entries.items():
+        if not str(name).replace("_", "").isalnum() or str(name) != str(name).lower():
+            raise RegistryError(f"{source}: instrument name {name!r} must be lower-case alphanumeric")
+        instruments[str(name)] = _parse_instrument(str(name), entry)
+    return Registry(instruments=instruments, source=source)
+
+
+def default_registry_path() -> str:
+    return str(resources.files("reduction_assets") / "config" / "instruments.yaml")
+
+
+@functools.cache
+def load_registry(path: str | None = None) -> Registry:
+    """Load the registry from ``path``, else ``$REDUCTION_INSTRUMENTS``, else the packaged file."""
+    path = path or os.environ.get(REGISTRY_ENV) or default_registry_path()
+    return parse_registry(Path(path).read_text(), source=path)

@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="reduction_assets",
+    version="0.1.0",
+    description="A Dagster asset graph from raw CCD frames to master calibrations, reduced frames, "
+    "stacks and archive records",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(exclude=["reduction_assets_tests*", "benchmarks*"]),
+    package_data={"reduction_assets": ["config/*.yaml", "defaults/*.yaml"]},
+    install_requires=[
+        # The Dagster family is pinned together: the integration libraries pin one core release.
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-graphql=={DAGSTER}",
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        f"dagster-aws=={DAGSTER_LIBS}",
+        "astropy>=7.0,<9",
+        "numpy>=2.0,<3",
+        "numba>=0.60,<0.70",
+        "sqlalchemy>=2.0,<2.2",
+        "psycopg2-binary>=2.9,<3",
+        "pyyaml>=6.0",
+        "tenacity>=9.0",
+        "tzdata",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["reduction-assets=reduction_assets.cli:main"]},
+)
