@@ -1,0 +1,87 @@
+import datetime as dt
+
+import pytest
+
+from reduction_assets.instruments import RegistryError, night_of, parse_registry
+
+UTC = dt.timezone.utc
+
+
+def test_registry_ships_two_simulated_instruments_and_the_st7(registry):
+    assert registry.names == ["lcosim", "noirsim", "st7"]
+
+
+def test_simulated_instruments_use_different_header_conventions(registry):
+    lco, noir = registry["lcosim"], registry["noirsim"]
+    assert lco.keywords["frame_type"] == "OBSTYPE" and noir.keywords["frame_type"] == "IMAGETYP"
+    assert "day_obs" in lco.keywords and "day_obs" not in noir.keywords
+    assert lco.frame_type("EXPOSE") == "science" and noir.frame_type("object") == "science"
+    assert lco.frame_type("SKYFLAT") == "flat" and noir.frame_type("zero") == "bias"
+    assert noir.filter_name("V Harris c6026") == "V"
+
+
+def test_st7_reads_maxim_dl_keywords(registry):
+    st7 = registry["st7"]
+    assert st7.frame_type("LIGHT") == "science" and st7.frame_type("dark") == "dark"
+    assert st7.keywords["gain"] == "EGAIN" and st7.darks_include_bias
+    assert st7.filter_name(None) == "none"
+
+
+def test_geometry_places_overscan_on_the_instrument_side(registry):
+    right = registry["lcosim"].geometry((128, 144), (1, 1))
+    left = registry["noirsim"].geometry((96, 180), (1, 1))
+    assert right.imaging[1] == slice(0, 128) and right.overscan[1] == slice(128, 144)
+    assert left.imaging[1] == slice(20, 180) and left.overscan[1] == slice(0, 20)
+    assert right.fits_section(right.overscan) == "[129:144,1:128]"
+
+
+def test_geometry_rejects_shapes_the_camera_cannot_read_out(registry):
+    assert registry["lcosim"].geometry((100, 116), (1, 1)) is None
+    assert registry["lcosim"].geometry((64, 80), (2, 2)) is not None
+    assert registry["lcosim"].geometry((128, 144), (3, 3)) is None
+
+
+def test_malformed_registry_is_refused_with_the_reason():
+    with pytest.raises(RegistryError, match="frame types"):
+        parse_registry("""
+instruments:
+  cam:
+    site: {longitude: 0}
+    match: [cam]
+    keywords: {frame_type: T, date_obs: D, exptime: E, binning: B}
+    frame_types: {X: spectrum}
+    gain: 1
+    read_noise: 1
+    saturation: 1
+    readout_sizes: [[10, 10]]
+""")
+
+
+# A night runs from one local noon to the next, so frames on both sides of UTC midnight share it.
+@pytest.mark.parametrize(
+    "utc, longitude, night",
+    [
+        # Kitt Peak (-111.6 deg, UTC-7.44 h, local noon 19:26 UTC): evening frames are on the next UTC date.
+        (dt.datetime(2026, 11, 21, 2, 0, tzinfo=UTC), -111.6, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 12, 0, tzinfo=UTC), -111.6, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 19, 20, tzinfo=UTC), -111.6, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 19, 30, tzinfo=UTC), -111.6, dt.date(2026, 11, 21)),
+        # Siding Spring (+149.1 deg, UTC+9.94 h): local noon is 02:04 UTC.
+        (dt.datetime(2026, 11, 20, 23, 30, tzinfo=UTC), 149.1, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 2, 0, tzinfo=UTC), 149.1, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 2, 10, tzinfo=UTC), 149.1, dt.date(2026, 11, 21)),
+        (dt.datetime(2026, 11, 20, 10, 0, tzinfo=UTC), 149.1, dt.date(2026, 11, 20)),
+        # Greenwich: noon UTC is the boundary.
+        (dt.datetime(2026, 11, 21, 11, 59), 0.0, dt.date(2026, 11, 20)),
+        (dt.datetime(2026, 11, 21, 12, 0), 0.0, dt.date(2026, 11, 21)),
+    ],
+)
+def test_night_is_the_local_date_at_the_noon_before(utc, longitude, night):
+    assert night_of(utc, longitude=longitude) == night
+
+
+def test_night_uses_civil_time_when_a_timezone_is_given():
+    # Toronto is UTC-4 in October (daylight saving): civil noon is 16:00 UTC, mean solar noon 17:18.
+    at = dt.datetime(2019, 10, 29, 16, 30, tzinfo=UTC)
+    assert night_of(at, timezone="America/Toronto") == dt.date(2019, 10, 29)
+    assert night_of(at, longitude=-79.4) == dt.date(2019, 10, 28)
