@@ -18,7 +18,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from reduction_assets.home import Home
 from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.sensors import evaluate_landing
+from reduction_assets.sensors import evaluate_landing, forget_files, request_files
 
 log = logging.getLogger(__name__)
 CURSOR_FILE = "landing_sensor.cursor"
@@ -72,6 +72,7 @@ def process_landing(
         while True:
             tick, result = evaluate_landing(resource, cursor)
             outcome.ticks += 1
+            next_cursor = result.cursor
             for request in result.run_requests or []:
                 label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
                 if _already_succeeded(instance, request.run_key):
@@ -85,17 +86,22 @@ def process_landing(
                     tags=tags, raise_on_error=False)
                 outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
                 echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
+                if not run.success:
+                    next_cursor = forget_files(next_cursor, request_files(request))
             # Only now is the work done: a crash above re-requests the same files next time.
-            cursor = result.cursor
+            cursor = next_cursor
             cursor_path.write_text(cursor or "")
-            if not result.run_requests:
-                if not tick.waiting:
-                    break
-                if time.monotonic() > deadline:
-                    echo(f"gave up waiting for {len(tick.waiting)} files to settle: "
-                         + ", ".join(tick.waiting[:5]))
-                    break
-                time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))
+            if outcome.failed:
+                break  # the failed files are left for the next invocation, not retried in a loop
+            if result.run_requests:
+                continue
+            if not tick.waiting:
+                break
+            if time.monotonic() > deadline:
+                echo(f"gave up waiting for {len(tick.waiting)} files to settle: "
+                     + ", ".join(tick.waiting[:5]))
+                break
+            time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))
     finally:
         instance.dispose()
     return outcome

@@ -88,6 +88,23 @@ def plan_landing_tick(
     return tick
 
 
+def forget_files(cursor: str, names: list[str]) -> str:
+    """The cursor without ``names``: they will be requested again by the next evaluation.
+
+    `process` uses this for the files of a run that failed, so the next cron invocation retries them.
+    """
+    state = json.loads(cursor)
+    for name in names:
+        state.get("requested", {}).pop(name, None)
+    return json.dumps(state, sort_keys=True)
+
+
+def request_files(request: RunRequest) -> list[str]:
+    """The landing files a run request asks to ingest."""
+    ops = (request.run_config or {}).get("ops", {})
+    return [name for op in ops.values() for name in op.get("config", {}).get("files", [])]
+
+
 def _run_key(prefix: str, names: list[str], files: dict[str, FileState]) -> str:
     # Content-versioned: the same files re-delivered with new content get a new run key.
     digest = hashlib.sha256()

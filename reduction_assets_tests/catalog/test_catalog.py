@@ -1,0 +1,70 @@
+"""The catalog behaves the same on SQLite and PostgreSQL."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from reduction_assets.catalog import Catalog, InstrumentRow, RawFrame
+from reduction_assets.catalog.queries import progress_rows, quarantine_rows
+from reduction_assets.ingest import Ingestor
+from reduction_assets.storage import LocalStore
+from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixture)
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+
+
+def test_schema_has_the_foundation_tables(catalog):  # noqa: F811
+    catalog.create()  # idempotent
+    assert {"instruments", "raw_frames", "raw_duplicates", "quarantine"} <= set(
+        inspect(catalog.engine).get_table_names())
+
+
+def test_instruments_are_synchronised_from_the_registry(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    catalog.sync_instruments(registry)
+    with catalog.session() as session:
+        rows = {row.name: row for row in session.scalars(select(InstrumentRow))}
+    assert sorted(rows) == ["lcosim", "noirsim", "st7"]
+    assert rows["st7"].timezone == "America/Toronto" and rows["st7"].gain == pytest.approx(2.55)
+
+
+def _frame(checksum: str, name: str) -> RawFrame:
+    return RawFrame(
+        instrument="lcosim", night=NIGHT, frame_type="bias", filter=None, exptime=0.0, binning="1x1",
+        date_obs=dt.datetime(2026, 11, 20, 6, 0), object=None, ra=None, dec=None, naxis1=144,
+        naxis2=128, checksum=checksum, size_bytes=1, store_path=f"lcosim/{name}", original_name=name,
+        header={}, normalised={})
+
+
+def test_a_checksum_can_be_recorded_only_once(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    with catalog.session() as session:
+        session.add(_frame("a" * 64, "one.fits"))
+    with pytest.raises(IntegrityError):
+        with catalog.session() as session:
+            session.add(_frame("a" * 64, "two.fits"))
+    with catalog.session() as session:  # the failed transaction left nothing behind
+        assert len(list(session.scalars(select(RawFrame)))) == 1
+
+
+def test_ingestion_and_progress_on_either_database(catalog, registry, tmp_path, lcosim_night):  # noqa: F811
+    catalog.sync_instruments(registry)
+    landing = tmp_path / "landing"
+    bias = frames_of(lcosim_night, "bias")
+    names = deliver(bias + [bias[0]], landing, [p.name for p in bias] + ["again.fits"])
+    (landing / "junk.fits").write_text("not fits")
+    ingestor = Ingestor(landing=landing, registry=registry, catalog=catalog,
+                        raw_store=LocalStore(tmp_path / "raw"), quarantine_store=LocalStore(tmp_path / "q"))
+    report = ingestor.ingest(names + ["junk.fits"])
+    assert report.summary()["ingested"] == 5 and report.summary()["duplicates"] == 1
+    with catalog.session() as session:
+        (row,) = progress_rows(session, NIGHT, NIGHT, ["lcosim"])
+        quarantine = quarantine_rows(session)
+    assert (row["raw"], row["duplicates"]) == (5, 1)
+    assert [q["reason"] for q in quarantine] == ["not_fits"]
+
+
+def test_a_bare_postgresql_url_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"postgresql\+psycopg2"):
+        Catalog("postgresql://postgres@127.0.0.1/test")

@@ -1,0 +1,92 @@
+"""The operator command line: simulate, process, progress, quarantine."""
+
+import json
+
+import pytest
+
+from reduction_assets.cli import main
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    # `process` points DAGSTER_HOME at the home it works on; keep that inside each test.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("REDUCTION_CATALOG_URL", raising=False)
+
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    """Exit code and standard output (standard error is echoed into the output after a marker)."""
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + ("\n[stderr]\n" + captured.err if captured.err else "")
+
+
+def test_simulate_writes_frames_and_truth(tmp_path, capsys):
+    code, out = cli(capsys, "simulate", "--instrument", "noirsim", "--night", "2026-11-20",
+                    "--out", str(tmp_path), "--n-dither", "1", "--seed", "4")
+    assert code == 0 and "wrote 24 frames" in out
+    assert (tmp_path / "truth.npz").exists() and len(list(tmp_path.glob("*.fits"))) == 24
+
+
+def test_simulate_refuses_a_size_the_camera_cannot_read_out(tmp_path, capsys):
+    code, out = cli(capsys, "simulate", "--instrument", "lcosim", "--night", "2026-11-20",
+                    "--out", str(tmp_path), "--size", "100x100")
+    assert code == 2 and "[stderr]" in out and "not a readout of lcosim" in out
+
+
+def test_process_ingests_landing_and_progress_reports_it(home, capsys, lcosim_night):
+    deliver(lcosim_night.frames, home.landing)
+    (home.landing / "notes.txt").write_text("not a frame")
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    assert code == 0 and "2 runs executed, 0 failed" in out
+    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-19", "2026-11-20",
+                    "--instrument", "lcosim", "--json")
+    rows = json.loads(out)
+    assert [r["night"] for r in rows] == ["2026-11-19", "2026-11-20"]
+    assert set(rows[1]) >= {"night", "instrument", "raw", "duplicates", "quarantined", "last_raw_time"}
+    assert (rows[0]["raw"], rows[1]["raw"]) == (0, 32)
+
+
+def test_process_twice_does_nothing_the_second_time(home, capsys, lcosim_night):
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    assert cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")[0] == 0
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    assert code == 0 and "0 runs executed" in out
+
+
+def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcosim_night):
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    monkeypatch.setenv("REDUCTION_CATALOG_URL", f"sqlite:///{home.root}/missing/dir/catalog.sqlite")
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    assert code == 1 and "1 failed" in out
+    assert len(list(home.landing.iterdir())) == 5  # nothing lost
+    monkeypatch.delenv("REDUCTION_CATALOG_URL")
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    assert code == 0 and "1 runs executed, 0 failed" in out  # the failed files are retried
+
+
+def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
+    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].split() == ["night", "instrument", "raw", "duplicates", "quarantined",
+                                              "last_raw_time"]
+    assert len(lines) == 2 + 3
+
+
+def test_progress_rejects_an_unknown_instrument(home, capsys):
+    assert cli(capsys, "--home", str(home.root), "progress", "2026-11-20", "--instrument", "hst")[0] == 2
+
+
+def test_quarantine_lists_reasons_oldest_first(home, capsys, lcosim_night):
+    (home.landing / "a_empty.fits").touch()
+    (home.landing / "b_text.fits").write_text("hello")
+    import os
+    os.utime(home.landing / "a_empty.fits", (0, 0))
+    os.utime(home.landing / "b_text.fits", (0, 0))
+    cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    code, out = cli(capsys, "--home", str(home.root), "quarantine", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [(r["original_path"], r["reason"]) for r in rows] == [
+        ("a_empty.fits", "empty_file"), ("b_text.fits", "not_fits")]
+    assert rows[0]["quarantined_at"] <= rows[1]["quarantined_at"] and rows[0]["message"]

@@ -1,0 +1,73 @@
+"""The code location loads, validates, and the deployment configs are sound."""
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+from dagster import AssetKey, DagsterInstance
+from sqlalchemy import create_engine, text
+
+from reduction_assets.definitions import defs
+from reduction_assets.partitions import night_instrument_partitions
+from reduction_assets_tests.catalog_fixtures import POSTGRES_URL, postgres_available
+from reduction_assets_tests.conftest import require
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_hold_the_raw_assets_and_a_running_landing_sensor():
+    keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    assert {AssetKey("raw_frames"), AssetKey("landing_rejects")} <= keys
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    assert sensor.default_status.value == "RUNNING"
+
+
+def test_partitions_are_night_by_instrument_from_the_first_real_night():
+    keys = night_instrument_partitions.get_partition_keys()
+    assert "st7|2019-10-28" in keys and "lcosim|2026-11-20" in keys
+    assert not any(key.endswith("|2018-12-31") for key in keys)
+
+
+def test_dagster_definitions_validate_passes(tmp_path):
+    env = {**os.environ, "REDUCTION_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_production_instance_config_names_the_psycopg2_scheme():
+    config = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    database = config["storage"]["postgres"]["postgres_db"]
+    # Connection settings, the password above all, come from the environment, never the file.
+    assert all(database[key] == {"env": f"DAGSTER_PG_{name}"} for key, name in
+               [("username", "USERNAME"), ("password", "PASSWORD"), ("hostname", "HOST"),
+                ("db_name", "DB"), ("port", "PORT")])
+
+
+def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
+    require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    db = f"dagster_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'create database "{db}"'))
+    try:
+        for key, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "",
+                           "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_DB": db,
+                           "DAGSTER_PG_PORT": "5432"}.items():
+            monkeypatch.setenv(key, value)
+        (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
+        instance = DagsterInstance.from_config(str(tmp_path))
+        try:
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            assert instance.get_runs() == []
+        finally:
+            instance.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'drop database "{db}" with (force)'))
+        admin.dispose()

@@ -1,0 +1,114 @@
+"""The landing sensor: cursor, settling, routing to partitions, run keys."""
+
+import json
+import os
+import time
+
+from dagster import build_sensor_context
+
+from reduction_assets.fits.validate import FileState
+from reduction_assets.landing import Route, scan_landing
+from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.sensors import landing_sensor, plan_landing_tick
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+
+NOW = 1_800_000_000.0
+
+
+def state(size=100, age=60.0):
+    return FileState(size, int((NOW - age) * 1e9))
+
+
+def route_all_to(instrument="lcosim"):
+    return lambda name: Route(instrument, NIGHT)
+
+
+def test_new_settled_files_are_requested_once():
+    files = {"a.fits": state(), "b.fits": state()}
+    first = plan_landing_tick(files, None, settle_seconds=5, route=route_all_to(), now=NOW)
+    assert first.by_partition == {("lcosim", "2026-11-20"): ["a.fits", "b.fits"]}
+    second = plan_landing_tick(files, first.cursor, settle_seconds=5, route=route_all_to(), now=NOW)
+    assert second.by_partition == {} and second.already == 2
+
+
+def test_re_evaluating_from_an_old_cursor_loses_nothing():
+    first = plan_landing_tick({"a.fits": state()}, None, settle_seconds=5, route=route_all_to(), now=NOW)
+    files = {"a.fits": state(), "b.fits": state()}
+    # The daemon may evaluate again from the same cursor (a tick whose cursor was not saved).
+    for _ in range(2):
+        again = plan_landing_tick(files, first.cursor, settle_seconds=5, route=route_all_to(), now=NOW)
+        assert again.by_partition == {("lcosim", "2026-11-20"): ["b.fits"]}
+
+
+def test_files_still_changing_wait_until_they_settle():
+    growing = {"a.fits": state(size=100, age=1.0)}
+    tick = plan_landing_tick(growing, None, settle_seconds=5, route=route_all_to(), now=NOW)
+    assert tick.by_partition == {} and tick.waiting == ["a.fits"]
+    settled = {"a.fits": state(size=5000, age=6.0)}
+    later = plan_landing_tick(settled, tick.cursor, settle_seconds=5, route=route_all_to(), now=NOW)
+    assert later.by_partition == {("lcosim", "2026-11-20"): ["a.fits"]}
+
+
+def test_a_file_replaced_with_new_content_is_requested_again():
+    first = plan_landing_tick({"a.fits": state(100)}, None, settle_seconds=0, route=route_all_to(), now=NOW)
+    changed = {"a.fits": FileState(200, int((NOW - 30) * 1e9))}
+    again = plan_landing_tick(changed, first.cursor, settle_seconds=0, route=route_all_to(), now=NOW)
+    assert again.by_partition == {("lcosim", "2026-11-20"): ["a.fits"]}
+
+
+def test_files_gone_from_landing_leave_the_cursor():
+    first = plan_landing_tick({"a.fits": state(), "b.fits": state()}, None, settle_seconds=0,
+                              route=route_all_to(), now=NOW)
+    later = plan_landing_tick({"b.fits": state()}, first.cursor, settle_seconds=0,
+                              route=route_all_to(), now=NOW)
+    assert list(json.loads(later.cursor)["requested"]) == ["b.fits"]
+
+
+def test_unroutable_files_go_to_landing_rejects():
+    from reduction_assets.fits.headers import FrameRejected
+
+    def route(name):
+        if name == "bad.fits":
+            raise FrameRejected("not_fits", "no")
+        return Route("st7", NIGHT)
+
+    tick = plan_landing_tick({"bad.fits": state(), "ok.fits": state()}, None, settle_seconds=0,
+                             route=route, now=NOW)
+    assert tick.rejects == ["bad.fits"]
+    assert tick.by_partition == {("st7", "2026-11-20"): ["ok.fits"]}
+
+
+def test_hidden_and_temporary_names_are_not_arrivals(tmp_path):
+    for name in ("frame.fits", ".frame.fits.x7Yz", "frame2.fits.part", "frame3.fits.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "frame4.fits").write_bytes(b"x")
+    (tmp_path / "night1").mkdir()
+    (tmp_path / "night1" / "frame5.fits").write_bytes(b"x")
+    assert sorted(scan_landing(tmp_path)) == ["frame.fits", "night1/frame5.fits"]
+
+
+def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosim_night, noirsim_night):
+    deliver(frames_of(lcosim_night, "bias") + frames_of(noirsim_night, "bias"), home.landing)
+    (home.landing / "junk.fits").write_text("x")
+    os.utime(home.landing / "junk.fits", (time.time() - 60,) * 2)
+    resource = ReductionHomeResource(home=str(home.root), settle_seconds=5)
+    result = landing_sensor(build_sensor_context(cursor=None), home=resource)
+    requests = {r.partition_key or "rejects": r for r in result.run_requests}
+    assert set(requests) == {"lcosim|2026-11-20", "noirsim|2026-11-20", "rejects"}
+    lco = requests["lcosim|2026-11-20"]
+    assert len(lco.run_config["ops"]["raw_frames"]["config"]["files"]) == 5
+    assert requests["rejects"].run_config["ops"]["landing_rejects"]["config"]["files"] == ["junk.fits"]
+
+    idle = landing_sensor(build_sensor_context(cursor=result.cursor), home=resource)
+    assert not idle.run_requests
+    assert "no new files" in idle.skip_reason.skip_message and "11 already requested" in \
+        idle.skip_reason.skip_message
+
+
+def test_idle_tick_says_which_files_are_waiting(home, lcosim_night):
+    deliver(frames_of(lcosim_night, "bias")[:1], home.landing, age_seconds=0)
+    resource = ReductionHomeResource(home=str(home.root), settle_seconds=600)
+    result = landing_sensor(build_sensor_context(cursor=None), home=resource)
+    assert not result.run_requests
+    assert "1 waiting to settle" in result.skip_reason.skip_message
