@@ -1,0 +1,310 @@
+"""The numba kernel behind :func:`reduction_assets.kernels.combine` (see there for the definitions).
+
+Layout: rows are distributed over threads; each row is cut into tiles of ``TILE`` pixels. A tile's
+values are loaded frame by frame into a (frames, TILE) buffer (invalid and masked values become +inf
+so they sort last), sorted along the frame axis with a sorting network whose compare-exchanges run
+across the tile's pixels (SIMD), and then each pixel's sorted values are reduced by scalar code:
+sigma clipping on sorted data keeps a contiguous window, so medians are O(1) and the MAD is a merge
+of the two sorted half-sequences on either side of the median.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+TILE = 256
+
+MEAN, MEDIAN, SIGMA_CLIP = 0, 1, 2
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _median_sorted(v, lo, hi):
+    count = hi - lo
+    half = lo + count // 2
+    if count % 2 == 1:
+        return v[half]
+    return 0.5 * (v[half - 1] + v[half])
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _deviation_rank(v, split, lo, hi, centre, k):
+    """Value of rank k (0-based) among |v[i] - centre| for i in [lo, hi), by binary search.
+
+    Left of ``split`` the deviations read leftwards, A[i] = centre - v[split - 1 - i], ascend; right
+    of it, B[j] = v[split + j] - centre, ascend too. The k+1 smallest deviations are the first i of A
+    and the first k+1-i of B for the one i where the two prefixes interleave.
+    """
+    n_left = split - lo
+    n_right = hi - split
+    low_i = max(0, k + 1 - n_right)
+    high_i = min(k + 1, n_left)
+    while True:
+        i = (low_i + high_i) // 2
+        j = k + 1 - i
+        if i < n_left and j > 0 and v[split + j - 1] - centre > centre - v[split - 1 - i]:
+            low_i = i + 1
+        elif i > 0 and j < n_right and centre - v[split - i] > v[split + j] - centre:
+            high_i = i - 1
+        else:
+            a = centre - v[split - i] if i > 0 else -np.inf
+            b = v[split + j - 1] - centre if j > 0 else -np.inf
+            return a if a > b else b
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _mad(v, lo, hi, centre):
+    """Median of |v[i] - centre| over the sorted window v[lo:hi], ``centre`` being its median."""
+    count = hi - lo
+    split = lo + count // 2
+    while split > lo and v[split - 1] >= centre:
+        split -= 1
+    while split < hi and v[split] < centre:
+        split += 1
+    upper = _deviation_rank(v, split, lo, hi, centre, count // 2)
+    if count % 2 == 1:
+        return upper
+    return 0.5 * (_deviation_rank(v, split, lo, hi, centre, count // 2 - 1) + upper)
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _window(v, n, low, high):
+    """[first, last) of the sorted v[0:n] inside [low, high] (bounds inclusive)."""
+    first = 0
+    while first < n and v[first] < low:
+        first += 1
+    last = n
+    while last > first and v[last - 1] > high:
+        last -= 1
+    return first, last
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _load(src, dst, count, t):
+    # (v - v) == 0 is False exactly for NaN and +-inf, and vectorises (np.isfinite is a call).
+    for p in range(t):
+        v = src[p]
+        good = (v - v) == 0.0
+        dst[p] = v if good else np.inf
+        count[p] += 1 if good else 0
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _load_masked(src, masked, dst, count, t):
+    for p in range(t):
+        v = src[p]
+        good = ((v - v) == 0.0) and not masked[p]
+        dst[p] = v if good else np.inf
+        count[p] += 1 if good else 0
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _accumulate(values, ref, acc1, acc2, t):
+    """Add (v - ref) and (v - ref)^2 of the valid values of one frame to the running sums."""
+    for p in range(t):
+        v = values[p]
+        d = v - ref[p]
+        d = d if v != np.inf else 0.0
+        acc1[p] += d
+        acc2[p] += d * d
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _move_window(col, ref, lo, hi, new_lo, new_hi, w1, w2):
+    """Window sums of (v - ref) after moving [lo, hi) to [new_lo, new_hi) (either direction)."""
+    for i in range(lo, new_lo):
+        d = col[i] - ref
+        w1 -= d
+        w2 -= d * d
+    for i in range(new_lo, lo):
+        d = col[i] - ref
+        w1 += d
+        w2 += d * d
+    for i in range(new_hi, hi):
+        d = col[i] - ref
+        w1 -= d
+        w2 -= d * d
+    for i in range(hi, new_hi):
+        d = col[i] - ref
+        w1 += d
+        w2 += d * d
+    return w1, w2
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _clip(col, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high,
+          max_iters):
+    """Sigma-clip one pixel whose sorted valid values are col[0:n].
+
+    ``w1``, ``w2`` are the sums of (v - ref) and (v - ref)^2 over all n values; the window of
+    survivors is contiguous in sorted order and its sums are updated as its edges move, so each
+    iteration costs O(1) plus the values it rejects. Returns the last bounds, the final window
+    [first, last) of all values inside them, and that window's sums.
+    """
+    lo, hi = 0, n
+    low, high = -np.inf, np.inf
+    iteration = 0
+    median = 0.0
+    mean = 0.0
+    std = 0.0
+    while True:
+        count = hi - lo
+        if centre_median or scale_mad:
+            median = _median_sorted(col, lo, hi)
+        if not scale_mad:
+            d1 = w1 / count
+            variance = w2 / count - d1 * d1
+            std = math.sqrt(variance) if variance > 0.0 else 0.0
+        if not centre_median:
+            # Summed directly: a zero scale keeps only values equal to the centre, so the centre
+            # must be exactly the mean astropy computes, not one recovered from running sums.
+            total = 0.0
+            for i in range(lo, hi):
+                total += col[i]
+            mean = total / count
+        centre = median if centre_median else mean
+        if scale_mad:
+            std = _mad(col, lo, hi, median) * mad_factor
+        low = centre - sigma_low * std
+        high = centre + sigma_high * std
+        new_lo, new_hi = lo, hi
+        while new_lo < new_hi and col[new_lo] < low:
+            new_lo += 1
+        while new_hi > new_lo and col[new_hi - 1] > high:
+            new_hi -= 1
+        if (new_lo == lo and new_hi == hi) or new_hi == new_lo:
+            break
+        w1, w2 = _move_window(col, ref, lo, hi, new_lo, new_hi, w1, w2)
+        lo, hi = new_lo, new_hi
+        iteration += 1
+        if max_iters > 0 and iteration >= max_iters:
+            break
+    # astropy masks every value against the last bounds, so earlier rejects inside them return.
+    first, last = _window(col, n, low, high)
+    w1, w2 = _move_window(col, ref, lo, hi, first, last, w1, w2)
+    return low, high, first, last, w1, w2
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_median,
+                   scale_mad, mad_factor, sigma_low, sigma_high, max_iters, net_i, net_j,
+                   out, n_used, error):
+    n_frames, height, width = stack.shape
+    n_steps = net_i.shape[0]
+    sort = method != MEAN
+    for row in nb.prange(height):
+        buf = np.empty((n_frames, TILE), dtype=stack.dtype)
+        lo_tmp = np.empty(TILE, dtype=stack.dtype)
+        ref = np.empty(TILE, dtype=np.float64)
+        acc1 = np.empty(TILE, dtype=np.float64)
+        acc2 = np.empty(TILE, dtype=np.float64)
+        count = np.empty(TILE, dtype=np.int64)
+        for x0 in range(0, width, TILE):
+            t = min(TILE, width - x0)
+            for p in range(t):
+                count[p] = 0
+            for k in range(n_frames):
+                if use_mask:
+                    _load_masked(stack[k, row, x0:x0 + t], mask[k, row, x0:x0 + t], buf[k], count, t)
+                else:
+                    _load(stack[k, row, x0:x0 + t], buf[k], count, t)
+            if sort:
+                for step in range(n_steps):
+                    bi = buf[net_i[step]]
+                    bj = buf[net_j[step]]
+                    # The minimum goes through a separate array: with both results written back
+                    # into the same buffer LLVM cannot prove the rows apart and stays scalar.
+                    for p in range(t):
+                        a = bi[p]
+                        b = bj[p]
+                        lo_tmp[p] = a if a < b else b
+                        bj[p] = b if a < b else a
+                    for p in range(t):
+                        bi[p] = lo_tmp[p]
+            # A reference value near the data keeps the prefix sums free of cancellation.
+            for p in range(t):
+                n = count[p]
+                if n == 0:
+                    ref[p] = 0.0
+                elif sort:
+                    ref[p] = buf[(n - 1) // 2, p]
+                else:
+                    k = 0
+                    while not np.isfinite(buf[k, p]):
+                        k += 1
+                    ref[p] = buf[k, p]
+            for p in range(t):
+                acc1[p] = 0.0
+                acc2[p] = 0.0
+            for k in range(n_frames):
+                _accumulate(buf[k], ref, acc1, acc2, t)
+            for p in range(t):
+                n = count[p]
+                x = x0 + p
+                if n == 0:
+                    out[row, x] = np.nan
+                    n_used[row, x] = 0
+                    error[row, x] = np.nan
+                    continue
+                col = buf[:, p]
+                w1 = acc1[p]
+                w2 = acc2[p]
+                if method == MEDIAN:
+                    d1 = w1 / n
+                    variance = w2 / n - d1 * d1
+                    out[row, x] = _median_sorted(col, 0, n)
+                    n_used[row, x] = n
+                    # Efficiency of the median for normal data: sigma_med = sqrt(pi/2) sigma/sqrt(n).
+                    error[row, x] = 1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) \
+                        if n > 1 else np.nan
+                    continue
+                low, high = -np.inf, np.inf
+                used = n
+                if method == SIGMA_CLIP:
+                    low, high, first, last, w1, w2 = _clip(
+                        col, n, ref[p], w1, w2, centre_median, scale_mad, mad_factor, sigma_low,
+                        sigma_high, max_iters)
+                    used = last - first
+                n_used[row, x] = used
+                if used == 0:
+                    out[row, x] = np.nan
+                    error[row, x] = np.nan
+                    continue
+                if not use_weights:
+                    d1 = w1 / used
+                    variance = w2 / used - d1 * d1
+                    out[row, x] = ref[p] + d1
+                    error[row, x] = math.sqrt(max(variance, 0.0) / (used - 1.0)) if used > 1 else np.nan
+                    continue
+                # Weighted mean of the survivors, in the frames' own order (weights follow frames).
+                sw = 0.0
+                swx = 0.0
+                sww = 0.0
+                for k in range(n_frames):
+                    value = stack[k, row, x]
+                    if not np.isfinite(value) or (use_mask and mask[k, row, x]):
+                        continue
+                    if value < low or value > high:
+                        continue
+                    w = weights[k]
+                    sw += w
+                    swx += w * value
+                    sww += w * w
+                mean = swx / sw
+                out[row, x] = mean
+                if used > 1:
+                    swd = 0.0
+                    for k in range(n_frames):
+                        value = stack[k, row, x]
+                        if not np.isfinite(value) or (use_mask and mask[k, row, x]):
+                            continue
+                        if value < low or value > high:
+                            continue
+                        d = value - mean
+                        swd += weights[k] * d * d
+                    variance = swd / sw * used / (used - 1.0)
+                    error[row, x] = math.sqrt(variance * sww) / sw
+                else:
+                    error[row, x] = np.nan

@@ -1,0 +1,175 @@
+"""Combining a stack of frames along the frame axis: mean, median and sigma-clipped mean.
+
+Definitions (per pixel, over the values ``x_k`` of the N frames at that pixel):
+
+* Values that are NaN or ±inf, or whose ``mask`` is True, never enter any statistic.
+* ``scales`` multiply each frame before anything else (``x_k * scales[k]``, in the stack's dtype).
+* ``median``: the middle value of the n valid values; for even n the mean of the two middle ones.
+* ``mean``: the mean of the valid values, weighted by ``weights[k]`` when given.
+* ``sigma_clip``: iterate on the surviving values (at first all valid ones)::
+
+      c = median (center='median') or mean (center='mean') of the survivors
+      s = population standard deviation, ddof=0 (scale='std'), or
+          mad_factor * median(|x - median|) (scale='mad'; mad_factor = 1.482602218505602 by default)
+      survivors = those with  c - sigma_low * s <= x <= c + sigma_high * s
+
+  until an iteration rejects nothing, the survivors would be empty, or ``max_iters`` iterations have
+  run (``max_iters=None``: until convergence; ``1``: a single pass). The result is the (weighted)
+  mean of all valid values within the *last* bounds. This is exactly astropy's
+  ``sigma_clip(axis=0, sigma_lower, sigma_upper, maxiters, cenfunc, stdfunc)`` (its C fast path,
+  including re-admission of earlier rejects that lie inside the final bounds) followed by the mean;
+  with ``max_iters=1, scale='mad', mad_factor=1.4826`` it is BANZAI's ``sigma_clipped_mean``
+  (reject |x - median| > 3 * 1.4826 * MAD, mean of the rest).
+* Equal values (zero scatter) give s = 0 and reject nothing that equals the centre.
+
+Outputs: ``data`` (the combined image), ``n_used`` (values that entered the result) and ``error``,
+the standard error of the result: ``std_ddof1 / sqrt(n)`` for means (the weighted form
+``sqrt(var_w * sum(w^2)) / sum(w)`` with weights), ``sqrt(pi/2) * std_ddof1 / sqrt(n)`` for the median.
+Where no value is used (all masked, invalid or rejected) ``data`` and ``error`` are NaN and
+``n_used`` is 0; where one value is used ``error`` is NaN (no scatter can be measured).
+
+Arithmetic on sorted values happens in float64; ``data`` and ``error`` have the stack's float dtype
+(integer stacks are combined as float32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from reduction_assets.kernels import _combine_kernel as _k
+from reduction_assets.kernels.network import batcher_network
+
+MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): astropy's mad_std
+BANZAI_MAD_TO_SIGMA = 1.4826
+
+_METHODS = {"mean": _k.MEAN, "median": _k.MEDIAN, "sigma_clip": _k.SIGMA_CLIP}
+
+
+@dataclass(frozen=True)
+class CombineResult:
+    """The combined image, the number of values used per pixel, and the standard error image."""
+
+    data: np.ndarray
+    n_used: np.ndarray
+    error: np.ndarray
+
+
+def _as_float_stack(stack: np.ndarray) -> np.ndarray:
+    stack = np.asarray(stack)
+    if stack.ndim != 3:
+        raise ValueError(f"stack must be (N, H, W); got shape {stack.shape}")
+    if stack.shape[0] < 1:
+        raise ValueError("stack has no frames")
+    if stack.dtype == np.float32 or stack.dtype == np.float64:
+        return np.ascontiguousarray(stack)
+    if stack.dtype.kind in "iub":
+        return np.ascontiguousarray(stack, dtype=np.float32)
+    if stack.dtype.kind == "f":
+        return np.ascontiguousarray(stack, dtype=np.float64)
+    raise ValueError(f"stack dtype {stack.dtype} is not numeric")
+
+
+def _per_frame(values, n: int, name: str, positive: bool) -> np.ndarray | None:
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (n,):
+        raise ValueError(f"{name} must have one value per frame, shape ({n},); got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite")
+    if positive and np.any(array <= 0):
+        raise ValueError(f"{name} must be positive")
+    return array
+
+
+def combine(
+    stack: np.ndarray,
+    method: Literal["mean", "median", "sigma_clip"],
+    *,
+    center: Literal["median", "mean"] = "median",
+    scale: Literal["std", "mad"] = "std",
+    sigma_low: float = 3.0,
+    sigma_high: float = 3.0,
+    max_iters: int | None = None,
+    mask: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    scales: np.ndarray | None = None,
+    mad_factor: float = MAD_TO_SIGMA,
+) -> CombineResult:
+    """Combine a stack of frames along axis 0. See the module docstring for the exact definitions.
+
+    Parameters
+    ----------
+    stack
+        (N, H, W) values (any unit: ADU, electrons, e/s); float32 or float64 (integers become float32).
+    method
+        ``'mean'``, ``'median'`` or ``'sigma_clip'`` (sigma-clipped mean).
+    center, scale
+        Centre (``'median'`` or ``'mean'``) and scale (``'std'`` or ``'mad'``) of the clipping.
+    sigma_low, sigma_high
+        Rejection thresholds below and above the centre, in units of the scale.
+    max_iters
+        Clipping iterations: ``None`` until nothing changes, ``1`` a single pass.
+    mask
+        (N, H, W) booleans; True values never enter.
+    weights
+        (N,) positive per-frame weights of the means (not of the clipping statistics).
+    scales
+        (N,) per-frame multiplicative scales applied before everything else.
+    mad_factor
+        Factor turning the MAD into a standard deviation (astropy's by default; BANZAI uses 1.4826).
+
+    Returns
+    -------
+    CombineResult
+        ``data`` (H, W), ``n_used`` (H, W) int32, ``error`` (H, W).
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}; got {method!r}")
+    if center not in ("median", "mean"):
+        raise ValueError(f"center must be 'median' or 'mean'; got {center!r}")
+    if scale not in ("std", "mad"):
+        raise ValueError(f"scale must be 'std' or 'mad'; got {scale!r}")
+    if not (sigma_low > 0 and sigma_high > 0):
+        raise ValueError("sigma_low and sigma_high must be positive")
+    if max_iters is not None and (int(max_iters) != max_iters or max_iters < 1):
+        raise ValueError("max_iters must be None or a whole number >= 1")
+    stack = _as_float_stack(stack)
+    n, height, width = stack.shape
+    weights_array = _per_frame(weights, n, "weights", positive=True)
+    scales_array = _per_frame(scales, n, "scales", positive=False)
+    if scales_array is not None:
+        stack = (stack * scales_array[:, None, None]).astype(stack.dtype, copy=False)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != stack.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from stack shape {stack.shape}")
+        mask = np.ascontiguousarray(mask, dtype=np.bool_)
+    net_i, net_j = batcher_network(n)
+    # Outputs are allocated by numpy (huge pages for large images), not inside the kernel.
+    out = np.empty((height, width), dtype=stack.dtype)
+    n_used = np.empty((height, width), dtype=np.int32)
+    error = np.empty((height, width), dtype=stack.dtype)
+    _k.combine_kernel(
+        stack,
+        mask if mask is not None else np.zeros((1, 1, 1), dtype=np.bool_),
+        mask is not None,
+        weights_array if weights_array is not None else np.ones(n),
+        weights_array is not None,
+        _METHODS[method],
+        center == "median",
+        scale == "mad",
+        float(mad_factor),
+        float(sigma_low),
+        float(sigma_high),
+        0 if max_iters is None else int(max_iters),
+        net_i,
+        net_j,
+        out,
+        n_used,
+        error,
+    )
+    return CombineResult(data=out, n_used=n_used, error=error)
