@@ -102,7 +102,8 @@ def cmd_progress(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, ["night", "instrument", "raw", "duplicates", "quarantined", "last_raw_time"]))
+        print(_table(rows, ["night", "instrument", "raw", "duplicates", "quarantined", "masters",
+                            "last_raw_time"]))
     return 0
 
 

@@ -7,12 +7,18 @@ adding a camera is a registry edit plus a reload.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
 from dagster import (
+    BetaWarning,
     DailyPartitionsDefinition,
+    DimensionPartitionMapping,
+    IdentityPartitionMapping,
+    MultiPartitionMapping,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     StaticPartitionsDefinition,
+    TimeWindowPartitionMapping,
 )
 
 from reduction_assets.instruments import load_registry
@@ -26,6 +32,24 @@ instrument_partitions = StaticPartitionsDefinition(load_registry().names)
 night_instrument_partitions = MultiPartitionsDefinition(
     {"night": night_partitions, "instrument": instrument_partitions}
 )
+
+
+# Night N may use calibrations of nights N-k..N (the actual choice is a catalog query).
+CALIBRATION_WINDOW_NIGHTS = 7
+
+
+def calibration_window_mapping(nights: int = CALIBRATION_WINDOW_NIGHTS) -> MultiPartitionMapping:
+    """night x instrument partition N depends on nights N-k..N of the same instrument."""
+    # Both are beta in Dagster 1.13 and checked for this use in DAGSTER_NOTES.md; the warning at
+    # every code-location load tells operators nothing they can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return MultiPartitionMapping({
+            "night": DimensionPartitionMapping(
+                "night", TimeWindowPartitionMapping(
+                    start_offset=-nights, end_offset=0, allow_nonexistent_upstream_partitions=True)),
+            "instrument": DimensionPartitionMapping("instrument", IdentityPartitionMapping()),
+        })
 
 
 def partition_key(instrument: str, night: dt.date | str) -> MultiPartitionKey:

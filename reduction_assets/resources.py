@@ -50,5 +50,8 @@ class ReductionHomeResource(ConfigurableResource):
     def raw_store(self) -> LocalStore:
         return LocalStore(self.layout().raw)
 
+    def product_store(self) -> LocalStore:
+        return LocalStore(self.layout().products)
+
     def quarantine_store(self) -> LocalStore:
         return LocalStore(self.layout().quarantine)

@@ -26,6 +26,7 @@ from reduction_assets.partitions import night_in_range, partition_key
 from reduction_assets.resources import ReductionHomeResource
 
 CURSOR_VERSION = 1
+PARTITION_ASSETS = [AssetKey(name) for name in ("raw_frames", "master_bias", "master_dark", "master_flat")]
 
 
 def _stamp(state: FileState) -> str:
@@ -118,7 +119,8 @@ def landing_tick_result(tick: LandingTick, files: dict[str, FileState]) -> Senso
         RunRequest(
             run_key=_run_key(f"raw_frames:{instrument}|{night}", names, files),
             partition_key=partition_key(instrument, night),
-            asset_selection=[AssetKey("raw_frames")],
+            # The partition's masters follow in the same run: they depend on its raw frames.
+            asset_selection=PARTITION_ASSETS,
             run_config={"ops": {"raw_frames": {"config": {"files": names}}}},
             tags={"reduction_assets/trigger": "landing_sensor", "reduction_assets/files": str(len(names))},
         )
@@ -154,7 +156,7 @@ def evaluate_landing(home: ReductionHomeResource, cursor: str | None) -> tuple[L
 
 @sensor(
     name="landing_sensor",
-    asset_selection=[AssetKey("raw_frames"), AssetKey("landing_rejects")],
+    asset_selection=[*PARTITION_ASSETS, AssetKey("landing_rejects")],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches landing/ and requests raw_frames runs for each night and instrument with "

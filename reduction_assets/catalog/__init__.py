@@ -1,10 +1,18 @@
 """The catalog: what has been ingested, produced, quarantined and archived."""
 
 from reduction_assets.catalog.db import Catalog, default_catalog_url
-from reduction_assets.catalog.models import Base, InstrumentRow, Quarantine, RawDuplicate, RawFrame
+from reduction_assets.catalog.models import (
+    Base,
+    Calibration,
+    InstrumentRow,
+    Quarantine,
+    RawDuplicate,
+    RawFrame,
+)
 
 __all__ = [
     "Base",
+    "Calibration",
     "Catalog",
     "InstrumentRow",
     "Quarantine",

@@ -122,3 +122,43 @@ class Quarantine(Base):
     quarantined_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     resolution: Mapped[str | None] = mapped_column(Text)
+
+
+class Calibration(Base):
+    """A master calibration in the product store.
+
+    One row per (type, instrument, night, binning, filter, exposure time); re-building replaces the
+    file and updates the row. ``exptime`` is 0 for masters that scale with exposure time (rate darks,
+    bias, flats) and the exposure time for darks that include the bias. ``filter`` is '' when it
+    does not apply. ``valid_from``/``valid_to`` hold a certified validity range (nights) when an
+    operator has certified the master.
+    """
+
+    __tablename__ = "calibrations"
+    __table_args__ = (
+        UniqueConstraint("type", "instrument", "night", "binning", "filter", "exptime",
+                         name="uq_calibrations_identity"),
+        Index("ix_calibrations_lookup", "type", "instrument", "binning", "filter", "night"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    instrument: Mapped[str] = mapped_column(ForeignKey("instruments.name"))
+    night: Mapped[dt.date] = mapped_column(Date)
+    binning: Mapped[str] = mapped_column(String(8))
+    filter: Mapped[str] = mapped_column(String(32), default="")
+    exptime: Mapped[float] = mapped_column(Float, default=0.0)
+    path: Mapped[str] = mapped_column(String(512))
+    checksum: Mapped[str] = mapped_column(String(64))
+    input_count: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[list] = mapped_column(JSON)
+    rejected: Mapped[list] = mapped_column(JSON)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(32))
+    bad: Mapped[bool] = mapped_column(Boolean, default=False)
+    bad_reason: Mapped[str | None] = mapped_column(Text)
+    valid_from: Mapped[dt.date | None] = mapped_column(Date)
+    valid_to: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

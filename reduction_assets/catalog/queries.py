@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Quarantine, RawDuplicate, RawFrame
+from reduction_assets.catalog.models import Calibration, Quarantine, RawDuplicate, RawFrame
 
 
 def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
@@ -42,6 +43,11 @@ def progress_rows(
         .where(in_range(Quarantine.night), Quarantine.instrument.in_(instruments),
                Quarantine.resolved_at.is_(None))
         .group_by(Quarantine.instrument, Quarantine.night))
+    masters = grouped(
+        select(Calibration.instrument, Calibration.night, func.count())
+        .where(in_range(Calibration.night), Calibration.instrument.in_(instruments),
+               Calibration.bad.is_(False))
+        .group_by(Calibration.instrument, Calibration.night))
     rows = []
     night = start
     while night <= end:
@@ -54,6 +60,7 @@ def progress_rows(
                 "duplicates": duplicates.get((instrument, night), 0),
                 "quarantined": quarantined.get((instrument, night), 0),
                 "last_raw_time": last.isoformat() if last else None,
+                "masters": masters.get((instrument, night), 0),
             })
         night += dt.timedelta(days=1)
     return rows
@@ -79,3 +86,74 @@ def quarantine_rows(session: Session, include_resolved: bool = False) -> list[di
         }
         for row in session.scalars(query)
     ]
+
+
+@dataclass(frozen=True)
+class CalibrationCriteria:
+    """What a frame needs of a calibration (BANZAI's model: declared keys, not bad, validity, nearest)."""
+
+    type: str
+    instrument: str
+    night: dt.date
+    binning: str
+    filter: str = ""
+    exptime: float = 0.0
+    window_nights: int = 7
+
+    def describe(self) -> str:
+        parts = [f"type={self.type}", f"instrument={self.instrument}", f"binning={self.binning}"]
+        if self.filter:
+            parts.append(f"filter={self.filter}")
+        if self.exptime:
+            parts.append(f"exptime={self.exptime:g}s")
+        first = self.night - dt.timedelta(days=self.window_nights)
+        parts.append(f"nights {first}..{self.night}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class NoCalibration:
+    """Why no calibration qualified: the criteria and what the catalog holds for this instrument."""
+
+    criteria: CalibrationCriteria
+    available: list[dict[str, Any]]
+
+    @property
+    def message(self) -> str:
+        held = "; ".join(
+            f"{c['type']} {c['night']} {c['binning']}{' ' + c['filter'] if c['filter'] else ''}"
+            f"{' BAD' if c['bad'] else ''}" for c in self.available[:10]) or "nothing"
+        return f"no calibration matches {self.criteria.describe()}; the catalog holds: {held}"
+
+
+def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calibration | NoCalibration:
+    """The best calibration for a frame: same instrument, binning (filter for flats, exposure time
+    for bias-including darks), not marked bad, inside a certified validity range when one exists,
+    night within ``window_nights`` before the frame's night; nearest night first, same night best.
+    """
+    first = criteria.night - dt.timedelta(days=criteria.window_nights)
+    query = (
+        select(Calibration)
+        .where(
+            Calibration.type == criteria.type,
+            Calibration.instrument == criteria.instrument,
+            Calibration.binning == criteria.binning,
+            Calibration.filter == criteria.filter,
+            Calibration.exptime == criteria.exptime,
+            Calibration.bad.is_(False),
+            Calibration.night.between(first, criteria.night),
+            or_(Calibration.valid_from.is_(None), Calibration.valid_from <= criteria.night),
+            or_(Calibration.valid_to.is_(None), Calibration.valid_to >= criteria.night),
+        )
+        .order_by(Calibration.night.desc(), Calibration.id.desc())
+    )
+    found = session.scalars(query).first()
+    if found is not None:
+        return found
+    held = session.scalars(
+        select(Calibration).where(Calibration.instrument == criteria.instrument,
+                                  Calibration.type == criteria.type)
+        .order_by(Calibration.night.desc()).limit(20))
+    return NoCalibration(criteria, [
+        {"id": c.id, "type": c.type, "night": c.night.isoformat(), "binning": c.binning,
+         "filter": c.filter, "exptime": c.exptime, "bad": c.bad} for c in held])

@@ -122,7 +122,8 @@ def _angle(value: Any, unit: str) -> float | None:
         return None  # pointing is informative only: a bad value must not reject the frame
 
 
-def _binning(instrument: Instrument, header: Mapping[str, Any]) -> tuple[int, int]:
+def binning_from_header(instrument: Instrument, header: Mapping[str, Any]) -> tuple[int, int]:
+    """(x, y) binning of a frame from its header, in the camera's own convention."""
     key = instrument.keyword("binning")
     try:
         if key:
@@ -198,7 +199,7 @@ def normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInfo
         date_obs=date_obs,
         exptime=exptime,
         filter=instrument.filter_name(header.get(filter_key) if filter_key else None),
-        binning=_binning(instrument, header),
+        binning=binning_from_header(instrument, header),
         object=str(obj).strip() if obj not in (None, "") else None,
         ra=_angle(header.get(instrument.keyword("ra") or "", None), "hourangle"),
         dec=_angle(header.get(instrument.keyword("dec") or "", None), "deg"),

@@ -6,5 +6,14 @@ from reduction_assets.kernels.combine import (
     CombineResult,
     combine,
 )
+from reduction_assets.kernels.streaming import combine_blocks, combine_files
 
-__all__ = ["BANZAI_MAD_TO_SIGMA", "MAD_TO_SIGMA", "CombineResult", "combine"]
+
+__all__ = [
+    "BANZAI_MAD_TO_SIGMA",
+    "MAD_TO_SIGMA",
+    "CombineResult",
+    "combine",
+    "combine_blocks",
+    "combine_files",
+]

@@ -29,17 +29,19 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self.path_for(key).exists()
 
-    def put_file(self, source: Path, key: str, checksum: str) -> Path:
+    def put_file(self, source: Path, key: str, checksum: str, *, replace: bool = False) -> Path:
         """Copy ``source`` to ``key`` atomically and verify the copy's SHA-256 equals ``checksum``.
 
-        Idempotent: an existing object with the same checksum is kept. Raises :class:`StoreError` if
-        the copy does not verify or the key already holds other content; the source is never touched.
+        Idempotent: an existing object with the same checksum is kept. An object with other content
+        is replaced when ``replace`` (products that are rebuilt), else :class:`StoreError` is raised
+        (raw data is never overwritten). The source is never touched.
         """
         target = self.path_for(key)
         if target.exists():
             if sha256_of(target) == checksum:
                 return target
-            raise StoreError(f"{key} already holds different content")
+            if not replace:
+                raise StoreError(f"{key} already holds different content")
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
         temp = Path(temp_name)

@@ -1,0 +1,1 @@
+"""Pure science functions: calibration steps and master building. No Dagster, no catalog."""
