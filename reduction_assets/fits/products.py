@@ -38,7 +38,7 @@ def master_hdul(
                   "flat": ""}[product.kind]
     h["NCOMBINE"] = (len(product.inputs), "frames combined")
     h["SOFTVER"] = (software_version, "reduction_assets version")
-    h["FINGERPR"] = (fingerprint, "inputs+settings sha256")
+    h["FINGERPR"] = fingerprint  # sha256 of inputs, calibrations, settings, version
     for key, value in calibrations_used.items():
         h[key] = value
     for i, frame in enumerate(product.inputs, start=1):
