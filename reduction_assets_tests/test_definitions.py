@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_definitions_hold_the_raw_assets_and_a_running_landing_sensor():
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert {AssetKey("raw_frames"), AssetKey("landing_rejects")} <= keys
+    assert {AssetKey(name) for name in ("raw_frames", "landing_rejects", "master_bias", "master_dark",
+                                        "master_flat")} <= keys
     sensor = defs.resolve_sensor_def("landing_sensor")
     assert sensor.default_status.value == "RUNNING"
 
@@ -71,3 +72,22 @@ def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
         with admin.connect() as connection:
             connection.execute(text(f'drop database "{db}" with (force)'))
         admin.dispose()
+
+
+def test_masters_declare_the_calibration_window_on_earlier_nights():
+    graph = defs.resolve_asset_graph()
+    dark = graph.get(AssetKey("master_dark"))
+    assert {AssetKey("raw_frames"), AssetKey("master_bias")} <= set(dark.parent_keys)
+    upstream = graph.get_parent_partition_keys_for_child(
+        "lcosim|2026-11-20", AssetKey("master_bias"), AssetKey("master_dark")
+    ).partitions_subset.get_partition_keys()
+    assert set(upstream) == {f"lcosim|2026-11-{day}" for day in range(13, 21)}
+
+
+def test_every_master_has_a_blocking_check():
+    from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
+
+    checks = {spec.name: spec.blocking for asset in (master_bias, master_dark, master_flat)
+              for spec in asset.check_specs}
+    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True,
+                      "flat_normalised": True}

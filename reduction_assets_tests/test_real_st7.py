@@ -5,7 +5,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from reduction_assets.catalog import Catalog, RawDuplicate, RawFrame
+import numpy as np
+from astropy.io import fits
+
+from reduction_assets.catalog import Calibration, Catalog, RawDuplicate, RawFrame
 from reduction_assets.catalog.queries import progress_rows
 from reduction_assets.process import process_landing
 from reduction_assets.home import Home
@@ -25,11 +28,12 @@ def ingested(tmp_path_factory):
         frames = {row.original_name: row for row in session.scalars(select(RawFrame))}
         duplicates = list(session.scalars(select(RawDuplicate)))
         progress = progress_rows(session, dt.date(2019, 10, 28), dt.date(2019, 10, 29), ["st7"])
-    return frames, duplicates, progress
+        masters = {row.exptime: row for row in session.scalars(select(Calibration))}
+    return frames, duplicates, progress, masters, home
 
 
 def test_all_darks_and_the_three_spectra_are_in_night_2019_10_28(ingested):
-    frames, _, _ = ingested
+    frames = ingested[0]
     first_night = {name for name, row in frames.items() if row.night == dt.date(2019, 10, 28)}
     darks = {name for name in first_night if name.startswith("DarkBefore")}
     assert len(darks) == 21
@@ -37,7 +41,7 @@ def test_all_darks_and_the_three_spectra_are_in_night_2019_10_28(ingested):
 
 
 def test_the_900s_darks_after_utc_midnight_stay_in_the_local_night(ingested):
-    frames, _, _ = ingested
+    frames = ingested[0]
     long_darks = [row for row in frames.values() if row.frame_type == "dark" and row.exptime == 900.0]
     assert len(long_darks) == 5
     assert all(row.date_obs.date() == dt.date(2019, 10, 29) for row in long_darks)
@@ -45,14 +49,14 @@ def test_the_900s_darks_after_utc_midnight_stay_in_the_local_night(ingested):
 
 
 def test_vega_and_the_neon_lamp_are_in_night_2019_10_29(ingested):
-    frames, _, _ = ingested
+    frames = ingested[0]
     second = {name for name, row in frames.items() if row.night == dt.date(2019, 10, 29)}
     assert second == {"Vega.fit", "NeonCalibration.fit"}
     assert frames["Vega.fit"].frame_type == "science"
 
 
 def test_the_byte_identical_copy_is_a_duplicate(ingested):
-    frames, duplicates, _ = ingested
+    frames, duplicates = ingested[:2]
     assert "DarkBefore-007D120s.fit" in frames and "DarkBefore-007D120s__1_.fit" not in frames
     (duplicate,) = duplicates
     assert duplicate.original_name == "DarkBefore-007D120s__1_.fit"
@@ -60,15 +64,47 @@ def test_the_byte_identical_copy_is_a_duplicate(ingested):
 
 
 def test_frames_carry_the_cameras_gain_binning_and_no_filter(ingested):
-    frames, _, _ = ingested
+    frames = ingested[0]
     row = frames["Vega.fit"]
     assert (row.binning, row.filter, row.naxis1, row.naxis2) == ("1x1", "none", 765, 510)
     assert row.header["EGAIN"] == pytest.approx(2.55)
 
 
 def test_progress_counts_both_nights(ingested):
-    _, _, progress = ingested
+    progress = ingested[2]
     by_night = {row["night"]: row for row in progress}
     assert (by_night["2019-10-28"]["raw"], by_night["2019-10-28"]["duplicates"]) == (24, 1)
     assert (by_night["2019-10-29"]["raw"], by_night["2019-10-29"]["duplicates"]) == (2, 0)
     assert by_night["2019-10-28"]["last_raw_time"] == "2019-10-29T03:44:44"
+
+
+def test_master_darks_are_made_per_exposure_time(ingested):
+    masters = ingested[3]
+    assert sorted(masters) == [120.0, 300.0, 900.0]
+    assert {t: m.input_count for t, m in masters.items()} == {120.0: 11, 300.0: 5, 900.0: 5}
+    assert all(m.type == "dark" and m.night == dt.date(2019, 10, 28) for m in masters.values())
+
+
+def test_the_duplicate_dark_enters_its_master_once(ingested):
+    names = [entry["name"] for entry in ingested[3][120.0].inputs]
+    assert names.count("DarkBefore-007D120s.fit") == 1 and "DarkBefore-007D120s__1_.fit" not in names
+
+
+def test_the_dark_signal_grows_with_exposure_time(ingested):
+    masters, home = ingested[3], ingested[4]
+    # Darks of a camera without bias frames include the bias: the signal above it grows with time,
+    # which shows most in the warm (hot) pixels.
+    levels = {}
+    for exptime, row in masters.items():
+        with fits.open(home.products / row.path) as hdul:
+            assert hdul[0].header["BUNIT"] == "electron" and hdul[0].header["EXPTIME"] == exptime
+            data = hdul["SCI"].data
+            levels[exptime] = (np.median(data), np.percentile(data, 99.9))
+    assert levels[120.0][0] < levels[300.0][0] < levels[900.0][0]
+    assert levels[120.0][1] < levels[300.0][1] < levels[900.0][1]
+    assert masters[900.0].statistics["hot_pixels"] > masters[120.0].statistics["hot_pixels"]
+
+
+def test_no_bias_master_is_expected_from_a_camera_without_bias_frames(ingested):
+    masters = ingested[3]
+    assert all(m.type == "dark" for m in masters.values())

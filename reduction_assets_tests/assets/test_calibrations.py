@@ -1,0 +1,151 @@
+"""master_bias, master_dark, master_flat as Dagster assets: products, catalog, checks, fallbacks."""
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from dagster import AssetKey, materialize
+from sqlalchemy import select
+
+from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
+from reduction_assets.assets.raw import landing_rejects, raw_frames
+from reduction_assets.catalog import Calibration, Catalog, RawFrame
+from reduction_assets.fits.validate import sha256_of
+from reduction_assets.partitions import partition_key
+from reduction_assets.resources import ReductionHomeResource
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+
+ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat]
+PARTITION = [AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat")]
+
+
+def run_partition(home, names=None, night=NIGHT, instrument="lcosim", master_config=None,
+                  raise_on_error=True):
+    config = {"ops": {"raw_frames": {"config": {"files": names} if names is not None else {}}}}
+    for name in ("master_bias", "master_dark", "master_flat"):
+        config["ops"][name] = {"config": master_config or {}}
+    return materialize(ALL, selection=PARTITION, partition_key=partition_key(instrument, night),
+                       resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
+                       run_config=config, raise_on_error=raise_on_error)
+
+
+def calibrations(home):
+    with Catalog(home.catalog_url()).session() as session:
+        return list(session.scalars(select(Calibration).order_by(Calibration.id)))
+
+
+def metadata(result, asset):
+    return result.asset_materializations_for_node(asset)[0].metadata
+
+
+@pytest.fixture
+def built(home, lcosim_night):
+    names = deliver(lcosim_night.frames, home.landing)
+    return run_partition(home, names)
+
+
+def test_a_night_gives_a_bias_a_dark_and_a_flat_per_filter(home, built):
+    rows = calibrations(home)
+    assert sorted((r.type, r.filter) for r in rows) == [("bias", ""), ("dark", ""), ("flat", "gp"),
+                                                        ("flat", "rp")]
+    assert all(r.input_count == 5 and r.binning == "1x1" and not r.bad for r in rows)
+    assert metadata(built, "master_flat")["masters"].value == 2
+
+
+def test_masters_are_fits_with_sci_err_dq_and_their_inputs(home, built):
+    row = next(r for r in calibrations(home) if r.type == "dark")
+    path = home.products / row.path
+    assert sha256_of(path) == row.checksum
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "ERR", "DQ", "INPUTS"]
+        header = hdul[0].header
+        assert header["CALTYPE"] == "DARK" and header["NCOMBINE"] == 5 and header["BUNIT"] == "electron/s"
+        assert header["BIAS_ID"] == str(next(r.id for r in calibrations(home) if r.type == "bias"))
+        names = [header[f"IMCMB{i:03d}"] for i in range(1, 6)]
+        sums = [header[f"ICSUM{i:03d}"] for i in range(1, 6)]
+        assert names == [entry["name"] for entry in row.inputs]
+        assert sums == list(hdul["INPUTS"].data["checksum"])
+        assert hdul["SCI"].data.shape == (128, 128) and hdul["DQ"].data.dtype.kind == "u"
+
+
+def test_checks_pass_on_good_masters(built):
+    checks = {c.check_name: c.passed for c in built.get_asset_check_evaluations()}
+    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True,
+                      "flat_normalised": True}
+
+
+def test_rematerializing_an_unchanged_night_rebuilds_nothing(home, built):
+    before = {r.id: (r.checksum, r.updated_at) for r in calibrations(home)}
+    again = run_partition(home)
+    after = {r.id: (r.checksum, r.updated_at) for r in calibrations(home)}
+    assert after == before
+    assert {s["status"] for s in metadata(again, "master_flat")["summary"].value} == {"up to date"}
+
+
+def test_full_refresh_rebuilds_in_place(home, built):
+    before = {r.id: r.updated_at for r in calibrations(home)}
+    run_partition(home, master_config={"full_refresh": True})
+    after = {r.id: r.updated_at for r in calibrations(home)}
+    assert set(after) == set(before) and all(after[k] > before[k] for k in before)
+
+
+def test_marking_a_frame_bad_rebuilds_the_master_without_it(home, built):
+    catalog = Catalog(home.catalog_url())
+    with catalog.session() as session:
+        frame = session.scalars(select(RawFrame).where(RawFrame.frame_type == "bias")).first()
+        frame.bad, frame.bad_reason = True, "light leak"
+        bad_name = frame.original_name
+    run_partition(home)
+    bias = next(r for r in calibrations(home) if r.type == "bias")
+    assert bias.input_count == 4
+    assert {"frame": bad_name, "reason": "marked bad: light leak"} in bias.rejected
+
+
+def test_too_few_frames_still_materializes_and_says_why(home, lcosim_night):
+    names = deliver(frames_of(lcosim_night, "bias")[:2] + frames_of(lcosim_night, "dark"), home.landing)
+    result = run_partition(home, names)
+    assert result.success
+    assert "not enough frames: 2 usable of 2, need 3" in metadata(result, "master_bias")["status"].text
+    assert "needs a master bias" in metadata(result, "master_dark")["status"].text
+    assert "no flat frames" in metadata(result, "master_flat")["status"].text
+    assert calibrations(home) == []
+
+
+def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_night, tmp_path):
+    from reduction_assets.simulate import SimulationConfig, simulate_night
+
+    run_partition(home, deliver(frames_of(lcosim_night, "bias"), home.landing))
+    next_night = NIGHT + dt.timedelta(days=1)
+    later = simulate_night(registry["lcosim"], next_night, tmp_path / "next",
+                           SimulationConfig(seed=21, n_bias=0, n_flat=0, n_dither=0))
+    result = run_partition(home, deliver(later.frames, home.landing), night=next_night)
+    dark = next(r for r in calibrations(home) if r.type == "dark")
+    bias = next(r for r in calibrations(home) if r.type == "bias")
+    assert dark.night == next_night and bias.night == NIGHT
+    with fits.open(home.products / dark.path) as hdul:
+        assert hdul[0].header["BIAS_ID"] == str(bias.id)
+    summary = metadata(result, "master_dark")["summary"].value[0]
+    assert summary["notes"] == [f"bias from {NIGHT}"]
+
+
+def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcosim_night, tmp_path):
+    # Biases with three times the instrument's read noise (a failing amplifier).
+    rng = np.random.default_rng(0)
+    noisy = []
+    for path in frames_of(lcosim_night, "bias"):
+        with fits.open(path) as hdul:
+            data = hdul[0].data.astype(np.float64)
+            data += rng.normal(0, 2.8 * 7.5 / 1.6, data.shape)
+            target = tmp_path / path.name
+            fits.PrimaryHDU(np.clip(data, 0, 65535).astype(np.uint16), hdul[0].header).writeto(target)
+            noisy.append(target)
+    names = deliver(noisy + frames_of(lcosim_night, "dark"), home.landing)
+    result = run_partition(home, names, raise_on_error=False)
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["read_noise_consistent"].passed
+    assert "read noise" in checks["read_noise_consistent"].description
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    assert AssetKey("master_bias") in materialized  # recorded, then the check failed the step
+    assert AssetKey("master_dark") not in materialized

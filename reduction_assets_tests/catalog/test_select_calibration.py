@@ -1,0 +1,74 @@
+"""select_calibration: the one function that picks a master for a frame."""
+
+import datetime as dt
+
+from reduction_assets.catalog import Calibration
+from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
+from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixture)
+
+NIGHT = dt.date(2026, 11, 20)
+
+
+def add(catalog, night, type="flat", filter="rp", binning="1x1", bad=False, valid=(None, None)):  # noqa: F811
+    with catalog.session() as session:
+        row = Calibration(type=type, instrument="lcosim", night=night, binning=binning, filter=filter,
+                          exptime=0.0, path=f"masters/{night}/{type}{filter}{binning}.fits", checksum="0",
+                          input_count=5, inputs=[], rejected=[], statistics={}, fingerprint="f",
+                          software_version="0", bad=bad, valid_from=valid[0], valid_to=valid[1])
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def select(catalog, **overrides):  # noqa: F811
+    criteria = dict(type="flat", instrument="lcosim", night=NIGHT, binning="1x1", filter="rp")
+    criteria.update(overrides)
+    with catalog.session() as session:
+        found = select_calibration(session, CalibrationCriteria(**criteria))
+        return found if isinstance(found, NoCalibration) else found.id
+
+
+def test_the_same_night_is_preferred(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    add(catalog, NIGHT - dt.timedelta(days=1))
+    same = add(catalog, NIGHT)
+    assert select(catalog) == same
+
+
+def test_the_nearest_earlier_night_is_the_fallback(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    add(catalog, NIGHT - dt.timedelta(days=5))
+    nearest = add(catalog, NIGHT - dt.timedelta(days=2))
+    add(catalog, NIGHT + dt.timedelta(days=1))  # later nights are not used
+    assert select(catalog) == nearest
+
+
+def test_a_master_marked_bad_is_never_selected(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    good = add(catalog, NIGHT - dt.timedelta(days=3))
+    add(catalog, NIGHT, bad=True)
+    assert select(catalog) == good
+
+
+def test_filter_and_binning_must_match(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    add(catalog, NIGHT, filter="gp")
+    add(catalog, NIGHT, binning="2x2")
+    result = select(catalog)
+    assert isinstance(result, NoCalibration)
+
+
+def test_outside_the_window_nothing_qualifies_and_the_reason_lists_the_catalog(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    add(catalog, NIGHT - dt.timedelta(days=8))
+    result = select(catalog, window_nights=7)
+    assert isinstance(result, NoCalibration)
+    assert "nights 2026-11-13..2026-11-20" in result.message
+    assert "flat 2026-11-12 1x1 rp" in result.message
+
+
+def test_a_certified_validity_range_is_respected(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    older = add(catalog, NIGHT - dt.timedelta(days=4))
+    add(catalog, NIGHT - dt.timedelta(days=1), valid=(NIGHT - dt.timedelta(days=1), NIGHT - dt.timedelta(days=1)))
+    assert select(catalog) == older

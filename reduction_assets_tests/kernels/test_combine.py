@@ -1,0 +1,223 @@
+"""combine() against the definitions people use today: astropy's sigma_clip and BANZAI's stacking."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from astropy.stats import sigma_clip
+from astropy.utils.exceptions import AstropyUserWarning
+
+from reduction_assets.kernels import BANZAI_MAD_TO_SIGMA, combine
+from reduction_assets.kernels.network import batcher_network
+
+
+def stack_with_outliers(n, seed=0, shape=(24, 70), dtype=np.float64, nan_fraction=0.0):
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(1000.0, 5.0, (n, *shape))
+    hits = rng.random(stack.shape) < 0.04  # cosmic rays
+    stack[hits] += rng.uniform(30, 3000, hits.sum())
+    if nan_fraction:
+        stack[rng.random(stack.shape) < nan_fraction] = np.nan
+    return stack.astype(dtype)
+
+
+def astropy_reference(stack, stdfunc, maxiters, cenfunc="median", mask=None):
+    data = np.ma.masked_array(stack, mask=mask) if mask is not None else stack
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        clipped = sigma_clip(data, axis=0, sigma=3, maxiters=maxiters, cenfunc=cenfunc, stdfunc=stdfunc)
+    clipped = np.ma.masked_invalid(clipped)
+    # The mean in float64 whatever the input: numpy would accumulate float32 data in float32.
+    return clipped.astype(np.float64).mean(axis=0).filled(np.nan), (~clipped.mask).sum(axis=0)
+
+
+def banzai_reference(stack, sigma=3.0):
+    """BANZAI's sigma_clipped_mean (utils/stats.py), transcribed: one pass, 1.4826 x MAD."""
+    median = np.median(stack, axis=0)
+    deviation = np.abs(stack - median)
+    robust_std = 1.4826 * np.median(deviation, axis=0)
+    rejected = deviation > sigma * robust_std
+    kept = np.where(rejected, 0.0, stack)
+    return kept.sum(axis=0) / (~rejected).sum(axis=0), (~rejected).sum(axis=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 16, 33, 50, 64])
+def test_batcher_network_sorts_any_input(n):
+    first, second = batcher_network(n)
+    rng = np.random.default_rng(n)
+    cases = rng.integers(0, 4, (200, n)).astype(float)  # many ties
+    cases = np.vstack([cases, rng.normal(size=(200, n))])
+    for i, j in zip(first, second):
+        low = np.minimum(cases[:, i], cases[:, j])
+        cases[:, j] = np.maximum(cases[:, i], cases[:, j])
+        cases[:, i] = low
+    assert np.all(np.diff(cases, axis=1) >= 0)
+
+
+@pytest.mark.parametrize("n", [4, 7, 12])
+def test_batcher_network_sorts_every_zero_one_input(n):
+    # The 0-1 principle: a network that sorts every 0/1 input sorts every input.
+    first, second = batcher_network(n)
+    cases = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
+    for i, j in zip(first, second):
+        low = np.minimum(cases[:, i], cases[:, j])
+        cases[:, j] = np.maximum(cases[:, i], cases[:, j])
+        cases[:, i] = low
+    assert np.all(np.diff(cases, axis=1) >= 0)
+
+
+@pytest.mark.parametrize("n", [3, 4, 7, 20, 50])
+@pytest.mark.parametrize("scale, stdfunc", [("std", "std"), ("mad", "mad_std")])
+@pytest.mark.parametrize("max_iters", [1, 3, None])
+def test_sigma_clip_reproduces_astropy(n, scale, stdfunc, max_iters):
+    stack = stack_with_outliers(n, seed=n)
+    result = combine(stack, "sigma_clip", scale=scale, max_iters=max_iters)
+    expected, used = astropy_reference(stack, stdfunc, max_iters)
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("stdfunc, scale", [("std", "std"), ("mad_std", "mad")])
+def test_mean_centred_clipping_reproduces_astropy(stdfunc, scale):
+    stack = stack_with_outliers(11, seed=3)
+    result = combine(stack, "sigma_clip", center="mean", scale=scale, max_iters=None)
+    expected, used = astropy_reference(stack, stdfunc, None, cenfunc="mean")
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-13)
+
+
+def test_float32_stacks_reproduce_astropy_to_float32_rounding():
+    stack = stack_with_outliers(20, seed=4, dtype=np.float32)
+    result = combine(stack, "sigma_clip", max_iters=None)
+    expected, used = astropy_reference(stack, "std", None)
+    assert result.data.dtype == np.float32
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=6e-8)  # half a float32 ulp
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9, 20, 50])
+def test_single_pass_mad_clipping_reproduces_banzai(n):
+    stack = stack_with_outliers(n, seed=10 + n)
+    result = combine(stack, "sigma_clip", scale="mad", max_iters=1, mad_factor=BANZAI_MAD_TO_SIGMA)
+    expected, used = banzai_reference(stack)
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-13)
+
+
+def test_masked_and_invalid_values_never_enter():
+    stack = stack_with_outliers(9, seed=5, nan_fraction=0.05)
+    stack[0, 0, 0] = np.inf
+    mask = np.random.default_rng(6).random(stack.shape) < 0.1
+    result = combine(stack, "sigma_clip", mask=mask, max_iters=None)
+    expected, used = astropy_reference(stack, "std", None, mask=mask)
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-13)
+
+
+def test_median_and_mean_match_numpy():
+    stack = stack_with_outliers(10, seed=7)
+    np.testing.assert_array_equal(combine(stack, "median").data, np.median(stack, axis=0))
+    np.testing.assert_allclose(combine(stack, "mean").data, stack.mean(axis=0), rtol=1e-13)
+    odd = stack[:7]
+    np.testing.assert_array_equal(combine(odd, "median").data, np.median(odd, axis=0))
+
+
+def test_weights_give_the_weighted_mean_of_the_survivors():
+    stack = stack_with_outliers(8, seed=8)
+    weights = np.linspace(0.5, 2.0, 8)
+    result = combine(stack, "sigma_clip", weights=weights, max_iters=None)
+    clipped = sigma_clip(stack, axis=0, sigma=3, maxiters=None, cenfunc="median", stdfunc="std")
+    expected = np.ma.average(clipped, axis=0, weights=weights)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-13)
+
+
+def test_scales_multiply_each_frame_first():
+    stack = stack_with_outliers(6, seed=9)
+    scales = np.array([1.0, 0.5, 2.0, 1.5, 0.8, 1.1])
+    scaled = combine(stack, "sigma_clip", scales=scales)
+    direct = combine(stack * scales[:, None, None], "sigma_clip")
+    np.testing.assert_array_equal(scaled.data, direct.data)
+
+
+def test_error_is_the_standard_error_of_the_clipped_mean():
+    stack = stack_with_outliers(15, seed=11)
+    result = combine(stack, "sigma_clip", max_iters=None)
+    clipped = sigma_clip(stack, axis=0, sigma=3, maxiters=None, cenfunc="median", stdfunc="std")
+    expected = clipped.std(axis=0, ddof=1) / np.sqrt((~clipped.mask).sum(axis=0))
+    np.testing.assert_allclose(result.error, expected, rtol=1e-8)
+
+
+def test_error_of_the_median_is_sqrt_pi_over_2_larger():
+    stack = np.random.default_rng(12).normal(0, 1, (25, 10, 10))
+    result = combine(stack, "median")
+    expected = np.sqrt(np.pi / 2) * stack.std(axis=0, ddof=1) / 5
+    np.testing.assert_allclose(result.error, expected, rtol=1e-10)
+
+
+def test_noise_of_the_combined_image_matches_its_error():
+    stack = np.random.default_rng(13).normal(100, 4, (20, 64, 64))
+    result = combine(stack, "sigma_clip")
+    assert np.std(result.data) == pytest.approx(np.median(result.error), rel=0.05)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_a_stack_of_one_frame_returns_it_with_no_error():
+    frame = np.random.default_rng(14).normal(0, 1, (1, 5, 6))
+    result = combine(frame, "sigma_clip")
+    np.testing.assert_array_equal(result.data, frame[0])
+    assert np.all(result.n_used == 1) and np.all(np.isnan(result.error))
+
+
+def test_a_stack_of_two_frames_is_their_mean():
+    pair = np.random.default_rng(15).normal(0, 1, (2, 5, 6))
+    result = combine(pair, "sigma_clip")
+    np.testing.assert_allclose(result.data, pair.mean(axis=0), rtol=1e-14)
+    assert np.all(result.n_used == 2)
+
+
+def test_zero_scatter_keeps_every_value():
+    flat = np.full((7, 4, 4), 3.25)
+    for scale in ("std", "mad"):
+        result = combine(flat, "sigma_clip", scale=scale)
+        assert np.all(result.data == 3.25) and np.all(result.n_used == 7) and np.all(result.error == 0)
+
+
+def test_pixels_with_no_valid_value_are_nan_with_zero_count():
+    stack = np.ones((4, 3, 3))
+    stack[:, 1, 1] = np.nan
+    mask = np.zeros(stack.shape, bool)
+    mask[:, 2, 2] = True
+    result = combine(stack, "sigma_clip", mask=mask)
+    assert np.isnan(result.data[1, 1]) and result.n_used[1, 1] == 0 and np.isnan(result.error[1, 1])
+    assert np.isnan(result.data[2, 2]) and result.n_used[2, 2] == 0
+    assert result.data[0, 0] == 1.0
+
+
+def test_integer_stacks_are_combined_as_float32():
+    raw = np.random.default_rng(16).integers(0, 65535, (5, 8, 8), dtype=np.uint16)
+    result = combine(raw, "median")
+    assert result.data.dtype == np.float32
+    np.testing.assert_array_equal(result.data, np.median(raw.astype(np.float32), axis=0))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "average"}, "method"),
+    ({"method": "sigma_clip", "center": "mode"}, "center"),
+    ({"method": "sigma_clip", "scale": "iqr"}, "scale"),
+    ({"method": "sigma_clip", "sigma_low": 0}, "positive"),
+    ({"method": "sigma_clip", "max_iters": 0}, "max_iters"),
+    ({"method": "mean", "weights": [1, 2]}, "one value per frame"),
+    ({"method": "mean", "weights": [1, 2, -1]}, "positive"),
+    ({"method": "mean", "scales": [1, np.nan, 1]}, "finite"),
+    ({"method": "mean", "mask": np.zeros((3, 2, 2), bool)}, "mask shape"),
+])
+def test_bad_arguments_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        combine(np.zeros((3, 4, 4)), **kwargs)
+
+
+def test_a_stack_must_be_three_dimensional():
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        combine(np.zeros((4, 4)), "mean")
