@@ -10,7 +10,7 @@ DEMO_NIGHT ?= 2026-11-20
 REDUCTION_HOME ?= $(CURDIR)/reduction_home
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: setup demo test dev validate clean
+.PHONY: setup demo test dev validate bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest reduction_assets_tests
+
+# Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames).
+bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.stacking
 
 validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml

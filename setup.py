@@ -29,6 +29,8 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        # The tools the benchmarks compare against.
+        "bench": ["ccdproc>=2.4"],
     },
     entry_points={"console_scripts": ["reduction-assets=reduction_assets.cli:main"]},
 )

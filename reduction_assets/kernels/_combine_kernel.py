@@ -21,20 +21,20 @@ MEAN, MEDIAN, SIGMA_CLIP = 0, 1, 2
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
-def _median_sorted(v, lo, hi):
+def _median_sorted(buf, p, lo, hi):
     count = hi - lo
     half = lo + count // 2
     if count % 2 == 1:
-        return v[half]
-    return 0.5 * (v[half - 1] + v[half])
+        return buf[half, p]
+    return 0.5 * (buf[half - 1, p] + buf[half, p])
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
-def _deviation_rank(v, split, lo, hi, centre, k):
-    """Value of rank k (0-based) among |v[i] - centre| for i in [lo, hi), by binary search.
+def _deviation_rank(buf, p, split, lo, hi, centre, k):
+    """Value of rank k (0-based) among |buf[i, p] - centre| for i in [lo, hi), by binary search.
 
-    Left of ``split`` the deviations read leftwards, A[i] = centre - v[split - 1 - i], ascend; right
-    of it, B[j] = v[split + j] - centre, ascend too. The k+1 smallest deviations are the first i of A
+    Left of ``split`` the deviations read leftwards, A[i] = centre - buf[split - 1 - i, p], ascend; right
+    of it, B[j] = buf[split + j, p] - centre, ascend too. The k+1 smallest deviations are the first i of A
     and the first k+1-i of B for the one i where the two prefixes interleave.
     """
     n_left = split - lo
@@ -44,39 +44,39 @@ def _deviation_rank(v, split, lo, hi, centre, k):
     while True:
         i = (low_i + high_i) // 2
         j = k + 1 - i
-        if i < n_left and j > 0 and v[split + j - 1] - centre > centre - v[split - 1 - i]:
+        if i < n_left and j > 0 and buf[split + j - 1, p] - centre > centre - buf[split - 1 - i, p]:
             low_i = i + 1
-        elif i > 0 and j < n_right and centre - v[split - i] > v[split + j] - centre:
+        elif i > 0 and j < n_right and centre - buf[split - i, p] > buf[split + j, p] - centre:
             high_i = i - 1
         else:
-            a = centre - v[split - i] if i > 0 else -np.inf
-            b = v[split + j - 1] - centre if j > 0 else -np.inf
+            a = centre - buf[split - i, p] if i > 0 else -np.inf
+            b = buf[split + j - 1, p] - centre if j > 0 else -np.inf
             return a if a > b else b
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _mad(v, lo, hi, centre):
-    """Median of |v[i] - centre| over the sorted window v[lo:hi], ``centre`` being its median."""
+def _mad(buf, p, lo, hi, centre):
+    """Median of |buf[i, p] - centre| over the sorted window buf[lo:hi, p], ``centre`` being its median."""
     count = hi - lo
     split = lo + count // 2
-    while split > lo and v[split - 1] >= centre:
+    while split > lo and buf[split - 1, p] >= centre:
         split -= 1
-    while split < hi and v[split] < centre:
+    while split < hi and buf[split, p] < centre:
         split += 1
-    upper = _deviation_rank(v, split, lo, hi, centre, count // 2)
+    upper = _deviation_rank(buf, p, split, lo, hi, centre, count // 2)
     if count % 2 == 1:
         return upper
-    return 0.5 * (_deviation_rank(v, split, lo, hi, centre, count // 2 - 1) + upper)
+    return 0.5 * (_deviation_rank(buf, p, split, lo, hi, centre, count // 2 - 1) + upper)
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _window(v, n, low, high):
-    """[first, last) of the sorted v[0:n] inside [low, high] (bounds inclusive)."""
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _window(buf, p, n, low, high):
+    """[first, last) of the sorted buf[0:n, p] inside [low, high] (bounds inclusive)."""
     first = 0
-    while first < n and v[first] < low:
+    while first < n and buf[first, p] < low:
         first += 1
     last = n
-    while last > first and v[last - 1] > high:
+    while last > first and buf[last - 1, p] > high:
         last -= 1
     return first, last
 
@@ -112,31 +112,31 @@ def _accumulate(values, ref, acc1, acc2, t):
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
-def _move_window(col, ref, lo, hi, new_lo, new_hi, w1, w2):
+def _move_window(buf, p, ref, lo, hi, new_lo, new_hi, w1, w2):
     """Window sums of (v - ref) after moving [lo, hi) to [new_lo, new_hi) (either direction)."""
     for i in range(lo, new_lo):
-        d = col[i] - ref
+        d = buf[i, p] - ref
         w1 -= d
         w2 -= d * d
     for i in range(new_lo, lo):
-        d = col[i] - ref
+        d = buf[i, p] - ref
         w1 += d
         w2 += d * d
     for i in range(new_hi, hi):
-        d = col[i] - ref
+        d = buf[i, p] - ref
         w1 -= d
         w2 -= d * d
     for i in range(hi, new_hi):
-        d = col[i] - ref
+        d = buf[i, p] - ref
         w1 += d
         w2 += d * d
     return w1, w2
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _clip(col, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high,
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high,
           max_iters):
-    """Sigma-clip one pixel whose sorted valid values are col[0:n].
+    """Sigma-clip one pixel whose sorted valid values are buf[0:n, p].
 
     ``w1``, ``w2`` are the sums of (v - ref) and (v - ref)^2 over all n values; the window of
     survivors is contiguous in sorted order and its sums are updated as its edges move, so each
@@ -152,7 +152,7 @@ def _clip(col, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, 
     while True:
         count = hi - lo
         if centre_median or scale_mad:
-            median = _median_sorted(col, lo, hi)
+            median = _median_sorted(buf, p, lo, hi)
         if not scale_mad:
             d1 = w1 / count
             variance = w2 / count - d1 * d1
@@ -162,28 +162,28 @@ def _clip(col, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, 
             # must be exactly the mean astropy computes, not one recovered from running sums.
             total = 0.0
             for i in range(lo, hi):
-                total += col[i]
+                total += buf[i, p]
             mean = total / count
         centre = median if centre_median else mean
         if scale_mad:
-            std = _mad(col, lo, hi, median) * mad_factor
+            std = _mad(buf, p, lo, hi, median) * mad_factor
         low = centre - sigma_low * std
         high = centre + sigma_high * std
         new_lo, new_hi = lo, hi
-        while new_lo < new_hi and col[new_lo] < low:
+        while new_lo < new_hi and buf[new_lo, p] < low:
             new_lo += 1
-        while new_hi > new_lo and col[new_hi - 1] > high:
+        while new_hi > new_lo and buf[new_hi - 1, p] > high:
             new_hi -= 1
         if (new_lo == lo and new_hi == hi) or new_hi == new_lo:
             break
-        w1, w2 = _move_window(col, ref, lo, hi, new_lo, new_hi, w1, w2)
+        w1, w2 = _move_window(buf, p, ref, lo, hi, new_lo, new_hi, w1, w2)
         lo, hi = new_lo, new_hi
         iteration += 1
         if max_iters > 0 and iteration >= max_iters:
             break
     # astropy masks every value against the last bounds, so earlier rejects inside them return.
-    first, last = _window(col, n, low, high)
-    w1, w2 = _move_window(col, ref, lo, hi, first, last, w1, w2)
+    first, last = _window(buf, p, n, low, high)
+    w1, w2 = _move_window(buf, p, ref, lo, hi, first, last, w1, w2)
     return low, high, first, last, w1, w2
 
 
@@ -248,13 +248,12 @@ def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_m
                     n_used[row, x] = 0
                     error[row, x] = np.nan
                     continue
-                col = buf[:, p]
                 w1 = acc1[p]
                 w2 = acc2[p]
                 if method == MEDIAN:
                     d1 = w1 / n
                     variance = w2 / n - d1 * d1
-                    out[row, x] = _median_sorted(col, 0, n)
+                    out[row, x] = _median_sorted(buf, p, 0, n)
                     n_used[row, x] = n
                     # Efficiency of the median for normal data: sigma_med = sqrt(pi/2) sigma/sqrt(n).
                     error[row, x] = 1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) \
@@ -264,7 +263,7 @@ def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_m
                 used = n
                 if method == SIGMA_CLIP:
                     low, high, first, last, w1, w2 = _clip(
-                        col, n, ref[p], w1, w2, centre_median, scale_mad, mad_factor, sigma_low,
+                        buf, p, n, ref[p], w1, w2, centre_median, scale_mad, mad_factor, sigma_low,
                         sigma_high, max_iters)
                     used = last - first
                 n_used[row, x] = used
