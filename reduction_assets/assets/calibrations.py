@@ -237,13 +237,19 @@ def _check(name: str, asset_name: str, failures: list[str], checked: int, detail
         metadata={"detail": MetadataValue.json(detail)})
 
 
-@asset(
+# Shared by the three masters: stacking is memory-heavy, so its steps share an instance-wide pool.
+_MASTER_ASSET = dict(
     partitions_def=night_instrument_partitions,
-    deps=[AssetKey("raw_frames")],
     group_name="calibrations",
     kinds={"fits"},
     tags={"reduction_assets/family": "calibrations"},
     pool="stacking",
+)
+
+
+@asset(
+    **_MASTER_ASSET,
+    deps=[AssetKey("raw_frames")],
     check_specs=[AssetCheckSpec("read_noise_consistent", asset="master_bias", blocking=True,
                                 description="bias read noise within 25% of the instrument's")],
 )
@@ -263,13 +269,9 @@ def master_bias(context: AssetExecutionContext, config: MasterConfig,
 
 
 @asset(
-    partitions_def=night_instrument_partitions,
+    **_MASTER_ASSET,
     deps=[AssetKey("raw_frames"),
           AssetDep("master_bias", partition_mapping=calibration_window_mapping())],
-    group_name="calibrations",
-    kinds={"fits"},
-    tags={"reduction_assets/family": "calibrations"},
-    pool="stacking",
     check_specs=[AssetCheckSpec("dark_current_plausible", asset="master_dark", blocking=True,
                                 description="median dark current not negative beyond noise and below "
                                 f"{MAX_DARK_RATE:g} e-/s")],
@@ -296,14 +298,10 @@ def master_dark(context: AssetExecutionContext, config: MasterConfig,
 
 
 @asset(
-    partitions_def=night_instrument_partitions,
+    **_MASTER_ASSET,
     deps=[AssetKey("raw_frames"),
           AssetDep("master_bias", partition_mapping=calibration_window_mapping()),
           AssetDep("master_dark", partition_mapping=calibration_window_mapping())],
-    group_name="calibrations",
-    kinds={"fits"},
-    tags={"reduction_assets/family": "calibrations"},
-    pool="stacking",
     check_specs=[AssetCheckSpec("flat_normalised", asset="master_flat", blocking=True,
                                 description="illuminated level 1 within 1% and at most 5% bad pixels")],
 )

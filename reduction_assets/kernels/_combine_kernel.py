@@ -83,19 +83,22 @@ def _window(buf, p, n, low, high):
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
 def _load(src, dst, count, t):
-    # (v - v) == 0 is False exactly for NaN and +-inf, and vectorises (np.isfinite is a call).
+    """One frame's row of the tile into the buffer; invalid values become +inf (they sort last)."""
     for p in range(t):
         v = src[p]
+        # (v - v) == 0 is False exactly for NaN and +-inf, and vectorises (np.isfinite is a call).
         good = (v - v) == 0.0
         dst[p] = v if good else np.inf
         count[p] += 1 if good else 0
 
 
+# A twin of _load rather than a flag: a mask test inside the loop stops LLVM vectorising it, which
+# made every combine ~40% slower.
 @nb.njit(cache=True, error_model="numpy", inline="always")
 def _load_masked(src, masked, dst, count, t):
     for p in range(t):
         v = src[p]
-        good = ((v - v) == 0.0) and not masked[p]
+        good = ((v - v) == 0.0) & (not masked[p])
         dst[p] = v if good else np.inf
         count[p] += 1 if good else 0
 
