@@ -26,6 +26,8 @@ setup(
         "pyyaml>=6.0",
         "tenacity>=9.0",
         "tzdata",
+        "astroscrappy>=1.2",  # L.A.Cosmic cosmic-ray detection
+        "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],

@@ -103,7 +103,7 @@ def cmd_progress(args) -> int:
         print(json.dumps(rows, indent=2))
     else:
         print(_table(rows, ["night", "instrument", "raw", "duplicates", "quarantined", "masters",
-                            "last_raw_time"]))
+                            "reduced", "last_raw_time"]))
     return 0
 
 

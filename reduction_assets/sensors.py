@@ -26,7 +26,8 @@ from reduction_assets.partitions import night_in_range, partition_key
 from reduction_assets.resources import ReductionHomeResource
 
 CURSOR_VERSION = 1
-PARTITION_ASSETS = [AssetKey(name) for name in ("raw_frames", "master_bias", "master_dark", "master_flat")]
+PARTITION_ASSETS = [AssetKey(name) for name in
+                    ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")]
 
 
 def _stamp(state: FileState) -> str:
@@ -119,7 +120,7 @@ def landing_tick_result(tick: LandingTick, files: dict[str, FileState]) -> Senso
         RunRequest(
             run_key=_run_key(f"raw_frames:{instrument}|{night}", names, files),
             partition_key=partition_key(instrument, night),
-            # The partition's masters follow in the same run: they depend on its raw frames.
+            # The partition's masters and reduced frames follow in the same run, in graph order.
             asset_selection=PARTITION_ASSETS,
             run_config={"ops": {"raw_frames": {"config": {"files": names}}}},
             tags={"reduction_assets/trigger": "landing_sensor", "reduction_assets/files": str(len(names))},

@@ -162,3 +162,38 @@ class Calibration(Base):
     valid_to: Mapped[dt.date | None] = mapped_column(Date)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Product(Base):
+    """A reduced science frame (or the record that it could not be reduced, and why).
+
+    One row per (kind, raw frame); re-reduction updates it. ``fingerprint`` hashes the raw checksum,
+    the calibrations used (ids and checksums), the settings and the software version: a product is
+    redone exactly when it changes. ``calibration_age`` is nights between frame and calibration.
+    """
+
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("kind", "raw_frame_id", name="uq_products_raw"),
+        Index("ix_products_partition", "instrument", "night"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    raw_frame_id: Mapped[int] = mapped_column(ForeignKey("raw_frames.id"))
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))  # reduced | not_reducible
+    reason: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(String(512))
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(32))
+    bias_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
+    dark_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
+    flat_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
+    calibration_age: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Calibration, Quarantine, RawDuplicate, RawFrame
+from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame
 
 
 def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
@@ -48,6 +48,11 @@ def progress_rows(
         .where(in_range(Calibration.night), Calibration.instrument.in_(instruments),
                Calibration.bad.is_(False))
         .group_by(Calibration.instrument, Calibration.night))
+    reduced = grouped(
+        select(Product.instrument, Product.night, func.count())
+        .where(in_range(Product.night), Product.instrument.in_(instruments),
+               Product.kind == "reduced", Product.status == "reduced")
+        .group_by(Product.instrument, Product.night))
     rows = []
     night = start
     while night <= end:
@@ -61,6 +66,7 @@ def progress_rows(
                 "quarantined": quarantined.get((instrument, night), 0),
                 "last_raw_time": last.isoformat() if last else None,
                 "masters": masters.get((instrument, night), 0),
+                "reduced": reduced.get((instrument, night), 0),
             })
         night += dt.timedelta(days=1)
     return rows

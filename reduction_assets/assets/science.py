@@ -1,0 +1,291 @@
+"""Reduced science frames: one calibrated, source-catalogued FITS per raw science frame."""
+
+import hashlib
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+from sqlalchemy import select
+
+import reduction_assets
+from reduction_assets.catalog import Calibration, Product, RawFrame
+from reduction_assets.catalog.models import utcnow
+from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
+from reduction_assets.fits.headers import binning_from_header
+from reduction_assets.fits.products import read_master, reduced_hdul
+from reduction_assets.fits.validate import sha256_of
+from reduction_assets.partitions import (
+    CALIBRATION_WINDOW_NIGHTS,
+    calibration_window_mapping,
+    night_instrument_partitions,
+    split_key,
+)
+from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
+from reduction_assets.reduction.sources import extract_sources
+from reduction_assets.resources import ReductionHomeResource
+
+CALIBRATION_TYPES = ("bias", "dark", "flat")
+# Plausibility bounds of the (non-blocking) checks.
+MAX_SOURCES_PER_MEGAPIXEL = 50000
+
+
+class ReducedConfig(Config):
+    full_refresh: bool = Field(default=False, description="reduce every frame again")
+    calibration_window_nights: int = Field(
+        default=CALIBRATION_WINDOW_NIGHTS, description="calibrations may come from this many nights "
+        "before the frame's")
+    detection_threshold: float = Field(default=5.0, description="source detection, x ERR")
+
+
+def criteria_for(frame: RawFrame, instrument, kind: str, window: int) -> CalibrationCriteria:
+    """What a science frame needs of a calibration of ``kind``."""
+    return CalibrationCriteria(
+        type=kind, instrument=frame.instrument, night=frame.night, binning=frame.binning,
+        filter=(frame.filter or "") if kind == "flat" else "",
+        exptime=frame.exptime if (kind == "dark" and instrument.darks_include_bias) else 0.0,
+        window_nights=window)
+
+
+def select_for_frame(session, frame: RawFrame, instrument, window: int) -> dict[str, Calibration] | str:
+    """The calibrations of a science frame, or the reason it cannot be reduced."""
+    if frame.filter is None:
+        return "no filter in the header: a flat cannot be chosen"
+    chosen: dict[str, Calibration] = {}
+    for kind in CALIBRATION_TYPES:
+        if kind == "bias" and instrument.darks_include_bias:
+            continue
+        found = select_calibration(session, criteria_for(frame, instrument, kind, window))
+        if isinstance(found, NoCalibration):
+            return found.message
+        chosen[kind] = found
+    return chosen
+
+
+def fingerprint_of(frame: RawFrame, chosen: dict[str, Calibration] | str, config: ReducedConfig) -> str:
+    payload = {
+        "raw": frame.checksum,
+        "calibrations": ({k: [c.id, c.checksum] for k, c in sorted(chosen.items())}
+                         if isinstance(chosen, dict) else chosen),
+        "settings": {"threshold": config.detection_threshold, "science": repr(ScienceSettings())},
+        "version": reduction_assets.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _wcs_of_trimmed(header: fits.Header, imaging) -> fits.Header | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header)
+    if not wcs.has_celestial:
+        return None
+    return wcs.slice(imaging).to_header()
+
+
+def _upsert(session, frame: RawFrame, **values) -> Product:
+    row = session.scalars(select(Product).where(Product.kind == "reduced",
+                                                Product.raw_frame_id == frame.id)).first()
+    if row is None:
+        row = Product(kind="reduced", raw_frame_id=frame.id, instrument=frame.instrument,
+                      night=frame.night, created_at=utcnow())
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.software_version = reduction_assets.__version__
+    row.updated_at = utcnow()
+    session.add(row)
+    return row
+
+
+def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource) -> list[dict]:
+    """Reduce every science frame of the partition whose fingerprint changed; one summary each."""
+    instrument_name, night = split_key(context.partition_key)
+    instrument = home.registry()[instrument_name]
+    catalog = home.catalog()
+    raw_root = home.layout().raw
+    products = home.product_store()
+    masters: dict[int, object] = {}
+    summaries = []
+    with catalog.session() as session:
+        frames = list(session.scalars(select(RawFrame).where(
+            RawFrame.instrument == instrument_name, RawFrame.night == night,
+            RawFrame.frame_type == "science", RawFrame.bad.is_(False)).order_by(RawFrame.date_obs)))
+        session.expunge_all()
+    for frame in frames:
+        with catalog.session() as session:
+            chosen = select_for_frame(session, frame, instrument, config.calibration_window_nights)
+            existing = session.scalars(select(Product).where(
+                Product.kind == "reduced", Product.raw_frame_id == frame.id)).first()
+            if isinstance(chosen, dict):
+                session.expunge_all()
+        fingerprint = fingerprint_of(frame, chosen, config)
+        if (existing is not None and existing.fingerprint == fingerprint and not config.full_refresh
+                and (existing.status != "reduced" or products.exists(existing.path))):
+            summaries.append({"frame": frame.original_name, "status": "up to date",
+                              "product": existing.status})
+            continue
+        raw_path = raw_root / frame.store_path
+        reason = None
+        if isinstance(chosen, str):
+            reason = chosen
+        elif not raw_path.exists():
+            reason = f"the stored raw file {frame.store_path} has vanished"
+        elif sha256_of(raw_path) != frame.checksum:
+            reason = f"the stored raw file {frame.store_path} no longer matches its checksum"
+        if reason is None:
+            try:
+                summary = _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config,
+                                      masters, products, home)
+            except NotReducible as err:
+                reason = str(err)
+            else:
+                with catalog.session() as session:
+                    _upsert(session, frame, **summary["row"])
+                summaries.append({"frame": frame.original_name, "status": "reduced",
+                                  **{k: v for k, v in summary.items() if k != "row"}})
+                continue
+        context.log.warning("%s not reducible: %s", frame.original_name, reason)
+        with catalog.session() as session:
+            _upsert(session, frame, status="not_reducible", reason=reason, path=None, checksum=None,
+                    fingerprint=fingerprint, bias_id=None, dark_id=None, flat_id=None,
+                    calibration_age={}, fallback=False, statistics={})
+        summaries.append({"frame": frame.original_name, "status": "not reducible", "reason": reason})
+    return summaries
+
+
+def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, masters, products, home):
+    def master(calibration):
+        if calibration.id not in masters:
+            masters[calibration.id] = read_master(products.path_for(calibration.path))
+        return masters[calibration.id]
+
+    with fits.open(raw_path, memmap=False) as hdul:
+        header = hdul[0].header.copy()
+        raw = np.asarray(hdul[0].data, dtype=np.float32)
+    geometry = instrument.geometry(raw.shape, binning_from_header(instrument, header))
+    if geometry is None:
+        raise NotReducible(f"raw shape {raw.shape} is not a readout of {instrument.name}")
+    calibrated = calibrate_science(
+        raw, instrument=instrument, geometry=geometry, exptime=frame.exptime,
+        bias=master(chosen["bias"]) if "bias" in chosen else None, dark=master(chosen["dark"]),
+        flat=master(chosen["flat"]))
+    sources, source_stats = extract_sources(calibrated.sci, calibrated.err, calibrated.dq,
+                                            threshold=config.detection_threshold)
+    wcs_header = _wcs_of_trimmed(header, geometry.imaging)
+    if wcs_header is not None and len(sources):
+        ra, dec = WCS(wcs_header).all_pix2world(sources["x"], sources["y"], 0)
+        sources["ra"], sources["dec"] = ra, dec
+    ages = {kind: (frame.night - c.night).days for kind, c in chosen.items()}
+    provenance = {
+        "SOFTVER": (reduction_assets.__version__, "reduction_assets version"),
+        "FINGERPR": fingerprint,
+        "RAWFILE": frame.original_name[-68:],
+        "RAWSUM": frame.checksum,
+    }
+    for kind, calibration in chosen.items():
+        tag = kind.upper()[:4]
+        provenance[f"{tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
+        provenance[f"{tag}FILE"] = Path(calibration.path).name[-68:]
+        provenance[f"{tag}AGE"] = (ages[kind], f"nights between frame and master {kind}")
+    clean = calibrated.dq == 0
+    statistics = {
+        **calibrated.statistics, **source_stats,
+        "nan_in_clean_sci": float(np.count_nonzero(~np.isfinite(calibrated.sci[clean]))),
+        "nonpositive_err": float(np.count_nonzero(~(calibrated.err > 0))),
+        "pixels": float(calibrated.sci.size),
+    }
+    key = f"reduced/{frame.instrument}/{frame.night.isoformat()}/{Path(frame.store_path).stem}_red.fits"
+    hdul = reduced_hdul(header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header,
+                        provenance)
+    with tempfile.TemporaryDirectory(dir=products.root) as scratch:
+        temp = Path(scratch) / "reduced.fits"
+        hdul.writeto(temp, checksum=True)
+        checksum = sha256_of(temp)
+        products.put_file(temp, key, checksum, replace=True)
+    fallback = any(age > 0 for age in ages.values())
+    return {
+        "path": key, "sources": int(source_stats["n_sources"]), "fallback": fallback, "ages": ages,
+        "row": dict(status="reduced", reason=None, path=key, checksum=checksum, fingerprint=fingerprint,
+                    bias_id=chosen["bias"].id if "bias" in chosen else None,
+                    dark_id=chosen["dark"].id, flat_id=chosen["flat"].id, calibration_age=ages,
+                    fallback=fallback, statistics=statistics),
+    }
+
+
+def _checks(rows: list[Product]) -> list[AssetCheckResult]:
+    reduced = [r for r in rows if r.status == "reduced"]
+    nan = [r.path for r in reduced if r.statistics.get("nan_in_clean_sci", 0) > 0]
+    err = [r.path for r in reduced if r.statistics.get("nonpositive_err", 0) > 0]
+    implausible = []
+    for r in reduced:
+        stats = r.statistics
+        sky, rms = stats.get("sky_e", 0.0), stats.get("sky_rms_e", 0.0)
+        sources = stats.get("n_sources", 0.0)
+        limit = MAX_SOURCES_PER_MEGAPIXEL * stats.get("pixels", 1.0) / 1e6
+        if sky < -5 * max(rms, 1.0) or sources < 1 or sources > max(limit, 10):
+            implausible.append(f"{r.path}: sky {sky:.0f} e-, {sources:.0f} sources")
+
+    def result(name, failures, what):
+        return AssetCheckResult(
+            check_name=name, asset_key=AssetKey("reduced_frames"), passed=not failures,
+            severity=AssetCheckSeverity.WARN,
+            description="; ".join(failures[:10]) if failures else f"{len(reduced)} frames: {what}")
+
+    return [result("sci_finite_where_clean", nan, "SCI finite wherever DQ is 0"),
+            result("err_positive", err, "ERR > 0 everywhere"),
+            result("sky_and_sources_plausible", implausible, "sky and source counts plausible")]
+
+
+@asset(
+    partitions_def=night_instrument_partitions,
+    deps=[AssetKey("raw_frames"),
+          *[AssetDep(f"master_{kind}", partition_mapping=calibration_window_mapping())
+            for kind in CALIBRATION_TYPES]],
+    group_name="science",
+    kinds={"fits"},
+    tags={"reduction_assets/family": "science"},
+    check_specs=[
+        AssetCheckSpec("sci_finite_where_clean", asset="reduced_frames",
+                       description="no NaN or inf in SCI where DQ is 0"),
+        AssetCheckSpec("err_positive", asset="reduced_frames", description="ERR > 0 everywhere"),
+        AssetCheckSpec("sky_and_sources_plausible", asset="reduced_frames",
+                       description="sky not negative beyond noise; at least one source, not absurdly "
+                       "many"),
+    ],
+)
+def reduced_frames(context: AssetExecutionContext, config: ReducedConfig,
+                   home: ReductionHomeResource) -> MaterializeResult:
+    """Reduced science frames of one night and instrument (SCI e-, ERR, DQ, CAT), with provenance."""
+    summaries = reduce_partition(context, config, home)
+    instrument, night = split_key(context.partition_key)
+    with home.catalog().session() as session:
+        rows = list(session.scalars(select(Product).where(
+            Product.kind == "reduced", Product.instrument == instrument, Product.night == night)))
+        session.expunge_all()
+    counts = {status: sum(1 for s in summaries if s["status"] == status)
+              for status in ("reduced", "up to date", "not reducible")}
+    return MaterializeResult(
+        metadata={
+            "reduced": MetadataValue.int(counts["reduced"]),
+            "up_to_date": MetadataValue.int(counts["up to date"]),
+            "not_reducible": MetadataValue.int(counts["not reducible"]),
+            "fallback_calibrations": MetadataValue.int(sum(1 for r in rows if r.fallback)),
+            "frames": MetadataValue.json(summaries),
+        },
+        check_results=_checks(rows),
+    )
