@@ -18,7 +18,12 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from reduction_assets.home import Home
 from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.sensors import evaluate_landing, forget_files, request_files
+from reduction_assets.sensors import (
+    evaluate_landing,
+    evaluate_recalibration,
+    forget_files,
+    request_files,
+)
 
 log = logging.getLogger(__name__)
 CURSOR_FILE = "landing_sensor.cursor"
@@ -73,13 +78,20 @@ def process_landing(
             tick, result = evaluate_landing(resource, cursor)
             outcome.ticks += 1
             next_cursor = result.cursor
-            for request in result.run_requests or []:
+            requests = list(result.run_requests or [])
+            if not requests and not tick.waiting:
+                # Landing is quiet: frames reduced with an earlier night's calibrations may now
+                # have nearer ones (the calibration sensor's work).
+                requests = list(evaluate_recalibration(resource).run_requests or [])
+            executed = 0
+            for request in requests:
                 label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
                 if _already_succeeded(instance, request.run_key):
                     outcome.skipped.append(label)
                     echo(f"skip {label}: run key {request.run_key} already succeeded")
                     continue
                 tags = {**request.tags, RUN_KEY_TAG: request.run_key}
+                executed += 1
                 run = job.execute_in_process(
                     run_config={**request.run_config, **loggers}, instance=instance,
                     partition_key=request.partition_key, asset_selection=request.asset_selection,
@@ -93,7 +105,7 @@ def process_landing(
             cursor_path.write_text(cursor or "")
             if outcome.failed:
                 break  # the failed files are left for the next invocation, not retried in a loop
-            if result.run_requests:
+            if executed:
                 continue
             if not tick.waiting:
                 break

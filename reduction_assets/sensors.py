@@ -22,7 +22,8 @@ from dagster import (
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.fits.validate import FileState
 from reduction_assets.landing import Route, route_file, scan_landing
-from reduction_assets.partitions import night_in_range, partition_key
+from reduction_assets.catalog.queries import frames_to_recalibrate
+from reduction_assets.partitions import CALIBRATION_WINDOW_NIGHTS, night_in_range, partition_key
 from reduction_assets.resources import ReductionHomeResource
 
 CURSOR_VERSION = 1
@@ -168,3 +169,37 @@ def landing_sensor(context: SensorEvaluationContext, home: ReductionHomeResource
     if tick.waiting:
         context.log.info("%d files waiting to settle", len(tick.waiting))
     return result
+
+
+def evaluate_recalibration(home: ReductionHomeResource) -> SensorResult:
+    """Requests reduced_frames runs for partitions whose frames now have nearer calibrations."""
+    registry = home.registry()
+    with home.catalog().session() as session:
+        stale = frames_to_recalibrate(
+            session, {name: registry[name].darks_include_bias for name in registry.names},
+            CALIBRATION_WINDOW_NIGHTS)
+    requests = []
+    for (instrument, night), frames in sorted(stale.items()):
+        digest = hashlib.sha256(json.dumps(sorted(frames, key=lambda f: f[0]), sort_keys=True).encode())
+        requests.append(RunRequest(
+            run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
+            partition_key=partition_key(instrument, night),
+            asset_selection=[AssetKey("reduced_frames")],
+            tags={"reduction_assets/trigger": "calibration_sensor",
+                  "reduction_assets/frames": str(len(frames))}))
+    if requests:
+        return SensorResult(run_requests=requests)
+    return SensorResult(skip_reason=SkipReason(
+        "no reduced frame has a nearer calibration than the one it was reduced with"))
+
+
+@sensor(
+    name="calibration_sensor",
+    asset_selection=[AssetKey("reduced_frames")],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Re-reduces frames that used an earlier night's calibrations (or none) once a nearer "
+    "one exists.",
+)
+def calibration_sensor(context: SensorEvaluationContext, home: ReductionHomeResource) -> SensorResult:
+    return evaluate_recalibration(home)

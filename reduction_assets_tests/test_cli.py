@@ -45,9 +45,10 @@ def test_process_ingests_landing_and_progress_reports_it(home, capsys, lcosim_ni
     rows = json.loads(out)
     assert [r["night"] for r in rows] == ["2026-11-19", "2026-11-20"]
     assert set(rows[1]) >= {"night", "instrument", "raw", "duplicates", "quarantined", "last_raw_time",
-                            "masters"}
+                            "masters", "reduced"}
     assert (rows[0]["raw"], rows[1]["raw"]) == (0, 32)
     assert rows[1]["masters"] == 4  # bias, dark, and a flat in each of two filters
+    assert rows[1]["reduced"] == 12  # two targets x two filters x three dithers
 
 
 def test_process_twice_does_nothing_the_second_time(home, capsys, lcosim_night):
@@ -72,7 +73,7 @@ def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
     lines = out.strip().splitlines()
     assert code == 0 and lines[0].split() == ["night", "instrument", "raw", "duplicates", "quarantined",
-                                              "masters", "last_raw_time"]
+                                              "masters", "reduced", "last_raw_time"]
     assert len(lines) == 2 + 3
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import select
 import reduction_assets
 from reduction_assets.catalog import Calibration, Product, RawFrame
 from reduction_assets.catalog.models import utcnow
-from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
+from reduction_assets.catalog.queries import CALIBRATION_TYPES, select_for_frame
 from reduction_assets.fits.headers import binning_from_header
 from reduction_assets.fits.products import read_master, reduced_hdul
 from reduction_assets.fits.validate import sha256_of
@@ -41,7 +41,6 @@ from reduction_assets.reduction.science import NotReducible, ScienceSettings, ca
 from reduction_assets.reduction.sources import extract_sources
 from reduction_assets.resources import ReductionHomeResource
 
-CALIBRATION_TYPES = ("bias", "dark", "flat")
 # Plausibility bounds of the (non-blocking) checks.
 MAX_SOURCES_PER_MEGAPIXEL = 50000
 
@@ -52,30 +51,6 @@ class ReducedConfig(Config):
         default=CALIBRATION_WINDOW_NIGHTS, description="calibrations may come from this many nights "
         "before the frame's")
     detection_threshold: float = Field(default=5.0, description="source detection, x ERR")
-
-
-def criteria_for(frame: RawFrame, instrument, kind: str, window: int) -> CalibrationCriteria:
-    """What a science frame needs of a calibration of ``kind``."""
-    return CalibrationCriteria(
-        type=kind, instrument=frame.instrument, night=frame.night, binning=frame.binning,
-        filter=(frame.filter or "") if kind == "flat" else "",
-        exptime=frame.exptime if (kind == "dark" and instrument.darks_include_bias) else 0.0,
-        window_nights=window)
-
-
-def select_for_frame(session, frame: RawFrame, instrument, window: int) -> dict[str, Calibration] | str:
-    """The calibrations of a science frame, or the reason it cannot be reduced."""
-    if frame.filter is None:
-        return "no filter in the header: a flat cannot be chosen"
-    chosen: dict[str, Calibration] = {}
-    for kind in CALIBRATION_TYPES:
-        if kind == "bias" and instrument.darks_include_bias:
-            continue
-        found = select_calibration(session, criteria_for(frame, instrument, kind, window))
-        if isinstance(found, NoCalibration):
-            return found.message
-        chosen[kind] = found
-    return chosen
 
 
 def fingerprint_of(frame: RawFrame, chosen: dict[str, Calibration] | str, config: ReducedConfig) -> str:
@@ -128,7 +103,8 @@ def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource
         session.expunge_all()
     for frame in frames:
         with catalog.session() as session:
-            chosen = select_for_frame(session, frame, instrument, config.calibration_window_nights)
+            chosen = select_for_frame(session, frame, instrument.darks_include_bias,
+                                      config.calibration_window_nights)
             existing = session.scalars(select(Product).where(
                 Product.kind == "reduced", Product.raw_frame_id == frame.id)).first()
             if isinstance(chosen, dict):
@@ -160,10 +136,13 @@ def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource
                                   **{k: v for k, v in summary.items() if k != "row"}})
                 continue
         context.log.warning("%s not reducible: %s", frame.original_name, reason)
+        # The calibrations it would have used are kept, so the calibration sensor only returns to
+        # this frame when they change.
+        ids = {kind: c.id for kind, c in chosen.items()} if isinstance(chosen, dict) else {}
         with catalog.session() as session:
             _upsert(session, frame, status="not_reducible", reason=reason, path=None, checksum=None,
-                    fingerprint=fingerprint, bias_id=None, dark_id=None, flat_id=None,
-                    calibration_age={}, fallback=False, statistics={})
+                    fingerprint=fingerprint, bias_id=ids.get("bias"), dark_id=ids.get("dark"),
+                    flat_id=ids.get("flat"), calibration_age={}, fallback=False, statistics={})
         summaries.append({"frame": frame.original_name, "status": "not reducible", "reason": reason})
     return summaries
 

@@ -163,3 +163,57 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
     return NoCalibration(criteria, [
         {"id": c.id, "type": c.type, "night": c.night.isoformat(), "binning": c.binning,
          "filter": c.filter, "exptime": c.exptime, "bad": c.bad} for c in held])
+
+
+CALIBRATION_TYPES = ("bias", "dark", "flat")
+
+
+def criteria_for(frame: RawFrame, kind: str, darks_include_bias: bool, window: int) -> CalibrationCriteria:
+    """What a science frame needs of a calibration of ``kind``."""
+    return CalibrationCriteria(
+        type=kind, instrument=frame.instrument, night=frame.night, binning=frame.binning,
+        filter=(frame.filter or "") if kind == "flat" else "",
+        exptime=frame.exptime if (kind == "dark" and darks_include_bias) else 0.0,
+        window_nights=window)
+
+
+def select_for_frame(session: Session, frame: RawFrame, darks_include_bias: bool,
+                     window: int) -> dict[str, Calibration] | str:
+    """The calibrations of a science frame by type, or the reason it cannot be reduced.
+
+    Cameras whose darks include the bias need no bias master (their dark must match the exposure).
+    """
+    if frame.filter is None:
+        return "no filter in the header: a flat cannot be chosen"
+    chosen: dict[str, Calibration] = {}
+    for kind in CALIBRATION_TYPES:
+        if kind == "bias" and darks_include_bias:
+            continue
+        found = select_calibration(session, criteria_for(frame, kind, darks_include_bias, window))
+        if isinstance(found, NoCalibration):
+            return found.message
+        chosen[kind] = found
+    return chosen
+
+
+def frames_to_recalibrate(session: Session, darks_include_bias: dict[str, bool],
+                          window: int) -> dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]]:
+    """Science frames whose best calibrations changed since they were reduced (or first exist).
+
+    Looks at products reduced with a fallback (an earlier night's master) and frames that were not
+    reducible; returns {(instrument, night): [(raw frame id, {type: calibration id})]}.
+    """
+    rows = session.execute(
+        select(Product, RawFrame).join(RawFrame, Product.raw_frame_id == RawFrame.id)
+        .where(Product.kind == "reduced",
+               or_(Product.fallback.is_(True), Product.status == "not_reducible"))).all()
+    found: dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]] = {}
+    for product, frame in rows:
+        chosen = select_for_frame(session, frame, darks_include_bias.get(frame.instrument, False), window)
+        if isinstance(chosen, str):
+            continue
+        now = {kind: calibration.id for kind, calibration in chosen.items()}
+        before = {"bias": product.bias_id, "dark": product.dark_id, "flat": product.flat_id}
+        if any(before[k] != v for k, v in now.items()):
+            found.setdefault((frame.instrument, frame.night), []).append((frame.id, now))
+    return found
