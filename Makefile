@@ -40,6 +40,7 @@ test: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stacking
+	$(BIN)/python -m benchmarks.reduce_frame
 
 validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml

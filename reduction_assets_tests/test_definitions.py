@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_hold_the_raw_assets_and_a_running_landing_sensor():
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
     assert {AssetKey(name) for name in ("raw_frames", "landing_rejects", "master_bias", "master_dark",
-                                        "master_flat")} <= keys
+                                        "master_flat", "reduced_frames")} <= keys
+    assert defs.resolve_sensor_def("calibration_sensor").default_status.value == "RUNNING"
     sensor = defs.resolve_sensor_def("landing_sensor")
     assert sensor.default_status.value == "RUNNING"
 
@@ -91,3 +92,13 @@ def test_every_master_has_a_blocking_check():
               for spec in asset.check_specs}
     assert checks == {"read_noise_consistent": True, "dark_current_plausible": True,
                       "flat_normalised": True}
+
+
+def test_reduced_frames_declare_the_window_on_all_three_masters():
+    graph = defs.resolve_asset_graph()
+    parents = set(graph.get(AssetKey("reduced_frames")).parent_keys)
+    assert parents == {AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat")}
+    upstream = graph.get_parent_partition_keys_for_child(
+        "noirsim|2026-11-20", AssetKey("master_flat"), AssetKey("reduced_frames")
+    ).partitions_subset.get_partition_keys()
+    assert len(upstream) == 8 and "noirsim|2026-11-13" in upstream

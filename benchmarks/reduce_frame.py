@@ -1,0 +1,140 @@
+"""Reducing one science frame: time per step and in total, beside ccdproc's equivalent steps.
+
+    python -m benchmarks.reduce_frame [--size 2048]
+
+Simulates an lcosim night at the given size (3 biases, 3 darks, 3 flats, one science frame), builds
+the masters, then times on the same frame: this project's steps (overscan, trim and gain; bias; dark;
+flat with the variance plane; cosmic rays with astroscrappy; sources with sep; writing the FITS) and
+ccdproc's ``ccd_process`` (overscan, trim, gain, bias, dark scaled by exposure, flat, error plane)
+followed by ``cosmicray_lacosmic``. Prints a table of seconds and ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from reduction_assets.fits.products import reduced_hdul
+from reduction_assets.instruments import load_registry
+from reduction_assets.reduction import calibrate
+from reduction_assets.reduction.masters import InputFrame, build_master
+from reduction_assets.reduction.science import (
+    Master,
+    ScienceSettings,
+    calibrate_science,
+    detect_cosmic_rays,
+)
+from reduction_assets.reduction.sources import extract_sources
+from reduction_assets.simulate import SimulationConfig, simulate_night
+
+
+def timed(table: list, name: str, function):
+    start = time.perf_counter()
+    value = function()
+    table.append((name, time.perf_counter() - start))
+    return value
+
+
+def ccdproc_reduce(raw, header, geometry, gain, read_noise, bias, dark, flat, exptime):
+    import astropy.units as u
+    import ccdproc
+    from astropy.nddata import CCDData
+
+    ccd = CCDData(raw, unit=u.adu, meta=header)
+    steps = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        processed = ccdproc.ccd_process(
+            ccd, oscan=geometry.fits_section(geometry.overscan), oscan_median=True,
+            trim=geometry.fits_section(geometry.imaging), error=True, gain=gain * u.electron / u.adu,
+            readnoise=read_noise * u.electron,
+            master_bias=CCDData(bias, unit=u.electron),
+            dark_frame=CCDData(dark, unit=u.electron), dark_exposure=1.0 * u.s,
+            data_exposure=exptime * u.s, dark_scale=True,
+            master_flat=CCDData(flat, unit=u.dimensionless_unscaled))
+        steps.append(("ccdproc ccd_process (overscan..flat, error)", time.perf_counter() - start))
+        start = time.perf_counter()
+        ccdproc.cosmicray_lacosmic(processed, sigclip=4.5, objlim=5.0, gain_apply=False,
+                                   readnoise=read_noise)
+        steps.append(("ccdproc cosmicray_lacosmic", time.perf_counter() - start))
+    return steps
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    args = parser.parse_args(argv)
+    lco = load_registry()["lcosim"]
+    with tempfile.TemporaryDirectory() as folder:
+        night = simulate_night(lco, dt.date(2026, 11, 20), Path(folder), SimulationConfig(
+            size=(args.size, args.size), seed=5, n_bias=3, n_dark=3, n_flat=3, filters=("rp",),
+            n_targets=1, n_dither=1))
+        truth = night.truth
+
+        def inputs(kind):
+            return [InputFrame(p.name, p, "0" * 64, f.exptime, f.date_obs)
+                    for p, f in zip(night.frames, truth.frames) if f.frame_type == kind]
+
+        bias = build_master("bias", inputs("bias"), lco)
+        dark = build_master("dark", inputs("dark"), lco, bias=bias.data)
+        flat = build_master("flat", inputs("flat"), lco, bias=bias.data, dark=dark.data)
+        science = next(p for p, f in zip(night.frames, truth.frames) if f.frame_type == "science")
+        exptime = next(f.exptime for f in truth.frames if f.frame_type == "science")
+        masters = [Master(m.data, m.error, m.dq) for m in (bias, dark, flat)]
+
+        ours: list[tuple[str, float]] = []
+        raw = timed(ours, "read raw FITS", lambda: fits.getdata(science).astype(np.float32))
+        header = fits.getheader(science)
+        geometry = lco.geometry(raw.shape, (1, 1))
+        electrons = timed(ours, "overscan, trim, gain", lambda: calibrate.to_electrons(calibrate.trim(
+            calibrate.subtract_overscan(raw, calibrate.overscan_levels(raw, geometry.overscan)),
+            geometry.imaging), lco.gain))
+        electrons = timed(ours, "bias", lambda: calibrate.subtract_bias(electrons, bias.data))
+        electrons = timed(ours, "dark (scaled by exposure)",
+                          lambda: calibrate.subtract_dark(electrons, dark.data, exptime))
+        variance = timed(ours, "variance plane", lambda: (
+            lco.read_noise ** 2 + bias.error ** 2 + (dark.error * exptime) ** 2
+            + np.clip(electrons, 0, None)).astype(np.float32))
+        sci = timed(ours, "flat", lambda: calibrate.normalise_flat(electrons, 1.0) / flat.data)
+        timed(ours, "cosmic rays (astroscrappy)", lambda: detect_cosmic_rays(
+            sci, variance, np.zeros(sci.shape, bool), lco.read_noise, ScienceSettings()))
+        total_start = time.perf_counter()
+        result = calibrate_science(raw, instrument=lco, geometry=geometry, exptime=exptime,
+                                   bias=masters[0], dark=masters[1], flat=masters[2])
+        calibrate_total = time.perf_counter() - total_start
+        sources, _ = timed(ours, "sources (sep)",
+                           lambda: extract_sources(result.sci, result.err, result.dq))
+        timed(ours, "write FITS (SCI, ERR, DQ, CAT)", lambda: reduced_hdul(
+            header, result.sci, result.err, result.dq, sources, None, {}).writeto(
+            Path(folder) / "reduced.fits", overwrite=True))
+        theirs = ccdproc_reduce(raw, header, geometry, lco.gain, lco.read_noise, bias.data,
+                                dark.data, flat.data, exptime)
+
+    steps_total = sum(seconds for _, seconds in ours)
+    print(f"one {args.size}x{args.size} lcosim science frame, {len(sources)} sources, one run:")
+    print(f"{'step':48s} {'seconds':>9s}")
+    for name, seconds in ours:
+        print(f"{'  ' + name:48s} {seconds:9.3f}")
+    print(f"{'reduction_assets, sum of the steps':48s} {steps_total:9.3f}")
+    print(f"{'reduction_assets calibrate_science (one call)':48s} {calibrate_total:9.3f}")
+    for name, seconds in theirs:
+        print(f"{name:48s} {seconds:9.3f}")
+    ccd_total = sum(seconds for _, seconds in theirs)
+    print(f"{'ccdproc, total (no source extraction)':48s} {ccd_total:9.3f}")
+    ours_comparable = calibrate_total
+    print(f"ratio ccdproc / calibrate_science (same steps: calibration, error, cosmic rays): "
+          f"{ccd_total / ours_comparable:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
