@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import yaml
 
 FRAME_TYPES = ("bias", "dark", "flat", "science")
@@ -117,7 +118,18 @@ class Instrument:
     binnings: tuple[tuple[int, int], ...]
     overscan: Overscan | None
     darks_include_bias: bool
+    # Known defects, [y0, y1, x0, x1] end-exclusive on the unbinned imaging area (the instrument's
+    # bad-pixel mask; pixels flagged in masters are added per night).
+    bad_regions: tuple[tuple[int, int, int, int], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def bad_pixel_mask(self, shape: tuple[int, int], binning: tuple[int, int]) -> np.ndarray:
+        """Boolean mask (True = bad) of the trimmed imaging area of a frame of this binning."""
+        bx, by = binning
+        mask = np.zeros(shape, dtype=bool)
+        for y0, y1, x0, x1 in self.bad_regions:
+            mask[y0 // by:-(-y1 // by), x0 // bx:-(-x1 // bx)] = True
+        return mask
 
     def keyword(self, quantity: str) -> str | None:
         """Header keyword this camera uses for a normalised quantity, or None."""
@@ -238,7 +250,7 @@ def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
     known = {
         "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
         "read_noise", "saturation", "pixel_scale", "readout_sizes", "binnings", "overscan",
-        "darks_include_bias",
+        "darks_include_bias", "bad_regions",
     }
     return Instrument(
         name=name,
@@ -257,6 +269,7 @@ def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
         binnings=tuple(tuple(int(v) for v in b) for b in entry.get("binnings", [[1, 1]])),
         overscan=overscan,
         darks_include_bias=bool(entry.get("darks_include_bias", False)),
+        bad_regions=tuple(tuple(int(v) for v in region) for region in entry.get("bad_regions") or ()),
         extra={k: v for k, v in entry.items() if k not in known},
     )
 

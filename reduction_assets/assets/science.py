@@ -162,7 +162,11 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
     calibrated = calibrate_science(
         raw, instrument=instrument, geometry=geometry, exptime=frame.exptime,
         bias=master(chosen["bias"]) if "bias" in chosen else None, dark=master(chosen["dark"]),
-        flat=master(chosen["flat"]))
+        flat=master(chosen["flat"]),
+        bad_pixels=instrument.bad_pixel_mask(
+            (geometry.imaging[0].stop - geometry.imaging[0].start,
+             geometry.imaging[1].stop - geometry.imaging[1].start),
+            binning_from_header(instrument, header)))
     sources, source_stats = extract_sources(calibrated.sci, calibrated.err, calibrated.dq,
                                             threshold=config.detection_threshold)
     wcs_header = _wcs_of_trimmed(header, geometry.imaging)

@@ -55,6 +55,13 @@ def test_every_science_frame_is_reduced_with_provenance(home, night_done):
         assert abs(hdul["CAT"].data["ra"][0] - 11.9) < 0.1 or abs(hdul["CAT"].data["ra"][0] - 53.4) < 0.1
 
 
+def test_the_instruments_bad_regions_are_flagged(home, night_done):
+    product, _ = products(home)[0]
+    with fits.open(home.products / product.path) as hdul:
+        dq = hdul["DQ"].data
+    assert (dq[:4, :4] & 64).all() and not (dq[10:20, 10:20] & 64).any()
+
+
 def test_checks_pass_on_a_good_night(night_done):
     checks = {c.check_name: c.passed for c in night_done.get_asset_check_evaluations()
               if c.asset_key.path == ["reduced_frames"]}
