@@ -58,10 +58,15 @@ def partition_key(instrument: str, night: dt.date | str) -> MultiPartitionKey:
 
 
 def night_in_range(night: dt.date) -> bool:
-    """Whether a night has a partition (not before FIRST_NIGHT, not after tomorrow's date)."""
-    first = dt.date.fromisoformat(FIRST_NIGHT)
-    last = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
-    return first <= night <= last
+    """Whether a night has a partition now (from FIRST_NIGHT to tonight's)."""
+    return night_partitions.has_partition_key(night.isoformat())
+
+
+def night_not_yet_open(night: dt.date) -> bool:
+    """A night just past the last partition: sites far east of Greenwich start their night before
+    UTC midnight brings its partition. Such frames wait; they are not bad."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return today < night <= today + dt.timedelta(days=1)
 
 
 def split_key(key) -> tuple[str, dt.date]:

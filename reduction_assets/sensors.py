@@ -23,7 +23,12 @@ from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.fits.validate import FileState
 from reduction_assets.landing import Route, route_file, scan_landing
 from reduction_assets.catalog.queries import frames_to_recalibrate
-from reduction_assets.partitions import CALIBRATION_WINDOW_NIGHTS, night_in_range, partition_key
+from reduction_assets.partitions import (
+    CALIBRATION_WINDOW_NIGHTS,
+    night_in_range,
+    night_not_yet_open,
+    partition_key,
+)
 from reduction_assets.resources import ReductionHomeResource
 
 CURSOR_VERSION = 1
@@ -83,6 +88,9 @@ def plan_landing_tick(
         else:
             if night_in_range(where.night):
                 by_partition[(where.instrument, where.night.isoformat())].append(name)
+            elif night_not_yet_open(where.night):
+                tick.waiting.append(name)
+                continue  # not in the cursor: asked again once its partition exists
             else:
                 tick.rejects.append(name)
         kept[name] = stamp

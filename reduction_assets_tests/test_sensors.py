@@ -112,3 +112,21 @@ def test_idle_tick_says_which_files_are_waiting(home, lcosim_night):
     result = landing_sensor(build_sensor_context(cursor=None), home=resource)
     assert not result.run_requests
     assert "1 waiting to settle" in result.skip_reason.skip_message
+
+
+def test_a_night_whose_partition_does_not_exist_yet_waits():
+    import datetime as dt
+
+    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    tick = plan_landing_tick({"early.fits": state()}, None, settle_seconds=0,
+                             route=lambda name: Route("lcosim", tomorrow), now=NOW)
+    assert tick.by_partition == {} and tick.rejects == [] and tick.waiting == ["early.fits"]
+    assert json.loads(tick.cursor)["requested"] == {}
+
+
+def test_a_night_before_the_first_partition_is_rejected():
+    import datetime as dt
+
+    tick = plan_landing_tick({"old.fits": state()}, None, settle_seconds=0,
+                             route=lambda name: Route("lcosim", dt.date(2001, 1, 1)), now=NOW)
+    assert tick.rejects == ["old.fits"]
