@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster import DagsterInstance, RunsFilter
-from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from reduction_assets.home import Home
 from reduction_assets.resources import ReductionHomeResource
@@ -28,6 +27,9 @@ from reduction_assets.sensors import (
 log = logging.getLogger(__name__)
 CURSOR_FILE = "landing_sensor.cursor"
 RUN_KEY_TAG = "dagster/run_key"
+# With the sensor's name beside the run key, the daemon's sensor (`make dev`) recognises the runs of
+# `process` as its own and does not launch them again, and the other way round.
+SENSOR_NAME_TAG = "dagster/sensor_name"
 
 
 @dataclass
@@ -78,19 +80,20 @@ def process_landing(
             tick, result = evaluate_landing(resource, cursor)
             outcome.ticks += 1
             next_cursor = result.cursor
-            requests = list(result.run_requests or [])
+            requests = [("landing_sensor", r) for r in result.run_requests or []]
             if not requests and not tick.waiting:
                 # Landing is quiet: frames reduced with an earlier night's calibrations may now
                 # have nearer ones (the calibration sensor's work).
-                requests = list(evaluate_recalibration(resource).run_requests or [])
+                requests = [("calibration_sensor", r)
+                            for r in evaluate_recalibration(resource).run_requests or []]
             executed = 0
-            for request in requests:
+            for sensor_name, request in requests:
                 label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
                 if _already_succeeded(instance, request.run_key):
                     outcome.skipped.append(label)
                     echo(f"skip {label}: run key {request.run_key} already succeeded")
                     continue
-                tags = {**request.tags, RUN_KEY_TAG: request.run_key}
+                tags = {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name}
                 executed += 1
                 run = job.execute_in_process(
                     run_config={**request.run_config, **loggers}, instance=instance,
