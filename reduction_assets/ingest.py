@@ -65,10 +65,6 @@ class IngestReport:
     other_partition: list[tuple[str, str]] = field(default_factory=list)  # (name, partition)
     by_type_filter: Counter = field(default_factory=Counter)
 
-    @property
-    def failed_any(self) -> bool:
-        return bool(self.quarantined)
-
     def summary(self) -> dict[str, int]:
         return {
             "ingested": len(self.ingested),

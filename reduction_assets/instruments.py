@@ -189,16 +189,6 @@ class Registry:
     def __getitem__(self, name: str) -> Instrument:
         return self.instruments[name]
 
-    def identify(self, header_value: str | None) -> Instrument | None:
-        """The instrument whose ``match`` list contains this INSTRUME-like value (case-insensitive)."""
-        if header_value is None:
-            return None
-        wanted = str(header_value).strip().lower()
-        for instrument in self.instruments.values():
-            if any(m.strip().lower() == wanted for m in instrument.match):
-                return instrument
-        return None
-
     def identify_header(self, header: Mapping[str, Any]) -> Instrument | None:
         """Identify the camera from a FITS header using each camera's own instrument keyword."""
         for instrument in self.instruments.values():

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from reduction_assets.fits.headers import FrameRejected, normalise_header
+from reduction_assets.fits.headers import OUTSIDE_LANDING, FrameRejected, normalise_header
 from reduction_assets.fits.validate import FileState, read_primary_header
 from reduction_assets.instruments import Registry
 
@@ -63,5 +63,5 @@ def resolve_in_landing(landing: Path, relative: str) -> Path:
     candidate = (landing / relative).resolve()
     root = landing.resolve()
     if candidate != root and root not in candidate.parents:
-        raise FrameRejected("outside_landing", f"{relative!r} is outside the landing area")
+        raise FrameRejected(OUTSIDE_LANDING, f"{relative!r} is outside the landing area")
     return candidate

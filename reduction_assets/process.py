@@ -36,7 +36,6 @@ SENSOR_NAME_TAG = "dagster/sensor_name"
 class ProcessOutcome:
     runs: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    ticks: int = 0
 
     @property
     def failed(self) -> list[dict]:
@@ -78,7 +77,6 @@ def process_landing(
     try:
         while True:
             tick, result = evaluate_landing(resource, cursor)
-            outcome.ticks += 1
             next_cursor = result.cursor
             requests = [("landing_sensor", r) for r in result.run_requests or []]
             if not requests and not tick.waiting:

@@ -90,7 +90,6 @@ class _Inspected:
     frame: InputFrame
     overscan: np.ndarray | None  # ADU per row
     level: float  # robust level of the calibrated image (unit of the combined stack before scaling)
-    raw_level: float  # ADU
     saturated_fraction: float
     pixel_hash: str
 
@@ -213,7 +212,6 @@ def build_master(
             frame=f, overscan=levels,
             level=calibrate.illuminated_level(image, threshold=settings.flat_threshold)
             if kind == "flat" else float(np.nanmedian(image)),
-            raw_level=float(np.median(imaging_raw)),
             saturated_fraction=float(np.mean(imaging_raw >= instrument.saturation)),
             pixel_hash=pixel_hash))
 

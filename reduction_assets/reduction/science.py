@@ -118,10 +118,12 @@ def calibrate_science(
     electrons = calibrate.to_electrons(calibrate.trim(raw, geometry.imaging), instrument.gain)
     variance = np.full(shape, instrument.read_noise ** 2, dtype=np.float32)
     if instrument.darks_include_bias:
-        if dark.exptime != exptime:
-            raise NotReducible(f"the dark includes the bias and is for {dark.exptime:g} s, the frame "
-                               f"is {exptime:g} s")
-        electrons = calibrate.subtract_bias(electrons, dark.data)
+        try:
+            bias_and_dark = calibrate.dark_for_exposure(
+                dark.data, master_exptime=dark.exptime, exptime=exptime, includes_bias=True)
+        except ValueError as err:
+            raise NotReducible(str(err)) from err
+        electrons = calibrate.subtract_bias(electrons, bias_and_dark)
         variance += dark.error ** 2
     else:
         if bias is None:

@@ -8,6 +8,7 @@ import sep
 from reduction_assets.reduction.dq import DQ
 
 SOURCE_COLUMNS = ("x", "y", "flux", "flux_err", "fwhm", "peak", "flag", "ra", "dec")
+SATURATED_SOURCE = 1 << 8  # flag bit added to sep's own flags: a saturated pixel near the centre
 
 
 def extract_sources(
@@ -58,11 +59,9 @@ def extract_sources(
     saturated = np.array([((dq[max(int(round(b)) - 2, 0):int(round(b)) + 3,
                               max(int(round(a)) - 2, 0):int(round(a)) + 3] & DQ.SATURATED) != 0).any()
                           for a, b in zip(wx, wy)], dtype=bool)
-    table["flag"] = objects["flag"] | wflag | flux_flag | (saturated.astype(np.int32) << 8)
+    table["flag"] = objects["flag"] | wflag | flux_flag | np.where(saturated, SATURATED_SOURCE, 0)
     table["ra"] = np.nan
     table["dec"] = np.nan
     statistics.update(n_sources=float(len(objects)), fwhm_median=fwhm_median)
     return table, statistics
 
-
-SATURATED_SOURCE = 1 << 8  # flag bit added to sep's own flags
