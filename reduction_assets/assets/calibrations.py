@@ -1,5 +1,6 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
+import datetime as dt
 import hashlib
 import json
 import tempfile
@@ -169,6 +170,8 @@ def _upstream(kind, instrument, night, binning, exptime, config, catalog, produc
     used: dict[str, int] = {}
     notes: list[str] = []
     bias = dark = None
+    if kind == "flat" and instrument.darks_include_bias:
+        return _zero_level_for_flats(instrument, night, binning, config, catalog, products)
     if kind == "bias" or instrument.darks_include_bias:
         return used, bias, dark, notes
     with catalog.session() as session:
@@ -189,6 +192,27 @@ def _upstream(kind, instrument, night, binning, exptime, config, catalog, produc
                 used["dark_id"] = found_dark.id
                 dark = read_sci(products.path_for(found_dark.path))
     return used, bias, dark, notes
+
+
+def _zero_level_for_flats(instrument, night, binning, config, catalog, products):
+    """Cameras without bias frames: the shortest bias-including dark stands in for the bias of flats.
+
+    Its dark current over the difference in exposure time is neglected (the same choice as "dark
+    flats" in amateur practice); the note says which dark was used.
+    """
+    first = night - dt.timedelta(days=config.calibration_window_nights)
+    with catalog.session() as session:
+        dark = session.scalars(
+            select(Calibration).where(
+                Calibration.type == "dark", Calibration.instrument == instrument.name,
+                Calibration.binning == binning, Calibration.bad.is_(False),
+                Calibration.night.between(first, night))
+            .order_by(Calibration.exptime, Calibration.night.desc())).first()
+        if dark is None:
+            return (f"needs a bias-including master dark (nights {first}..{night}) to remove the "
+                    "pedestal of the flats", None, None, [])
+        return ({"zero_id": dark.id}, read_sci(products.path_for(dark.path)), None,
+                [f"pedestal from the {dark.exptime:g} s dark of {dark.night}"])
 
 
 def _record(catalog, existing, kind, instrument, night, binning, filter_name, exptime, key, checksum,

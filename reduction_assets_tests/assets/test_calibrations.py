@@ -153,3 +153,25 @@ def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcos
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}
     assert AssetKey("master_bias") in materialized  # recorded, then the check failed the step
     assert AssetKey("master_dark") not in materialized
+
+
+def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registry, tmp_path):
+    from reduction_assets.simulate import SimulationConfig, simulate_night
+
+    night = simulate_night(registry["st7"], NIGHT, tmp_path / "st7",
+                           SimulationConfig(seed=41, n_targets=1, n_dither=1))
+    run_partition(home, deliver(night.frames, home.landing), instrument="st7")
+    flat = next(r for r in calibrations(home) if r.type == "flat")
+    dark = next(r for r in calibrations(home) if r.type == "dark")
+    with fits.open(home.products / flat.path) as hdul:
+        master = hdul["SCI"].data
+        zero_id = hdul[0].header.get("ZERO_ID")
+    injected = night.truth.flats["clear"]
+    good = np.ones(master.shape, bool)
+    good[:, night.truth.bad_columns] = False
+    # The master follows the injected vignetting one to one; with the ~1000 ADU pedestal left in,
+    # its contrast would be diluted by ~11% (slope 0.89).
+    slope = np.polyfit(injected[good], master[good], 1)[0]
+    assert slope == pytest.approx(1.0, abs=0.02)
+    assert np.median(master[good] / injected[good]) == pytest.approx(1.0, abs=0.003)
+    assert zero_id == str(dark.id)
