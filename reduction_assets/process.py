@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 

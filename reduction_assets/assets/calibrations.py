@@ -3,10 +3,8 @@
 import datetime as dt
 import hashlib
 import json
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict
-from pathlib import Path
 from typing import Optional
 
 from dagster import (
@@ -29,8 +27,7 @@ from reduction_assets.catalog import Calibration, RawFrame
 from reduction_assets.catalog.models import utcnow
 from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
 from reduction_assets.fits.headers import sanitise
-from reduction_assets.fits.products import master_hdul, read_sci
-from reduction_assets.fits.validate import sha256_of
+from reduction_assets.fits.products import master_hdul, read_master
 from reduction_assets.instruments import Instrument
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
@@ -150,11 +147,8 @@ def build_partition_masters(context: AssetExecutionContext, kind: str, config: M
                            filter=filter_name, fingerprint=fingerprint,
                            software_version=reduction_assets.__version__,
                            calibrations_used={k.upper()[:8]: str(v) for k, v in used_calibrations.items()})
-        with tempfile.TemporaryDirectory(dir=products.root) as scratch:
-            temp = Path(scratch) / "master.fits"
-            hdul.writeto(temp, checksum=True)
-            checksum = sha256_of(temp)
-            products.put_file(temp, key, checksum, replace=True)
+        checksum = products.write_product(key, lambda path: hdul.writeto(path, checksum=True,
+                                                                        overwrite=True))
         row = _record(catalog, existing, kind, instrument_name, night, binning, filter_name, exptime,
                       key, checksum, product, fingerprint)
         current.append(row)
@@ -180,7 +174,7 @@ def _upstream(kind, instrument, night, binning, exptime, config, catalog, produc
         if isinstance(found, NoCalibration):
             return f"needs a master bias: {found.message}", None, None, notes
         used["bias_id"] = found.id
-        bias = read_sci(products.path_for(found.path))
+        bias = read_master(products.path_for(found.path)).data
         if found.night != night:
             notes.append(f"bias from {found.night}")
         if kind == "flat":
@@ -190,7 +184,7 @@ def _upstream(kind, instrument, night, binning, exptime, config, catalog, produc
                 notes.append("dark current not subtracted: " + found_dark.message)
             else:
                 used["dark_id"] = found_dark.id
-                dark = read_sci(products.path_for(found_dark.path))
+                dark = read_master(products.path_for(found_dark.path)).data
     return used, bias, dark, notes
 
 
@@ -211,7 +205,7 @@ def _zero_level_for_flats(instrument, night, binning, config, catalog, products)
         if dark is None:
             return (f"needs a bias-including master dark (nights {first}..{night}) to remove the "
                     "pedestal of the flats", None, None, [])
-        return ({"zero_id": dark.id}, read_sci(products.path_for(dark.path)), None,
+        return ({"zero_id": dark.id}, read_master(products.path_for(dark.path)).data, None,
                 [f"pedestal from the {dark.exptime:g} s dark of {dark.night}"])
 
 

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -195,11 +194,7 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
     key = f"reduced/{frame.instrument}/{frame.night.isoformat()}/{Path(frame.store_path).stem}_red.fits"
     hdul = reduced_hdul(header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header,
                         provenance)
-    with tempfile.TemporaryDirectory(dir=products.root) as scratch:
-        temp = Path(scratch) / "reduced.fits"
-        hdul.writeto(temp, checksum=True)
-        checksum = sha256_of(temp)
-        products.put_file(temp, key, checksum, replace=True)
+    checksum = products.write_product(key, lambda path: hdul.writeto(path, checksum=True, overwrite=True))
     fallback = any(age > 0 for age in ages.values())
     return {
         "path": key, "sources": int(source_stats["n_sources"]), "fallback": fallback, "ages": ages,

@@ -59,12 +59,6 @@ def master_hdul(
     ])
 
 
-def read_sci(path: Path) -> np.ndarray:
-    """The SCI extension as float32."""
-    with fits.open(path, memmap=False) as hdul:
-        return np.asarray(hdul["SCI"].data, dtype=np.float32)
-
-
 def read_master(path: Path):
     """A master's SCI, ERR, DQ and exposure time as a :class:`reduction_assets.reduction.science.Master`."""
     from reduction_assets.reduction.science import Master

@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from reduction_assets.fits.validate import sha256_of
 
@@ -58,3 +59,26 @@ class LocalStore:
         finally:
             temp.unlink(missing_ok=True)
         return target
+
+    def write_product(self, key: str, write: Callable[[Path], None]) -> str:
+        """Write a product at ``key`` through ``write(path)`` and return its SHA-256.
+
+        ``write`` receives a temporary path beside the target (it may overwrite it); the file is
+        flushed to disk, hashed once and moved into place atomically, replacing an older version, so
+        readers never see a partial product.
+        """
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        os.close(handle)
+        temp = Path(temp_name)
+        try:
+            write(temp)
+            with open(temp, "rb") as written:
+                os.fsync(written.fileno())
+            checksum = sha256_of(temp)
+            os.chmod(temp, 0o444)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        return checksum
