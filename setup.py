@@ -25,12 +25,14 @@ setup(
         "psycopg2-binary>=2.9,<3",
         "pyyaml>=6.0",
         "tenacity>=9.0",
+        "filelock>=3.12",
+        "tqdm>=4.66",
         "tzdata",
         "astroscrappy>=1.2",  # L.A.Cosmic cosmic-ray detection
         "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6"],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4"],
     },

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
+from reduction_assets.fits.headers import shown
 from reduction_assets.home import resolve_home
 
 
@@ -60,24 +62,38 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_process(args) -> int:
-    from reduction_assets.process import process_landing
+    from reduction_assets.process import Interrupted, process_landing
 
     home = resolve_home(args.home)
-    outcome = process_landing(home, settle_seconds=args.settle_seconds, max_wait_seconds=args.max_wait,
-                              log_level="DEBUG" if args.verbose else "WARNING")
+    try:
+        outcome = process_landing(home, settle_seconds=args.settle_seconds,
+                                  max_wait_seconds=args.max_wait, lock_wait_seconds=args.wait,
+                                  log_level="DEBUG" if args.verbose else "WARNING")
+    except Interrupted as interrupted:
+        print(f"process: stopped by {interrupted}; the interrupted run is marked failed and its files "
+              "are retried by the next invocation", file=sys.stderr)
+        return interrupted.exit_code
+    if outcome.busy:
+        return 0
     failed = outcome.failed
     print(f"{len(outcome.runs)} runs executed, {len(failed)} failed, {len(outcome.skipped)} skipped "
           f"(home {home.root})")
+    tick = outcome.last_tick
+    if tick is not None and tick.not_open:
+        nights = ", ".join(sorted(set(tick.not_open.values())))
+        print(f"{len(tick.not_open)} files belong to night {nights}, whose partition opens at the next "
+              "UTC midnight: the next invocation after that ingests them")
+    if tick is not None and tick.ignored:
+        print(f"{len(tick.ignored)} landing entries are not arrivals (hidden, temporary or not regular "
+              "files): `reduction-assets quarantine --ignored` lists them")
     return 1 if failed else 0
 
 
 def _catalog(home):
     from reduction_assets.catalog import Catalog
-    from reduction_assets.instruments import load_registry
 
     catalog = Catalog(home.catalog_url())
-    catalog.create()
-    catalog.sync_instruments(load_registry())
+    catalog.check()
     return catalog
 
 
@@ -111,6 +127,8 @@ def cmd_quarantine(args) -> int:
     from reduction_assets.catalog.queries import quarantine_rows
 
     home = resolve_home(args.home).ensure()
+    if args.ignored:
+        return _list_ignored(home, args.json)
     with _catalog(home).session() as session:
         rows = quarantine_rows(session, include_resolved=args.all)
     if args.json:
@@ -122,6 +140,53 @@ def cmd_quarantine(args) -> int:
     return 0
 
 
+def _list_ignored(home, as_json: bool) -> int:
+    import time
+
+    from reduction_assets.landing import scan_landing
+
+    now = time.time()
+    rows = [{"name": shown(entry.name), "reason": entry.reason, "size_bytes": entry.size,
+             "age_hours": round((now - entry.mtime_ns / 1e9) / 3600, 2)}
+            for entry in scan_landing(home.landing).ignored]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("nothing in landing/ is ignored")
+    else:
+        print(_table(rows, ["age_hours", "reason", "size_bytes", "name"]))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from tqdm import tqdm
+
+    from reduction_assets.home import HomeBusy
+    from reduction_assets.verify import verify_home
+
+    home = resolve_home(args.home).ensure()
+    catalog = _catalog(home)
+    try:
+        with home.lock(wait_seconds=args.wait):
+            report = verify_home(home, catalog, repair=args.repair,
+                                 progress=lambda items: tqdm(items, desc="verify", unit="file",
+                                                             disable=args.json or None))
+    except HomeBusy as busy:
+        print(f"verify: {busy}; try again later or pass --wait SECONDS", file=sys.stderr)
+        return 3
+    rows = [{"store": f.store, "problem": f.problem, "key": f.key, "action": f.action}
+            for f in report.findings]
+    if args.json:
+        print(json.dumps({"checked": report.checked, "findings": rows}, indent=2))
+    else:
+        if rows:
+            print(_table(rows, ["store", "problem", "key", "action"]))
+        print(f"{report.checked} stored files checked, {len(report.findings)} findings, "
+              f"{len(report.unrepaired)} problems left"
+              + ("" if args.repair or not report.unrepaired else " (--repair acts on them)"))
+    return 1 if report.unrepaired else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reduction-assets", description=__doc__)
     parser.add_argument("--home", help="REDUCTION_HOME folder (default: $REDUCTION_HOME or ~/reduction_home)")
@@ -131,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--instrument", required=True)
     sim.add_argument("--night", required=True, type=_date)
     sim.add_argument("--out", required=True)
-    sim.add_argument("--size", type=_size, help="unbinned imaging area NYxNX (one of the instrument's "
-                     "readout sizes; default the smallest)")
+    sim.add_argument("--size", type=_size, help="unbinned imaging area NYxNX: one of the instrument's "
+                     "readout sizes or, for cameras that read windows, any window within the largest "
+                     "(default the smallest readout)")
     sim.add_argument("--binning", type=int, default=1)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--n-bias", type=int, default=5)
@@ -149,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a file must be unmodified this long before it is ingested")
     proc.add_argument("--max-wait", type=float, default=600.0,
                       help="give up waiting for unsettled files after this many seconds")
+    proc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                      help="wait this long for another process working on the same home (default: "
+                      "exit at once, status 0, saying so)")
     proc.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     proc.set_defaults(func=cmd_process)
 
@@ -161,14 +230,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     quar = sub.add_parser("quarantine", help="list quarantined files, oldest first")
     quar.add_argument("--all", action="store_true", help="include resolved (transient) entries")
+    quar.add_argument("--ignored", action="store_true",
+                      help="list landing entries that are not ingested: hidden files, temporary names "
+                      "of transfers (.part...), FIFOs and devices; old ones are stuck transfers")
     quar.add_argument("--json", action="store_true")
     quar.set_defaults(func=cmd_quarantine)
+
+    ver = sub.add_parser("verify", help="check every stored file against the catalog's checksums")
+    ver.add_argument("--repair", action="store_true",
+                     help="restore raw and quarantine copies from landing/, mark damaged masters and "
+                     "products for rebuilding, remove leftover temporary files")
+    ver.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long for a `process` working on the same home")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(func=cmd_verify)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from reduction_assets.catalog import CatalogUnavailable
+    from reduction_assets.process import InstanceUnavailable
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    # Whatever the caller's umask, nothing this command creates is writable by group or others.
+    os.umask(os.umask(0) | 0o022)
+    try:
+        return args.func(args)
+    except (CatalogUnavailable, InstanceUnavailable) as err:
+        print(f"{args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,22 +7,84 @@
       quarantine/     copies of refused files
       catalog.sqlite  the catalog (unless $REDUCTION_CATALOG_URL names another database)
       dagster/        the Dagster instance (DAGSTER_HOME): runs, events, schedules, sensor cursors
-      state/          small state files of the command-line tools
+      state/          small state files of the command-line tools, and the home's lock
 
-An empty folder is a fresh installation: :meth:`Home.ensure` creates what is missing.
+An empty folder is a fresh installation: :meth:`Home.ensure` creates what is missing. Folders get
+explicit modes whatever the umask: nothing under the home is ever world-writable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import filelock
+
 HOME_ENV = "REDUCTION_HOME"
 CATALOG_ENV = "REDUCTION_CATALOG_URL"
 DEFAULT_HOME = "~/reduction_home"
+
+# Owner writes, everyone reads: landing/ is written by the telescope's transfer as its own user.
+DIRECTORY_MODE = 0o755
+STATE_FILE_MODE = 0o644
+LOCK_NAME = "home.lock"
+
+
+class HomeBusy(RuntimeError):
+    """Another process holds this home's lock."""
+
+
+def make_dirs(path: Path, mode: int = DIRECTORY_MODE) -> Path:
+    """``mkdir -p`` with an explicit mode on every folder it creates (the umask cannot widen it)."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # created by a concurrent writer: its mode is theirs to set
+        os.chmod(folder, mode)
+    return path
+
+
+def write_atomic(path: Path, text: str, mode: int = STATE_FILE_MODE) -> None:
+    """Replace ``path`` with ``text`` so that a crash or power loss leaves the old or the new content,
+    never a torn file: write a temporary file beside it, flush it to disk, rename it over."""
+    path = Path(path)
+    make_dirs(path.parent)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".incoming-{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)
+
+
+def read_text_or_none(path: Path) -> str | None:
+    """The file's text, or None when it is missing or unreadable (not UTF-8, a directory...)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -56,15 +118,32 @@ class Home:
     def catalog_url(self) -> str:
         return os.environ.get(CATALOG_ENV) or f"sqlite:///{self.root / 'catalog.sqlite'}"
 
-    def ensure(self) -> "Home":
+    def ensure(self) -> Home:
         """Create the folders and the Dagster instance config if missing (idempotent)."""
-        for folder in (self.landing, self.raw, self.products, self.quarantine, self.dagster, self.state):
-            folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.landing, self.raw, self.products, self.quarantine, self.dagster,
+                       self.state):
+            make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"
         if not instance_yaml.exists():
-            shutil.copyfile(str(resources.files("reduction_assets") / "defaults" / "dagster.yaml"),
-                            instance_yaml)
+            source = resources.files("reduction_assets") / "defaults" / "dagster.yaml"
+            write_atomic(instance_yaml, source.read_text())
         return self
+
+    @contextlib.contextmanager
+    def lock(self, *, wait_seconds: float = 0.0) -> Iterator[None]:
+        """Hold this home's exclusive lock (an OS file lock: released when the holder dies, even by
+        ``kill -9``). Raises :class:`HomeBusy` when another process keeps it longer than
+        ``wait_seconds``."""
+        make_dirs(self.state)
+        lock = filelock.FileLock(str(self.state / LOCK_NAME), mode=STATE_FILE_MODE)
+        try:
+            lock.acquire(timeout=max(wait_seconds, 0.0))
+        except filelock.Timeout as err:
+            raise HomeBusy(f"another reduction-assets process is working on {self.root}") from err
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def resolve_home(path: str | os.PathLike | None = None) -> Home:

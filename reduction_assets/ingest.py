@@ -9,18 +9,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from reduction_assets.catalog import Catalog, Quarantine, RawDuplicate, RawFrame
 from reduction_assets.catalog.models import utcnow
 from reduction_assets.fits import headers as reasons
-from reduction_assets.fits.headers import FrameInfo, FrameRejected, header_to_json, sanitise
+from reduction_assets.fits.headers import FrameInfo, FrameRejected, header_to_json, sanitise, shown
 from reduction_assets.fits.validate import (
     FileState,
     ValidatedFrame,
@@ -127,9 +127,14 @@ class Ingestor:
         except FrameRejected as rejected:
             self._quarantine(name, path, rejected, report)
             return
+        except Exception as err:
+            log.exception("validating %s failed unexpectedly", shown(name))
+            self._quarantine(name, path, FrameRejected(
+                reasons.VALIDATION_ERROR, f"validation failed: {type(err).__name__}: {err}"), report)
+            return
         info = frame.info
         if partition is not None and (info.instrument, info.night) != partition:
-            report.other_partition.append((name, f"{info.instrument}|{info.night.isoformat()}"))
+            report.other_partition.append((shown(name), f"{info.instrument}|{info.night.isoformat()}"))
             return
         if not self.night_in_range(info.night):
             self._quarantine(name, path, FrameRejected(
@@ -141,7 +146,17 @@ class Ingestor:
 
     @_retry_db
     def _record(self, name: str, path: Path, frame: ValidatedFrame, report: IngestReport) -> None:
+        try:
+            self._record_once(name, path, frame, report)
+        except IntegrityError:
+            # Another ingestion (a concurrent run, the daemon) recorded the same content between our
+            # lookup and our insert: this time the lookup finds its row, and the file is done.
+            log.info("%s was recorded concurrently; looking again", shown(name))
+            self._record_once(name, path, frame, report)
+
+    def _record_once(self, name: str, path: Path, frame: ValidatedFrame, report: IngestReport) -> None:
         info = frame.info
+        name = shown(name)
         with self.catalog.session() as session:
             existing = session.scalars(select(RawFrame).where(RawFrame.checksum == frame.checksum)).first()
             if existing is not None:
@@ -204,6 +219,7 @@ class Ingestor:
                        report: IngestReport, info: FrameInfo | None = None,
                        frame: ValidatedFrame | None = None) -> None:
         """Record a refused file once per (name, reason, size, mtime) and keep a verified copy."""
+        name = shown(name)
         state = frame.state if frame else None
         if state is None and path is not None:
             try:

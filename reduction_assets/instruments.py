@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -47,11 +48,11 @@ def night_of(
     UTC midnight (anywhere west of Greenwich, or late frames east of it) stays in one partition.
     """
     if utc.tzinfo is None:
-        utc = utc.replace(tzinfo=dt.timezone.utc)
+        utc = utc.replace(tzinfo=dt.UTC)
     if timezone:
         local = utc.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
     elif longitude is not None:
-        local = utc.astimezone(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(
+        local = utc.astimezone(dt.UTC).replace(tzinfo=None) + dt.timedelta(
             hours=longitude / 15.0
         )
     else:
@@ -73,8 +74,8 @@ class Site:
         """UTC time of the local noon that starts ``night``."""
         noon = dt.datetime.combine(night, dt.time(12, 0))
         if self.timezone:
-            return noon.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(dt.timezone.utc)
-        return (noon - dt.timedelta(hours=self.longitude / 15.0)).replace(tzinfo=dt.timezone.utc)
+            return noon.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(dt.UTC)
+        return (noon - dt.timedelta(hours=self.longitude / 15.0)).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ class Instrument:
     # Known defects, [y0, y1, x0, x1] end-exclusive on the unbinned imaging area (the instrument's
     # bad-pixel mask; pixels flagged in masters are added per night).
     bad_regions: tuple[tuple[int, int, int, int], ...] = ()
+    # The camera can read any window up to its largest readout (anchored at the chip's first pixel).
+    windows: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def bad_pixel_mask(self, shape: tuple[int, int], binning: tuple[int, int]) -> np.ndarray:
@@ -152,29 +155,39 @@ class Instrument:
     def geometry(self, shape: tuple[int, int], binning: tuple[int, int]) -> Geometry | None:
         """Geometry of a raw frame of ``shape`` (ny, nx) read with ``binning`` (bx, by).
 
-        Returns None when no readout size of this camera produces that shape: such a frame is not
-        from this camera (or is corrupt).
+        Returns None when no readout size (or, for cameras with ``windows``, no window) of this
+        camera produces that shape: such a frame is not from this camera (or is corrupt).
         """
         bx, by = binning
         if (bx, by) not in self.binnings:
             return None
         width = self.overscan.width if self.overscan else 0
-        for ny_full, nx_full in self.readout_sizes:
-            ny, nx = ny_full // by, nx_full // bx
-            if tuple(shape) != (ny, nx + width):
-                continue
-            rows = slice(0, ny)
-            if self.overscan is None:
-                return Geometry((ny, nx), (rows, slice(0, nx)), None)
-            if self.overscan.side == "right":
-                return Geometry((ny, nx + width), (rows, slice(0, nx)), (rows, slice(nx, nx + width)))
-            return Geometry((ny, nx + width), (rows, slice(width, width + nx)), (rows, slice(0, width)))
-        return None
+        ny, nx = int(shape[0]), int(shape[1]) - width
+        readouts = {(full_y // by, full_x // bx) for full_y, full_x in self.readout_sizes}
+        if (ny, nx) not in readouts and not self.fits_window((ny * by, nx * bx)):
+            return None
+        rows = slice(0, ny)
+        if self.overscan is None:
+            return Geometry((ny, nx), (rows, slice(0, nx)), None)
+        if self.overscan.side == "right":
+            return Geometry((ny, nx + width), (rows, slice(0, nx)), (rows, slice(nx, nx + width)))
+        return Geometry((ny, nx + width), (rows, slice(width, width + nx)), (rows, slice(0, width)))
 
-    def expected_shapes(self, binning: tuple[int, int]) -> list[tuple[int, int]]:
+    def fits_window(self, size: tuple[int, int]) -> bool:
+        """Whether an unbinned imaging area (ny, nx) is a window this camera can read out."""
+        ny, nx = size
+        return self.windows and any(1 <= ny <= full_y and 1 <= nx <= full_x
+                                    for full_y, full_x in self.readout_sizes)
+
+    def expected_shapes(self, binning: tuple[int, int]) -> str:
+        """The raw shapes (ny, nx) this camera writes at ``binning``, in words."""
         bx, by = binning
         width = self.overscan.width if self.overscan else 0
-        return [(ny // by, nx // bx + width) for ny, nx in self.readout_sizes]
+        listed = ", ".join(str((ny // by, nx // bx + width)) for ny, nx in self.readout_sizes)
+        if self.windows:
+            largest = max(self.readout_sizes, key=lambda s: s[0] * s[1])
+            return f"{listed}, or any window up to {(largest[0] // by, largest[1] // bx + width)}"
+        return listed
 
 
 @dataclass(frozen=True)
@@ -240,7 +253,7 @@ def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
     known = {
         "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
         "read_noise", "saturation", "pixel_scale", "readout_sizes", "binnings", "overscan",
-        "darks_include_bias", "bad_regions",
+        "darks_include_bias", "bad_regions", "windows",
     }
     return Instrument(
         name=name,
@@ -260,6 +273,7 @@ def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
         overscan=overscan,
         darks_include_bias=bool(entry.get("darks_include_bias", False)),
         bad_regions=tuple(tuple(int(v) for v in region) for region in entry.get("bad_regions") or ()),
+        windows=bool(entry.get("windows", False)),
         extra={k: v for k, v in entry.items() if k not in known},
     )
 

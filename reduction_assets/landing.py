@@ -1,46 +1,114 @@
-"""The landing area: listing arrivals and routing them cheaply to a (night, instrument) partition."""
+"""The landing area: listing arrivals and routing them cheaply to a (night, instrument) partition.
+
+Names are landing-relative POSIX paths as the operating system gives them; a name that is not valid
+UTF-8 carries its undecodable bytes as surrogates (Python's ``surrogateescape``). Such names travel
+through run configuration as :func:`encode_name` strings and are stored and shown as
+:func:`reduction_assets.fits.headers.shown` gives them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from reduction_assets.fits.headers import OUTSIDE_LANDING, FrameRejected, normalise_header
+from reduction_assets.fits.headers import OUTSIDE_LANDING, FrameRejected, normalise_header, shown
 from reduction_assets.fits.validate import FileState, read_primary_header
 from reduction_assets.instruments import Registry
 
 # Names transfer tools give files they are still writing (rsync, scp, browsers, our own store).
 TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", "~")
 
+# Why a landing entry is not an arrival (listed by `reduction-assets quarantine --ignored`).
+IGNORED_HIDDEN = "hidden"
+IGNORED_TEMPORARY = "temporary_name"
+IGNORED_NOT_A_FILE = "not_a_regular_file"
 
-def is_candidate(name: str) -> bool:
-    return not name.startswith(".") and not name.endswith(TEMPORARY_SUFFIXES)
+# Run configuration is stored as JSON text: a name with undecodable bytes is sent as their hex,
+# behind a prefix no landing-relative name can have (they never start with "/").
+_BYTES_PREFIX = "/bytes:"
 
 
-def scan_landing(landing: Path) -> dict[str, FileState]:
-    """Every candidate file below ``landing`` as {relative POSIX path: (size, mtime)}.
+def encode_name(name: str) -> str:
+    """A landing name as plain text (JSON, run config, databases); reversed by :func:`decode_name`."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return _BYTES_PREFIX + os.fsencode(name).hex()
+    return name
 
-    Hidden files and folders and temporary transfer names are skipped: they are not arrivals yet.
+
+def decode_name(text: str) -> str:
+    if text.startswith(_BYTES_PREFIX):
+        return os.fsdecode(bytes.fromhex(text[len(_BYTES_PREFIX):]))
+    return text
+
+
+def ignored_reason(name: str) -> str | None:
+    """Why a file name is not an arrival yet, or None when it is one."""
+    if name.startswith("."):
+        return IGNORED_HIDDEN
+    if name.endswith(TEMPORARY_SUFFIXES):
+        return IGNORED_TEMPORARY
+    return None
+
+
+@dataclass(frozen=True)
+class IgnoredEntry:
+    """A landing entry that is not ingested, and why: operators look for stuck transfers here."""
+
+    name: str
+    reason: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class LandingScan:
+    """What is in landing/: arrivals to consider, and entries skipped with a reason."""
+
+    files: dict[str, FileState] = field(default_factory=dict)
+    ignored: list[IgnoredEntry] = field(default_factory=list)
+
+
+def scan_landing(landing: Path) -> LandingScan:
+    """Every entry below ``landing``: regular files (and symbolic links, which ingestion checks) as
+    {relative POSIX path: (size, mtime)}, and everything else with the reason it is skipped: hidden
+    files and folders, temporary transfer names, FIFOs, sockets and devices. Nothing is opened.
     """
-    found: dict[str, FileState] = {}
+    scan = LandingScan()
     if not landing.is_dir():
-        return found
+        return scan
     for folder, dirs, files in os.walk(landing):
+        hidden_dirs = sorted(d for d in dirs if d.startswith("."))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in hidden_dirs:
+            _ignore(scan, landing, Path(folder) / name, IGNORED_HIDDEN)
         for name in sorted(files):
-            if not is_candidate(name):
-                continue
             path = Path(folder) / name
             try:
-                st = path.stat()
+                st = path.lstat()
             except FileNotFoundError:
                 continue  # removed while we looked; a later scan settles it
-            if not path.is_file():
+            reason = ignored_reason(name)
+            if reason is None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                reason = IGNORED_NOT_A_FILE
+            if reason is not None:
+                _ignore(scan, landing, path, reason, st)
                 continue
-            found[path.relative_to(landing).as_posix()] = FileState(st.st_size, st.st_mtime_ns)
-    return found
+            scan.files[path.relative_to(landing).as_posix()] = FileState(st.st_size, st.st_mtime_ns)
+    return scan
+
+
+def _ignore(scan: LandingScan, landing: Path, path: Path, reason: str, st=None) -> None:
+    try:
+        st = st or path.lstat()
+    except FileNotFoundError:
+        return
+    scan.ignored.append(IgnoredEntry(path.relative_to(landing).as_posix(), reason, st.st_size,
+                                     st.st_mtime_ns))
 
 
 @dataclass(frozen=True)
@@ -59,9 +127,15 @@ def route_file(path: Path, registry: Registry) -> Route:
 
 
 def resolve_in_landing(landing: Path, relative: str) -> Path:
-    """The absolute path of a landing-relative name; refuses names that leave the landing area."""
+    """The absolute path of a landing-relative name; refuses names that leave the landing area
+    (``..``, or a symbolic link whose target is outside) before anything is read from them."""
     candidate = (landing / relative).resolve()
     root = landing.resolve()
     if candidate != root and root not in candidate.parents:
-        raise FrameRejected(OUTSIDE_LANDING, f"{relative!r} is outside the landing area")
+        raise FrameRejected(OUTSIDE_LANDING, f"{shown(relative)!r} is outside the landing area")
     return candidate
+
+
+def route_landing_file(landing: Path, relative: str, registry: Registry) -> Route:
+    """:func:`route_file` of a landing-relative name, refused first if it leads outside landing/."""
+    return route_file(resolve_in_landing(landing, relative), registry)

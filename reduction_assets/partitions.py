@@ -14,8 +14,8 @@ from dagster import (
     DailyPartitionsDefinition,
     DimensionPartitionMapping,
     IdentityPartitionMapping,
-    MultiPartitionMapping,
     MultiPartitionKey,
+    MultiPartitionMapping,
     MultiPartitionsDefinition,
     StaticPartitionsDefinition,
     TimeWindowPartitionMapping,
@@ -65,7 +65,7 @@ def night_in_range(night: dt.date) -> bool:
 def night_not_yet_open(night: dt.date) -> bool:
     """A night just past the last partition: sites far east of Greenwich start their night before
     UTC midnight brings its partition. Such frames wait; they are not bad."""
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     return today < night <= today + dt.timedelta(days=1)
 
 

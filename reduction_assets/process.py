@@ -3,20 +3,42 @@
 Evaluates the landing sensor, executes the runs it requests against the Dagster instance in
 REDUCTION_HOME (they appear in the UI like daemon-launched runs), and repeats until a tick requests
 nothing and no file is waiting to settle. For batch and cron users.
+
+Only one `process` works on a home at a time (an OS file lock, released even by ``kill -9``). At
+start it marks the runs of earlier, dead invocations failed and frees their pool slots. SIGTERM and
+SIGINT stop it promptly: a run in progress is interrupted (or, when Dagster cannot interrupt it,
+marked failed) and nothing after it starts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance
 
-from reduction_assets.home import Home
+from reduction_assets.catalog import Catalog
+from reduction_assets.home import Home, HomeBusy, read_text_or_none, write_atomic
 from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.runs import (
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+    ReapedRun,
+    partitions_in_flight,
+    process_run_tags,
+    reap_dead_process_runs,
+    run_key_in_flight,
+    run_key_succeeded,
+)
 from reduction_assets.sensors import (
+    LandingTick,
     evaluate_landing,
     evaluate_recalibration,
     forget_files,
@@ -25,16 +47,29 @@ from reduction_assets.sensors import (
 
 log = logging.getLogger(__name__)
 CURSOR_FILE = "landing_sensor.cursor"
-RUN_KEY_TAG = "dagster/run_key"
-# With the sensor's name beside the run key, the daemon's sensor (`make dev`) recognises the runs of
-# `process` as its own and does not launch them again, and the other way round.
-SENSOR_NAME_TAG = "dagster/sensor_name"
+# Seconds Dagster gets to end a run itself after SIGTERM/SIGINT before `process` ends it.
+INTERRUPT_GRACE_SECONDS = 5.0
+
+
+class InstanceUnavailable(RuntimeError):
+    """The Dagster instance of the home cannot be opened (one line naming the cause)."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
 
 
 @dataclass
 class ProcessOutcome:
     runs: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reaped: list[ReapedRun] = field(default_factory=list)
+    busy: bool = False  # another process holds the home's lock: nothing was done
+    last_tick: LandingTick | None = None
 
     @property
     def failed(self) -> list[dict]:
@@ -45,13 +80,98 @@ def instance_for(home: Home) -> DagsterInstance:
     """The Dagster instance stored in ``home`` (DAGSTER_HOME is set for anything that forks)."""
     home.ensure()
     os.environ["DAGSTER_HOME"] = str(home.dagster)
-    return DagsterInstance.from_config(str(home.dagster))
+    try:
+        return DagsterInstance.from_config(str(home.dagster))
+    except Exception as err:
+        cause = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise InstanceUnavailable(f"cannot open the Dagster instance in {home.dagster}: "
+                                  f"{type(err).__name__}: {cause.strip()}") from err
 
 
-def _already_succeeded(instance: DagsterInstance, run_key: str) -> bool:
-    runs = instance.get_runs(
-        filters=RunsFilter(tags={RUN_KEY_TAG: run_key}, statuses=[DagsterRunStatus.SUCCESS]), limit=1)
-    return bool(runs)
+def check_catalog(home: Home, catalog_url: str | None = None) -> None:
+    """Raise :class:`reduction_assets.catalog.CatalogUnavailable` before any run starts."""
+    catalog = Catalog(catalog_url or home.catalog_url())
+    try:
+        catalog.check()
+    finally:
+        catalog.dispose()
+
+
+class _SignalWatch:
+    """Turns SIGTERM/SIGINT into :class:`Interrupted`, also while Dagster executes a run.
+
+    Dagster replaces the handlers during execution and acts on them only inside step code: a run
+    waiting for a pool slot, or in a numba kernel, would ignore them. The signal's number also goes
+    to a wake-up socket that a thread watches; if the run has not ended ``grace`` seconds later, the
+    thread marks it failed, frees its slots and ends the process.
+    """
+
+    def __init__(self, instance: DagsterInstance, echo: Callable[[str], None],
+                 grace: float = INTERRUPT_GRACE_SECONDS):
+        self.instance = instance
+        self.echo = echo
+        self.grace = grace
+        self.signum: int | None = None
+        self.run_id: str | None = None
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(True)
+        self._writer.setblocking(False)
+        self._previous: dict[int, object] = {}
+        self._old_wakeup = -1
+        self._thread = threading.Thread(target=self._watch, name="process-signal-watch", daemon=True)
+
+    def __enter__(self) -> _SignalWatch:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # tests may call process_landing from a worker thread: no signals there
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+        self._old_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+        self._writer.close()  # the watching thread reads end-of-stream and returns
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._reader.close()
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signum = signum
+        raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if a signal arrived while Dagster had the handlers."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = self._reader.recv(16)
+            except OSError:
+                return
+            if not data:
+                return
+            self.signum = self.signum or data[-1]
+            run_id = self.run_id
+            if run_id is None:
+                continue  # the main thread's handler raises Interrupted itself
+            deadline = time.monotonic() + self.grace
+            while time.monotonic() < deadline and self.run_id == run_id:
+                time.sleep(0.1)
+            if self.run_id != run_id:
+                continue  # Dagster ended the run; the main thread stops after it
+            run = self.instance.get_run_by_id(run_id)
+            name = signal.Signals(self.signum).name
+            if run is not None and not run.is_finished:
+                self.instance.report_run_failed(run, f"`reduction-assets process` stopped by {name}")
+                self.instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            self.echo(f"stopped by {name} during run {run_id} (marked failed)")
+            os._exit(128 + self.signum)
 
 
 def process_landing(
@@ -59,61 +179,100 @@ def process_landing(
     *,
     settle_seconds: float = 5.0,
     max_wait_seconds: float = 600.0,
+    lock_wait_seconds: float = 0.0,
     log_level: str = "WARNING",
     echo=print,
 ) -> ProcessOutcome:
-    """Run the landing sensor and its requested runs until idle. See the module docstring."""
+    """Run the landing sensor and its requested runs until idle. See the module docstring.
+
+    Raises :class:`CatalogUnavailable` or :class:`InstanceUnavailable` before any run starts when
+    the databases cannot be used, and :class:`Interrupted` on SIGTERM/SIGINT.
+    """
+    outcome = ProcessOutcome()
+    home.ensure()
+    try:
+        with home.lock(wait_seconds=lock_wait_seconds):
+            check_catalog(home)
+            instance = instance_for(home)
+            try:
+                with _SignalWatch(instance, echo) as watch:
+                    outcome.reaped = reap_dead_process_runs(instance, home, holding_lock=True)
+                    for run in outcome.reaped:
+                        echo(f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
+                             f"freed {run.freed_slots} pool slots")
+                    _process_until_idle(home, instance, watch, outcome, settle_seconds=settle_seconds,
+                                        max_wait_seconds=max_wait_seconds, log_level=log_level, echo=echo)
+            finally:
+                instance.dispose()
+    except HomeBusy as busy:
+        outcome.busy = True
+        echo(f"{busy}; this invocation does nothing")
+    return outcome
+
+
+def _process_until_idle(home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome,
+                        *, settle_seconds: float, max_wait_seconds: float, log_level: str, echo) -> None:
     from reduction_assets.definitions import build_definitions
 
-    instance = instance_for(home)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
     job = build_definitions(resource).resolve_implicit_global_asset_job_def()
     loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     cursor_path = home.state / CURSOR_FILE
-    cursor = cursor_path.read_text() if cursor_path.exists() else None
-    outcome = ProcessOutcome()
+    cursor = read_text_or_none(cursor_path)
     deadline = time.monotonic() + max_wait_seconds
-    try:
-        while True:
-            tick, result = evaluate_landing(resource, cursor)
-            next_cursor = result.cursor
-            requests = [("landing_sensor", r) for r in result.run_requests or []]
-            if not requests and not tick.waiting:
-                # Landing is quiet: frames reduced with an earlier night's calibrations may now
-                # have nearer ones (the calibration sensor's work).
-                requests = [("calibration_sensor", r)
-                            for r in evaluate_recalibration(resource).run_requests or []]
-            executed = 0
-            for sensor_name, request in requests:
-                label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
-                if _already_succeeded(instance, request.run_key):
-                    outcome.skipped.append(label)
-                    echo(f"skip {label}: run key {request.run_key} already succeeded")
-                    continue
-                tags = {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name}
-                executed += 1
+    tags = process_run_tags(home)
+    while True:
+        busy = partitions_in_flight(instance)
+        tick, result = evaluate_landing(resource, cursor, busy)
+        outcome.last_tick = tick
+        next_cursor = result.cursor
+        requests = [("landing_sensor", r) for r in result.run_requests or []]
+        if not requests and not tick.waiting and not tick.deferred:
+            # Landing is quiet: frames reduced with an earlier night's calibrations may now
+            # have nearer ones (the calibration sensor's work).
+            requests = [("calibration_sensor", r)
+                        for r in evaluate_recalibration(resource, busy).run_requests or []]
+        executed = 0
+        for sensor_name, request in requests:
+            label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
+            if run_key_succeeded(instance, request.run_key):
+                outcome.skipped.append(label)
+                echo(f"skip {label}: run key {request.run_key} already succeeded")
+                continue
+            if run_key_in_flight(instance, request.run_key):
+                outcome.skipped.append(label)
+                echo(f"skip {label}: a run with key {request.run_key} is in flight (the daemon's)")
+                next_cursor = forget_files(next_cursor, request_files(request))
+                continue
+            run_id = str(uuid.uuid4())
+            executed += 1
+            watch.run_id = run_id
+            try:
                 run = job.execute_in_process(
                     run_config={**request.run_config, **loggers}, instance=instance,
                     partition_key=request.partition_key, asset_selection=request.asset_selection,
-                    tags=tags, raise_on_error=False)
-                outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
-                echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
-                if not run.success:
-                    next_cursor = forget_files(next_cursor, request_files(request))
-            # Only now is the work done: a crash above re-requests the same files next time.
-            cursor = next_cursor
-            cursor_path.write_text(cursor or "")
-            if outcome.failed:
-                break  # the failed files are left for the next invocation, not retried in a loop
-            if executed:
-                continue
-            if not tick.waiting:
-                break
-            if time.monotonic() > deadline:
-                echo(f"gave up waiting for {len(tick.waiting)} files to settle: "
-                     + ", ".join(tick.waiting[:5]))
-                break
-            time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))
-    finally:
-        instance.dispose()
-    return outcome
+                    tags={**request.tags, **tags, RUN_KEY_TAG: request.run_key,
+                          SENSOR_NAME_TAG: sensor_name},
+                    run_id=run_id, raise_on_error=False)
+            finally:
+                watch.run_id = None
+            outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
+            echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
+            if not run.success:
+                next_cursor = forget_files(next_cursor, request_files(request))
+            watch.check()
+        # Only now is the work done: a crash above re-requests the same files next time.
+        cursor = next_cursor
+        write_atomic(cursor_path, cursor or "")
+        if outcome.failed:
+            break  # the failed files are left for the next invocation, not retried in a loop
+        if executed:
+            continue
+        if not tick.waiting and not tick.deferred:
+            break
+        if time.monotonic() > deadline:
+            names = tick.waiting + list(tick.deferred)
+            echo(f"gave up waiting for {len(names)} files to settle or for runs in flight: "
+                 + ", ".join(names[:5]))
+            break
+        time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))

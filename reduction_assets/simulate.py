@@ -51,6 +51,35 @@ DEFAULT_TARGETS = (
 )
 
 
+# The night's schedule, in seconds after the local noon that starts it.
+BIAS_START = 4 * 3600
+DARKS_START = BIAS_START + 1800
+FLATS_START = 6 * 3600 + 1800  # dusk
+SCIENCE_START, SCIENCE_END = 8 * 3600, 16 * 3600
+BIAS_SPACING = 30
+GAP = 20  # seconds between twilight flats
+DARK_GAP = 30  # seconds between darks
+FIRST_FLAT_EXPTIME, FLAT_EXPTIME_GROWTH = 2.0, 1.6  # the sky darkens: longer exposures, same level
+MAX_EXPTIME = 3600.0
+MIN_WINDOW = 32  # unbinned pixels: room for stars and dithers
+
+
+def flat_exptime(index: int) -> float:
+    return FIRST_FLAT_EXPTIME * FLAT_EXPTIME_GROWTH ** index
+
+
+def flat_sequence_seconds(n_flat: int) -> float:
+    """Duration of one filter's twilight flats, gaps included."""
+    return sum(flat_exptime(i) + GAP for i in range(n_flat))
+
+
+def max_flats(available_seconds: float, n_filters: int) -> int:
+    n = 0
+    while n_filters * flat_sequence_seconds(n + 1) <= available_seconds:
+        n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Everything that shapes a simulated night. Units: ADU, electrons (e), seconds, pixels."""
@@ -87,11 +116,16 @@ class SimulationConfig:
     pointing_jitter: float = 0.5  # pixels rms
 
     def validate(self, instrument: Instrument) -> tuple[int, int]:
-        """Imaging size to use; raises ValueError for contradictions with the instrument."""
+        """Imaging size to use; raises ValueError for contradictions with the instrument and for
+        nights that cannot happen (exposures that overlap or do not fit their part of the night)."""
         size = tuple(self.size) if self.size else min(instrument.readout_sizes, key=lambda s: s[0] * s[1])
-        if size not in instrument.readout_sizes:
+        if size not in instrument.readout_sizes and not (
+                instrument.fits_window(size) and min(size) >= MIN_WINDOW):
             listed = ", ".join(f"{ny}x{nx}" for ny, nx in instrument.readout_sizes)
-            raise ValueError(f"size {size[0]}x{size[1]} is not a readout of {instrument.name} ({listed})")
+            windows = (f", or a window of at least {MIN_WINDOW}x{MIN_WINDOW} within the largest"
+                       if instrument.windows else "")
+            raise ValueError(f"size {size[0]}x{size[1]} is not a readout of {instrument.name} "
+                             f"({listed}{windows})")
         if tuple(self.binning) not in instrument.binnings:
             raise ValueError(f"binning {self.binning} is not offered by {instrument.name}")
         for name in ("n_bias", "n_dark", "n_flat", "n_targets", "n_dither"):
@@ -99,7 +133,32 @@ class SimulationConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.n_targets > len(DEFAULT_TARGETS):
             raise ValueError(f"at most {len(DEFAULT_TARGETS)} targets")
+        for name in ("dark_exptime", "science_exptime"):
+            if not 0 < getattr(self, name) <= MAX_EXPTIME:
+                raise ValueError(f"{name} must be within 0..{MAX_EXPTIME:g} s")
+        self._check_schedule(len(self.filters or DEFAULT_FILTERS.get(instrument.name, ("clear",))))
         return size  # type: ignore[return-value]
+
+    def _check_schedule(self, n_filters: int) -> None:
+        """Each block of the night must end before the next begins (see :func:`simulate_night`)."""
+        blocks = [
+            ("bias frames", self.n_bias * BIAS_SPACING, DARKS_START - BIAS_START,
+             f"--n-bias at most {(DARKS_START - BIAS_START) // BIAS_SPACING}"),
+            ("darks", self.n_dark * (self.dark_exptime + DARK_GAP), FLATS_START - DARKS_START,
+             "fewer or shorter darks"),
+            ("twilight flats", n_filters * flat_sequence_seconds(self.n_flat),
+             SCIENCE_START - FLATS_START,
+             f"--n-flat at most {max_flats(SCIENCE_START - FLATS_START, n_filters)} with {n_filters} "
+             "filters"),
+        ]
+        for what, needed, available, advice in blocks:
+            if needed > available:
+                raise ValueError(f"the {what} would take {needed / 3600:.1f} h, but the night has "
+                                 f"{available / 3600:.1f} h for them: {advice}")
+        n_science = self.n_targets * n_filters * self.n_dither
+        if n_science and self.science_exptime > (SCIENCE_END - SCIENCE_START) / n_science:
+            raise ValueError(f"{n_science} science exposures of {self.science_exptime:g} s do not fit "
+                             f"the {(SCIENCE_END - SCIENCE_START) / 3600:g} h of the night")
 
 
 DEFAULT_FILTERS = {"lcosim": ("gp", "rp"), "noirsim": ("V", "R")}
@@ -125,7 +184,7 @@ class SimulatedNight:
 
     frames: list[Path]
     truth_path: Path
-    truth: "Truth"
+    truth: Truth
 
 
 @dataclass
@@ -161,7 +220,7 @@ class Truth:
             cosmic_rays=self.cosmic_rays, **arrays)
 
     @staticmethod
-    def load(path: Path) -> "Truth":
+    def load(path: Path) -> Truth:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             return Truth(
@@ -393,28 +452,29 @@ def simulate_night(
             crval=crval, crpix=crpix, n_cosmic_rays=n_cr))
 
     index = 0
-    start = noon + dt.timedelta(hours=4)  # afternoon calibrations at 16:00 local
+    start = noon + dt.timedelta(seconds=BIAS_START)  # afternoon calibrations at 16:00 local
     bias_frames = 0 if instrument.darks_include_bias else c.n_bias
     for i in range(bias_frames):
         data, offset, n_cr = sim.expose(index, 0.0, 0.0)
-        write("bias", data, start + dt.timedelta(seconds=30 * i), 0.0, None, None, None, offset, n_cr)
+        write("bias", data, start + dt.timedelta(seconds=BIAS_SPACING * i), 0.0, None, None, None,
+              offset, n_cr)
         index += 1
-    start += dt.timedelta(minutes=30)
+    start = noon + dt.timedelta(seconds=DARKS_START)
     for i in range(c.n_dark):
         data, offset, n_cr = sim.expose(index, 0.0, c.dark_exptime)
-        write("dark", data, start + dt.timedelta(seconds=(c.dark_exptime + 30) * i), c.dark_exptime,
+        write("dark", data, start + dt.timedelta(seconds=(c.dark_exptime + DARK_GAP) * i), c.dark_exptime,
               None, None, None, offset, n_cr)
         index += 1
-    start = noon + dt.timedelta(hours=6, minutes=30)  # dusk flats
+    start = noon + dt.timedelta(seconds=FLATS_START)
     for filt in sim.filters:
         for i in range(c.n_flat):
-            exptime = 2.0 * (1.6 ** i)  # the sky darkens: longer exposures, same level
+            exptime = flat_exptime(i)
             data, offset, n_cr = sim.expose(index, 0.0, exptime, extra=c.flat_level * sim.flats[filt])
             write("flat", data, start, exptime, filt, None, None, offset, n_cr)
-            start += dt.timedelta(seconds=exptime + 20)
+            start += dt.timedelta(seconds=exptime + GAP)
             index += 1
     science = [(t, f, d) for t in sim.targets for f in sim.filters for d in range(c.n_dither)]
-    begin, end = noon + dt.timedelta(hours=8), noon + dt.timedelta(hours=16)
+    begin, end = noon + dt.timedelta(seconds=SCIENCE_START), noon + dt.timedelta(seconds=SCIENCE_END)
     spacing = (end - begin) / max(len(science), 1)
     sigma = c.fwhm / 2.3548
     crpix = (x0 + (nx + 1) / 2.0, (ny + 1) / 2.0)

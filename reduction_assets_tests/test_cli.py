@@ -5,7 +5,7 @@ import json
 import pytest
 
 from reduction_assets.cli import main
-from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+from reduction_assets_tests.conftest import deliver, frames_of
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +30,15 @@ def test_simulate_writes_frames_and_truth(tmp_path, capsys):
 
 
 def test_simulate_refuses_a_size_the_camera_cannot_read_out(tmp_path, capsys):
-    code, out = cli(capsys, "simulate", "--instrument", "lcosim", "--night", "2026-11-20",
+    code, out = cli(capsys, "simulate", "--instrument", "st7", "--night", "2026-11-20",
                     "--out", str(tmp_path), "--size", "100x100")
-    assert code == 2 and "[stderr]" in out and "not a readout of lcosim" in out
+    assert code == 2 and "[stderr]" in out and "not a readout of st7" in out
+
+
+def test_simulate_refuses_a_night_that_cannot_happen(tmp_path, capsys):
+    code, out = cli(capsys, "simulate", "--instrument", "lcosim", "--night", "2026-11-20",
+                    "--out", str(tmp_path), "--n-flat", "24")
+    assert code == 2 and "--n-flat at most 14" in out and not list(tmp_path.glob("*.fits"))
 
 
 def test_process_ingests_landing_and_progress_reports_it(home, capsys, lcosim_night):
@@ -59,12 +65,14 @@ def test_process_twice_does_nothing_the_second_time(home, capsys, lcosim_night):
 
 
 def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcosim_night):
+    from reduction_assets.ingest import Ingestor
+
     deliver(frames_of(lcosim_night, "bias"), home.landing)
-    monkeypatch.setenv("REDUCTION_CATALOG_URL", f"sqlite:///{home.root}/missing/dir/catalog.sqlite")
-    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    with monkeypatch.context() as patch:
+        patch.setattr(Ingestor, "ingest", lambda *args, **kwargs: 1 / 0)
+        code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
     assert code == 1 and "1 failed" in out
     assert len(list(home.landing.iterdir())) == 5  # nothing lost
-    monkeypatch.delenv("REDUCTION_CATALOG_URL")
     code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
     assert code == 0 and "1 runs executed, 0 failed" in out  # the failed files are retried
 

@@ -4,7 +4,7 @@ import pytest
 
 from reduction_assets.instruments import RegistryError, night_of, parse_registry
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_registry_ships_two_simulated_instruments_and_the_st7(registry):
@@ -36,9 +36,18 @@ def test_geometry_places_overscan_on_the_instrument_side(registry):
 
 
 def test_geometry_rejects_shapes_the_camera_cannot_read_out(registry):
-    assert registry["lcosim"].geometry((100, 116), (1, 1)) is None
+    assert registry["st7"].geometry((100, 100), (1, 1)) is None  # the ST-7 reads full frames only
     assert registry["lcosim"].geometry((64, 80), (2, 2)) is not None
-    assert registry["lcosim"].geometry((128, 144), (3, 3)) is None
+    assert registry["lcosim"].geometry((128, 144), (3, 3)) is None  # no 3x3 binning
+    assert registry["lcosim"].geometry((4097, 4112), (1, 1)) is None  # larger than the chip
+    assert registry["lcosim"].geometry((100, 10), (1, 1)) is None  # narrower than the overscan
+
+
+def test_a_camera_that_reads_windows_accepts_any_window_within_its_chip(registry):
+    geometry = registry["lcosim"].geometry((100, 116), (1, 1))
+    assert geometry.imaging == (slice(0, 100), slice(0, 100))
+    assert geometry.overscan == (slice(0, 100), slice(100, 116))
+    assert registry["lcosim"].geometry((2048, 1040), (2, 2)) is not None  # 4096x2048 window, 2x2
 
 
 def test_malformed_registry_is_refused_with_the_reason():

@@ -2,16 +2,15 @@
 
 import datetime as dt
 
-import pytest
-from sqlalchemy import select
-
 import numpy as np
+import pytest
 from astropy.io import fits
+from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, RawDuplicate, RawFrame
 from reduction_assets.catalog.queries import progress_rows
-from reduction_assets.process import process_landing
 from reduction_assets.home import Home
+from reduction_assets.process import process_landing
 from reduction_assets_tests.conftest import REAL_ST7, deliver, require
 
 
@@ -117,7 +116,8 @@ def test_a_120s_spectrum_is_dark_corrected_with_the_120s_bias_including_dark(ing
     masters, home = ingested[3], ingested[4]
     st7 = registry["st7"]
     dark = read_master(home.products / masters[120.0].path)
-    unit_flat = Master(np.ones_like(dark.data), np.zeros_like(dark.data), np.zeros(dark.data.shape, np.uint16))
+    unit_flat = Master(np.ones_like(dark.data), np.zeros_like(dark.data),
+                       np.zeros(dark.data.shape, np.uint16))
     raw = fits.getdata(REAL_ST7 / "EnifSpec.fit").astype(np.float32)
     geometry = st7.geometry(raw.shape, (1, 1))
     result = calibrate_science(raw, instrument=st7, geometry=geometry, exptime=120.0, bias=None,

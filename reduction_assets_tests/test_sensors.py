@@ -85,7 +85,12 @@ def test_hidden_and_temporary_names_are_not_arrivals(tmp_path):
     (tmp_path / ".hidden" / "frame4.fits").write_bytes(b"x")
     (tmp_path / "night1").mkdir()
     (tmp_path / "night1" / "frame5.fits").write_bytes(b"x")
-    assert sorted(scan_landing(tmp_path)) == ["frame.fits", "night1/frame5.fits"]
+    scan = scan_landing(tmp_path)
+    assert sorted(scan.files) == ["frame.fits", "night1/frame5.fits"]
+    # ... but none is skipped silently: each is listed with its reason.
+    assert sorted((e.name, e.reason) for e in scan.ignored) == [
+        (".frame.fits.x7Yz", "hidden"), (".hidden", "hidden"), ("frame2.fits.part", "temporary_name"),
+        ("frame3.fits.tmp", "temporary_name")]
 
 
 def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosim_night, noirsim_night):
@@ -114,13 +119,14 @@ def test_idle_tick_says_which_files_are_waiting(home, lcosim_night):
     assert "1 waiting to settle" in result.skip_reason.skip_message
 
 
-def test_a_night_whose_partition_does_not_exist_yet_waits():
+def test_a_night_whose_partition_does_not_exist_yet_is_asked_for_again_later():
     import datetime as dt
 
-    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     tick = plan_landing_tick({"early.fits": state()}, None, settle_seconds=0,
                              route=lambda name: Route("lcosim", tomorrow), now=NOW)
-    assert tick.by_partition == {} and tick.rejects == [] and tick.waiting == ["early.fits"]
+    assert tick.by_partition == {} and tick.rejects == [] and tick.waiting == []
+    assert tick.not_open == {"early.fits": tomorrow.isoformat()}
     assert json.loads(tick.cursor)["requested"] == {}
 
 

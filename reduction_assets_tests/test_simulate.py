@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import numpy as np
 import pytest
@@ -146,5 +147,28 @@ def test_a_west_site_night_crosses_utc_midnight(registry, noirsim_night):
 
 
 def test_sizes_the_camera_cannot_read_out_are_refused(tmp_path, registry):
+    with pytest.raises(ValueError, match="not a readout of st7"):
+        simulate_night(registry["st7"], NIGHT, tmp_path, SimulationConfig(size=(100, 100)))
     with pytest.raises(ValueError, match="not a readout of lcosim"):
-        simulate_night(registry["lcosim"], NIGHT, tmp_path, SimulationConfig(size=(100, 100)))
+        simulate_night(registry["lcosim"], NIGHT, tmp_path, SimulationConfig(size=(4100, 100)))
+    with pytest.raises(ValueError, match="window of at least 32x32"):
+        simulate_night(registry["lcosim"], NIGHT, tmp_path, SimulationConfig(size=(16, 64)))
+
+
+def test_a_window_of_a_camera_that_reads_windows_is_simulated(tmp_path, registry):
+    night = simulate_night(registry["lcosim"], NIGHT, tmp_path,
+                           SimulationConfig(size=(100, 60), n_bias=1, n_dark=1, n_flat=1, n_targets=1,
+                                            n_dither=1))
+    assert fits.getdata(night.frames[0]).shape == (100, 60 + 16)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"n_flat": 24}, "--n-flat at most 14 with 2 filters"),
+    ({"n_dark": 10, "dark_exptime": 900.0}, "the darks would take 2.6 h, but the night has 2.0 h"),
+    ({"science_exptime": 3000.0}, "12 science exposures of 3000 s do not fit the 8 h of the night"),
+    ({"science_exptime": 0.0}, "science_exptime must be within 0..3600 s"),
+    ({"n_bias": 61}, "--n-bias at most 60"),
+])
+def test_nights_that_cannot_happen_are_refused_with_the_limit(tmp_path, registry, changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        simulate_night(registry["lcosim"], NIGHT, tmp_path, SimulationConfig(**changes))

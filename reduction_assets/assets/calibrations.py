@@ -1,11 +1,11 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections import defaultdict
 from dataclasses import asdict
-from typing import Optional
 
 from dagster import (
     AssetCheckResult,
@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 import reduction_assets
 from reduction_assets.catalog import Calibration, RawFrame
+from reduction_assets.catalog.integrity import mark_calibration_stale
 from reduction_assets.catalog.models import utcnow
 from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
 from reduction_assets.fits.headers import sanitise
@@ -37,6 +38,7 @@ from reduction_assets.partitions import (
 )
 from reduction_assets.reduction.masters import InputFrame, MasterSettings, NoMaster, build_master
 from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.storage import Integrity, LocalStore
 
 
 class MasterConfig(Config):
@@ -44,7 +46,7 @@ class MasterConfig(Config):
     method: str = Field(default="sigma_clip", description="sigma_clip, median or mean")
     sigma: float = Field(default=3.0, description="clipping threshold, both sides")
     scale: str = Field(default="mad", description="clipping scale: mad (robust for few frames) or std")
-    max_iters: Optional[int] = Field(default=None, description="clipping iterations; empty: converge")
+    max_iters: int | None = Field(default=None, description="clipping iterations; empty: converge")
     memory_budget_mb: int = Field(default=512, description="peak memory of the stacking, MiB")
     outlier_sigma: float = Field(default=5.0, description="reject frames whose level is this far out")
     calibration_window_nights: int = Field(
@@ -94,7 +96,7 @@ def build_partition_masters(context: AssetExecutionContext, kind: str, config: M
     instrument_name, night = split_key(context.partition_key)
     instrument = home.registry()[instrument_name]
     catalog = home.catalog()
-    raw_root = home.layout().raw
+    raw_store = home.raw_store()
     products = home.product_store()
     settings = config.settings()
     with catalog.session() as session:
@@ -111,9 +113,7 @@ def build_partition_masters(context: AssetExecutionContext, kind: str, config: M
                           f"{night}"})
     for (binning, filter_name, exptime), members in sorted(groups.items()):
         label = " ".join(v for v in (binning, filter_name, f"{exptime:g}s" if exptime else "") if v)
-        inputs = [InputFrame(name=f.original_name, path=raw_root / f.store_path, checksum=f.checksum,
-                             exptime=f.exptime, date_obs=f.date_obs.isoformat(), bad=f.bad,
-                             bad_reason=f.bad_reason) for f in members]
+        inputs = [_input_frame(f, raw_store) for f in members]
         used_calibrations, bias, dark, notes = _upstream(kind, instrument, night, binning, exptime,
                                                         config, catalog, products)
         if isinstance(used_calibrations, str):
@@ -131,7 +131,7 @@ def build_partition_masters(context: AssetExecutionContext, kind: str, config: M
                 Calibration.night == night, Calibration.binning == binning,
                 Calibration.filter == filter_name, Calibration.exptime == exptime)).first()
         if (existing is not None and existing.fingerprint == fingerprint and not config.full_refresh
-                and products.exists(existing.path)):
+                and products.check(existing.path, existing.checksum) is Integrity.OK):
             summaries.append({"group": label, "status": "up to date", "id": existing.id,
                               "inputs": existing.input_count, "path": existing.path})
             current.append(existing)
@@ -147,16 +147,47 @@ def build_partition_masters(context: AssetExecutionContext, kind: str, config: M
                            filter=filter_name, fingerprint=fingerprint,
                            software_version=reduction_assets.__version__,
                            calibrations_used={k.upper()[:8]: str(v) for k, v in used_calibrations.items()})
-        checksum = products.write_product(key, lambda path: hdul.writeto(path, checksum=True,
-                                                                        overwrite=True))
-        row = _record(catalog, existing, kind, instrument_name, night, binning, filter_name, exptime,
-                      key, checksum, product, fingerprint)
+        staged = products.stage_product(key, functools.partial(_write_fits, hdul))
+        try:
+            row = _record(catalog, existing, kind, instrument_name, night, binning, filter_name, exptime,
+                          staged, product, fingerprint)
+        finally:
+            staged.discard()
         current.append(row)
         summaries.append({"group": label, "status": "made", "id": row.id, "inputs": row.input_count,
                           "path": key, "rejected": [{"frame": n, "reason": r} for n, r in product.rejected],
                           **({"notes": notes} if notes else {}),
                           **{k: round(v, 6) for k, v in product.statistics.items()}})
     return summaries, current
+
+
+def _write_fits(hdul, path) -> None:
+    hdul.writeto(path, checksum=True, overwrite=True)
+
+
+def _input_frame(frame: RawFrame, raw_store: LocalStore) -> InputFrame:
+    """A raw frame offered to a master; a stored copy that fails its checksum is refused as bad."""
+    bad, reason = frame.bad, frame.bad_reason
+    if not bad:
+        state = raw_store.check(frame.store_path, frame.checksum)
+        if state is not Integrity.OK:
+            bad, reason = True, (f"the stored raw copy is {state.value}: `reduction-assets verify "
+                                 "--repair` restores it from landing/")
+    return InputFrame(name=frame.original_name, path=raw_store.path_for(frame.store_path),
+                      checksum=frame.checksum, exptime=frame.exptime,
+                      date_obs=frame.date_obs.isoformat(), bad=bad, bad_reason=reason)
+
+
+def _read_verified(calibration: Calibration, catalog, products: LocalStore):
+    """A master's arrays, or the reason it cannot be used (its file is missing or damaged: it is
+    then marked for rebuilding)."""
+    state = products.check(calibration.path, calibration.checksum)
+    if state is not Integrity.OK:
+        with catalog.session() as session:
+            mark_calibration_stale(session, calibration.id)
+        return (f"the master {calibration.type} {calibration.id} ({calibration.path}) is {state.value}; "
+                "it is marked for rebuilding")
+    return read_master(products.path_for(calibration.path))
 
 
 def _upstream(kind, instrument, night, binning, exptime, config, catalog, products):
@@ -171,20 +202,26 @@ def _upstream(kind, instrument, night, binning, exptime, config, catalog, produc
     with catalog.session() as session:
         found = select_calibration(session, CalibrationCriteria(
             "bias", instrument.name, night, binning, window_nights=config.calibration_window_nights))
-        if isinstance(found, NoCalibration):
-            return f"needs a master bias: {found.message}", None, None, notes
-        used["bias_id"] = found.id
-        bias = read_master(products.path_for(found.path)).data
-        if found.night != night:
-            notes.append(f"bias from {found.night}")
-        if kind == "flat":
-            found_dark = select_calibration(session, CalibrationCriteria(
-                "dark", instrument.name, night, binning, window_nights=config.calibration_window_nights))
-            if isinstance(found_dark, NoCalibration):
-                notes.append("dark current not subtracted: " + found_dark.message)
-            else:
-                used["dark_id"] = found_dark.id
-                dark = read_master(products.path_for(found_dark.path)).data
+        found_dark = select_calibration(session, CalibrationCriteria(
+            "dark", instrument.name, night, binning, window_nights=config.calibration_window_nights)) \
+            if kind == "flat" else None
+    if isinstance(found, NoCalibration):
+        return f"needs a master bias: {found.message}", None, None, notes
+    bias = _read_verified(found, catalog, products)
+    if isinstance(bias, str):
+        return bias, None, None, notes
+    used["bias_id"] = found.id
+    bias = bias.data
+    if found.night != night:
+        notes.append(f"bias from {found.night}")
+    if isinstance(found_dark, NoCalibration):
+        notes.append("dark current not subtracted: " + found_dark.message)
+    elif found_dark is not None:
+        dark = _read_verified(found_dark, catalog, products)
+        if isinstance(dark, str):
+            return dark, None, None, notes
+        used["dark_id"] = found_dark.id
+        dark = dark.data
     return used, bias, dark, notes
 
 
@@ -205,12 +242,18 @@ def _zero_level_for_flats(instrument, night, binning, config, catalog, products)
         if dark is None:
             return (f"needs a bias-including master dark (nights {first}..{night}) to remove the "
                     "pedestal of the flats", None, None, [])
-        return ({"zero_id": dark.id}, read_master(products.path_for(dark.path)).data, None,
-                [f"pedestal from the {dark.exptime:g} s dark of {dark.night}"])
+    zero = _read_verified(dark, catalog, products)
+    if isinstance(zero, str):
+        return zero, None, None, []
+    return ({"zero_id": dark.id}, zero.data, None,
+            [f"pedestal from the {dark.exptime:g} s dark of {dark.night}"])
 
 
-def _record(catalog, existing, kind, instrument, night, binning, filter_name, exptime, key, checksum,
+def _record(catalog, existing, kind, instrument, night, binning, filter_name, exptime, staged,
             product, fingerprint) -> Calibration:
+    """Record a master and publish its file in one transaction (a crash in between leaves a checksum
+    mismatch that the next run sees and rebuilds)."""
+    key, checksum = staged.key, staged.checksum
     with catalog.session() as session:
         row = session.get(Calibration, existing.id) if existing is not None else Calibration(
             type=kind, instrument=instrument, night=night, binning=binning, filter=filter_name,
@@ -226,6 +269,7 @@ def _record(catalog, existing, kind, instrument, night, binning, filter_name, ex
         row.updated_at = utcnow()
         session.add(row)
         session.flush()
+        staged.publish()
         session.expunge(row)
     return row
 

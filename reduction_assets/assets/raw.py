@@ -12,8 +12,8 @@ from pydantic import Field
 
 from reduction_assets.catalog.queries import partition_counts
 from reduction_assets.fits.headers import FrameRejected
-from reduction_assets.ingest import IngestReport, Ingestor
-from reduction_assets.landing import resolve_in_landing, route_file, scan_landing
+from reduction_assets.ingest import Ingestor, IngestReport
+from reduction_assets.landing import decode_name, route_landing_file, scan_landing
 from reduction_assets.partitions import night_in_range, night_instrument_partitions, split_key
 from reduction_assets.resources import ReductionHomeResource
 
@@ -69,7 +69,7 @@ def raw_frames(
     """Raw frames of one night and instrument: validated, checksummed, stored and catalogued."""
     instrument, night = split_key(context.partition_key)
     ingestor = _ingestor(home)
-    names = config.files
+    names = None if config.files is None else [decode_name(name) for name in config.files]
     if names is None:
         names = _partition_files(ingestor, instrument, night)
         context.log.info("scanned landing/: %d files belong to %s %s", len(names), instrument, night)
@@ -88,9 +88,9 @@ def raw_frames(
 
 def _partition_files(ingestor: Ingestor, instrument: str, night) -> list[str]:
     names = []
-    for name in scan_landing(ingestor.landing):
+    for name in scan_landing(ingestor.landing).files:
         try:
-            route = route_file(resolve_in_landing(ingestor.landing, name), ingestor.registry)
+            route = route_landing_file(ingestor.landing, name, ingestor.registry)
         except FrameRejected:
             continue  # unroutable files are the landing_rejects asset's business
         if (route.instrument, route.night) == (instrument, night):
@@ -103,7 +103,7 @@ def landing_rejects(
     context: AssetExecutionContext, config: LandingRejectsConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Landing files that could not be routed to a night and instrument, quarantined with reasons."""
-    report = _ingestor(home).ingest(config.files)
+    report = _ingestor(home).ingest([decode_name(name) for name in config.files])
     for name, reason, message in report.quarantined:
         context.log.warning("quarantined %s [%s]: %s", name, reason, message)
     return MaterializeResult(metadata=_report_metadata(report))

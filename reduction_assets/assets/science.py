@@ -25,20 +25,21 @@ from sqlalchemy import select
 
 import reduction_assets
 from reduction_assets.catalog import Calibration, Product, RawFrame
+from reduction_assets.catalog.integrity import mark_calibration_stale
 from reduction_assets.catalog.models import utcnow
 from reduction_assets.catalog.queries import CALIBRATION_TYPES, select_for_frame
-from reduction_assets.fits.headers import binning_from_header
+from reduction_assets.fits.headers import binning_from_header, card_text
 from reduction_assets.fits.products import read_master, reduced_hdul
-from reduction_assets.fits.validate import sha256_of
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
     calibration_window_mapping,
     night_instrument_partitions,
     split_key,
 )
-from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
+from reduction_assets.reduction.science import Master, NotReducible, ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import extract_sources
 from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.storage import Integrity, LocalStore
 
 # Plausibility bounds of the (non-blocking) checks.
 MAX_SOURCES_PER_MEGAPIXEL = 50000
@@ -86,14 +87,39 @@ def _upsert(session, frame: RawFrame, **values) -> Product:
     return row
 
 
+class _Masters:
+    """Masters read once per run, each verified against its catalog checksum before first use."""
+
+    def __init__(self, catalog, products: LocalStore):
+        self.catalog = catalog
+        self.products = products
+        self.cache: dict[int, Master] = {}
+
+    def __call__(self, calibration: Calibration) -> Master:
+        if calibration.id not in self.cache:
+            state = self.products.check(calibration.path, calibration.checksum)
+            if state is not Integrity.OK:
+                with self.catalog.session() as session:
+                    mark_calibration_stale(session, calibration.id)
+                raise NotReducible(
+                    f"master {calibration.type} {calibration.id} ({calibration.path}) is {state.value}: "
+                    "it is marked for rebuilding, and this frame is redone after it")
+            self.cache[calibration.id] = read_master(self.products.path_for(calibration.path))
+        return self.cache[calibration.id]
+
+
 def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource) -> list[dict]:
-    """Reduce every science frame of the partition whose fingerprint changed; one summary each."""
+    """Reduce every science frame of the partition whose fingerprint changed; one summary each.
+
+    A frame that cannot be reduced (no calibration, a damaged input, bad pixel data, or any error in
+    its reduction) is recorded as not reducible with its reason; the other frames go on.
+    """
     instrument_name, night = split_key(context.partition_key)
     instrument = home.registry()[instrument_name]
     catalog = home.catalog()
-    raw_root = home.layout().raw
+    raw_store = home.raw_store()
     products = home.product_store()
-    masters: dict[int, object] = {}
+    masters = _Masters(catalog, products)
     summaries = []
     with catalog.session() as session:
         frames = list(session.scalars(select(RawFrame).where(
@@ -110,29 +136,30 @@ def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource
                 session.expunge_all()
         fingerprint = fingerprint_of(frame, chosen, config)
         if (existing is not None and existing.fingerprint == fingerprint and not config.full_refresh
-                and (existing.status != "reduced" or products.exists(existing.path))):
+                and (existing.status != "reduced"
+                     or products.check(existing.path, existing.checksum) is Integrity.OK)):
             summaries.append({"frame": frame.original_name, "status": "up to date",
                               "product": existing.status})
             continue
-        raw_path = raw_root / frame.store_path
         reason = None
         if isinstance(chosen, str):
             reason = chosen
-        elif not raw_path.exists():
-            reason = f"the stored raw file {frame.store_path} has vanished"
-        elif sha256_of(raw_path) != frame.checksum:
-            reason = f"the stored raw file {frame.store_path} no longer matches its checksum"
+        else:
+            state = raw_store.check(frame.store_path, frame.checksum)
+            if state is not Integrity.OK:
+                reason = (f"the stored raw file {frame.store_path} is {state.value}: "
+                          "`reduction-assets verify --repair` restores it from landing/")
         if reason is None:
             try:
-                summary = _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config,
-                                      masters, products, home)
+                summary = _reduce_one(frame, chosen, fingerprint, raw_store.path_for(frame.store_path),
+                                      instrument, config, masters, products, catalog)
             except NotReducible as err:
                 reason = str(err)
+            except Exception as err:
+                context.log.exception("reducing %s failed", frame.original_name)
+                reason = f"reduction failed: {type(err).__name__}: {err}"
             else:
-                with catalog.session() as session:
-                    _upsert(session, frame, **summary["row"])
-                summaries.append({"frame": frame.original_name, "status": "reduced",
-                                  **{k: v for k, v in summary.items() if k != "row"}})
+                summaries.append({"frame": frame.original_name, "status": "reduced", **summary})
                 continue
         context.log.warning("%s not reducible: %s", frame.original_name, reason)
         # The calibrations it would have used are kept, so the calibration sensor only returns to
@@ -146,12 +173,7 @@ def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource
     return summaries
 
 
-def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, masters, products, home):
-    def master(calibration):
-        if calibration.id not in masters:
-            masters[calibration.id] = read_master(products.path_for(calibration.path))
-        return masters[calibration.id]
-
+def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, masters, products, catalog):
     with fits.open(raw_path, memmap=False) as hdul:
         header = hdul[0].header.copy()
         raw = np.asarray(hdul[0].data, dtype=np.float32)
@@ -160,8 +182,8 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
         raise NotReducible(f"raw shape {raw.shape} is not a readout of {instrument.name}")
     calibrated = calibrate_science(
         raw, instrument=instrument, geometry=geometry, exptime=frame.exptime,
-        bias=master(chosen["bias"]) if "bias" in chosen else None, dark=master(chosen["dark"]),
-        flat=master(chosen["flat"]),
+        bias=masters(chosen["bias"]) if "bias" in chosen else None, dark=masters(chosen["dark"]),
+        flat=masters(chosen["flat"]),
         bad_pixels=instrument.bad_pixel_mask(
             (geometry.imaging[0].stop - geometry.imaging[0].start,
              geometry.imaging[1].stop - geometry.imaging[1].start),
@@ -176,13 +198,13 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
     provenance = {
         "SOFTVER": (reduction_assets.__version__, "reduction_assets version"),
         "FINGERPR": fingerprint,
-        "RAWFILE": frame.original_name[-68:],
+        "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
     }
     for kind, calibration in chosen.items():
         tag = kind.upper()[:4]
         provenance[f"{tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
-        provenance[f"{tag}FILE"] = Path(calibration.path).name[-68:]
+        provenance[f"{tag}FILE"] = card_text(Path(calibration.path).name)
         provenance[f"{tag}AGE"] = (ages[kind], f"nights between frame and master {kind}")
     clean = calibrated.dq == 0
     statistics = {
@@ -194,15 +216,21 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
     key = f"reduced/{frame.instrument}/{frame.night.isoformat()}/{Path(frame.store_path).stem}_red.fits"
     hdul = reduced_hdul(header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header,
                         provenance)
-    checksum = products.write_product(key, lambda path: hdul.writeto(path, checksum=True, overwrite=True))
+    staged = products.stage_product(key, lambda path: hdul.writeto(path, checksum=True, overwrite=True))
     fallback = any(age > 0 for age in ages.values())
-    return {
-        "path": key, "sources": int(source_stats["n_sources"]), "fallback": fallback, "ages": ages,
-        "row": dict(status="reduced", reason=None, path=key, checksum=checksum, fingerprint=fingerprint,
-                    bias_id=chosen["bias"].id if "bias" in chosen else None,
+    try:
+        # The row and the file change together: the file is published inside the transaction
+        # that records its checksum (a crash in between leaves a mismatch the next run redoes).
+        with catalog.session() as session:
+            _upsert(session, frame, status="reduced", reason=None, path=key, checksum=staged.checksum,
+                    fingerprint=fingerprint, bias_id=chosen["bias"].id if "bias" in chosen else None,
                     dark_id=chosen["dark"].id, flat_id=chosen["flat"].id, calibration_age=ages,
-                    fallback=fallback, statistics=statistics),
-    }
+                    fallback=fallback, statistics=statistics)
+            session.flush()
+            staged.publish()
+    finally:
+        staged.discard()
+    return {"path": key, "sources": int(source_stats["n_sources"]), "fallback": fallback, "ages": ages}
 
 
 def _checks(rows: list[Product]) -> list[AssetCheckResult]:

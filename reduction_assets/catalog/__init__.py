@@ -1,6 +1,6 @@
 """The catalog: what has been ingested, produced, quarantined and archived."""
 
-from reduction_assets.catalog.db import Catalog, default_catalog_url
+from reduction_assets.catalog.db import Catalog, CatalogUnavailable, default_catalog_url, safe_url
 from reduction_assets.catalog.models import (
     Base,
     Calibration,
@@ -15,10 +15,12 @@ __all__ = [
     "Base",
     "Calibration",
     "Catalog",
+    "CatalogUnavailable",
     "InstrumentRow",
     "Product",
     "Quarantine",
     "RawDuplicate",
     "RawFrame",
     "default_catalog_url",
+    "safe_url",
 ]

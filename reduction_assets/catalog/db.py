@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reduction_assets.catalog.models import Base, InstrumentRow, utcnow
@@ -18,20 +19,43 @@ def default_catalog_url(home: Path) -> str:
     return f"sqlite:///{home / 'catalog.sqlite'}"
 
 
+class CatalogUnavailable(RuntimeError):
+    """The catalog database cannot be used; the message is one line naming the cause (no secrets)."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable catalog URL>"
+
+
 def _check_driver(url: str) -> None:
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise CatalogUnavailable("the catalog URL cannot be parsed; expected e.g. "
+                                 "sqlite:////path/catalog.sqlite or postgresql+psycopg2://...") from err
     # SQLAlchemy 2.1 reads a bare postgresql:// URL as psycopg 3, which is not installed: insist on an
     # explicit driver rather than failing later with a confusing import error.
     if parsed.drivername == "postgresql":
-        raise ValueError(
-            "catalog URL must name its driver: use postgresql+psycopg2://... (got postgresql://)"
+        raise CatalogUnavailable(
+            f"catalog URL {safe_url(url)} must name its driver: use postgresql+psycopg2://..."
         )
+
+
+def _cause(err: BaseException) -> str:
+    """The first line of the database driver's own message (it names the cause plainly)."""
+    original = getattr(err, "orig", None) or err
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
 
 
 class Catalog:
     """A handle on one catalog database. Cheap to create; create the schema with :meth:`create`."""
 
-    def __init__(self, url: str, *, echo: bool = False):
+    def __init__(self, url: str, *, echo: bool = False, connect_timeout: float = 10.0):
         _check_driver(url)
         self.url = url
         kwargs: dict = {"echo": echo, "future": True}
@@ -39,35 +63,63 @@ class Catalog:
             kwargs["connect_args"] = {"timeout": 60}
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": max(int(connect_timeout), 1)}
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (ArgumentError, ImportError) as err:
+            raise CatalogUnavailable(f"catalog {safe_url(url)}: {_cause(err)}") from err
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._synchronised: tuple | None = None
 
     def create(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables (idempotent; only reads when they exist)."""
         Base.metadata.create_all(self.engine)
+
+    def check(self) -> None:
+        """Connect once and create missing tables; raises :class:`CatalogUnavailable` with one line
+        naming the cause (wrong host or port, missing database, no such folder, bad credentials)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("select 1"))
+            self.create()
+        except DBAPIError as err:
+            raise CatalogUnavailable(f"cannot use the catalog at {safe_url(self.url)}: {_cause(err)}") \
+                from err
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed on success, rolled back on any exception."""
-        with self._sessions() as session:
-            with session.begin():
-                yield session
+        with self._sessions() as session, session.begin():
+            yield session
 
     def sync_instruments(self, registry: Registry) -> None:
+        """Make the instruments table describe ``registry``. Writes only rows that differ, and is
+        done once per registry and process: a run that only reads never needs the writer lock."""
+        wanted = {
+            instrument.name: dict(
+                description=instrument.description, site=instrument.site.name,
+                longitude=instrument.site.longitude, timezone=instrument.site.timezone,
+                gain=instrument.gain, read_noise=instrument.read_noise, saturation=instrument.saturation)
+            for instrument in registry.instruments.values()
+        }
+        signature = tuple(sorted((name, tuple(sorted(values.items()))) for name, values in wanted.items()))
+        if self._synchronised == signature:
+            return
         with self.session() as session:
-            for instrument in registry.instruments.values():
-                row = session.get(InstrumentRow, instrument.name) or InstrumentRow(name=instrument.name)
-                row.description = instrument.description
-                row.site = instrument.site.name
-                row.longitude = instrument.site.longitude
-                row.timezone = instrument.site.timezone
-                row.gain = instrument.gain
-                row.read_noise = instrument.read_noise
-                row.saturation = instrument.saturation
+            rows = {row.name: row for row in session.scalars(select(InstrumentRow))}
+            for name, values in wanted.items():
+                row = rows.get(name)
+                if row is not None and all(getattr(row, k) == v for k, v in values.items()):
+                    continue
+                row = row or InstrumentRow(name=name)
+                for key, value in values.items():
+                    setattr(row, key, value)
                 row.updated_at = utcnow()
                 session.add(row)
+        self._synchronised = signature
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,11 +23,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
+    type_annotation_map: ClassVar = {dict[str, Any]: JSON}
 
 
 class InstrumentRow(Base):
@@ -79,7 +79,7 @@ class RawFrame(Base):
     bad_reason: Mapped[str | None] = mapped_column(Text)
     ingested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
-    duplicates: Mapped[list["RawDuplicate"]] = relationship(back_populates="frame")
+    duplicates: Mapped[list[RawDuplicate]] = relationship(back_populates="frame")
 
 
 class RawDuplicate(Base):

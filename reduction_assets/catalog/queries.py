@@ -17,7 +17,7 @@ def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[
         select(RawFrame.frame_type, func.count()).where(
             RawFrame.instrument == instrument, RawFrame.night == night).group_by(RawFrame.frame_type)
     ).all()
-    by_type = {frame_type: count for frame_type, count in rows}
+    by_type = dict(rows)
     return {"raw": sum(by_type.values()), "by_type": by_type}
 
 

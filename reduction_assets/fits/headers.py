@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from astropy.coordinates import Angle
 from astropy.io import fits
@@ -22,9 +23,16 @@ class FrameRejected(Exception):
     """A raw file that cannot be accepted, with a machine-readable reason code."""
 
     def __init__(self, reason: str, message: str):
+        message = shown(message)
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+
+def shown(text: str) -> str:
+    """Text safe to store, log and print: bytes of a file name that were not UTF-8 (carried as
+    surrogates) become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # Reason codes recorded in the quarantine table. Stable: operators filter on them.
@@ -43,6 +51,9 @@ NAME_CONFLICT = "name_conflict"
 NIGHT_OUT_OF_RANGE = "night_out_of_range"
 OUTSIDE_LANDING = "outside_landing"
 UNREADABLE = "unreadable"
+COMPRESSED = "compressed"
+BAD_HEADER = "bad_header"
+VALIDATION_ERROR = "validation_error"
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,18 @@ class FrameInfo:
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
+_NOT_CARD_TEXT = re.compile(r"[^\x20-\x7e]")
+CARD_TEXT_LENGTH = 68  # the longest string value that fits one header card
+
+
+def card_text(value: Any, *, max_length: int = CARD_TEXT_LENGTH) -> str:
+    """A value safe as a FITS string card: printable ASCII only (other characters, such as ``ü``,
+    tabs and newlines of file names, become ``?``), at most ``max_length`` characters, keeping the end
+    (the informative part of a file name)."""
+    text = _NOT_CARD_TEXT.sub("?", shown(str(value)))
+    return text[-max_length:] if len(text) > max_length else text
+
+
 def sanitise(value: Any, *, max_length: int = 64, empty: str = "unknown") -> str:
     """A header value made safe as one path component: no separators, no ``..``, no leading dot."""
     text = _SAFE.sub("_", str(value).strip())
@@ -93,7 +116,7 @@ def parse_date_obs(value: Any) -> dt.datetime:
     except ValueError as err:
         raise FrameRejected(BAD_DATE, f"DATE-OBS {value!r} is not an ISO 8601 date-time") from err
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     if not (1990 <= parsed.year <= 2200):
         raise FrameRejected(BAD_DATE, f"DATE-OBS {value!r} is outside 1990-2200")
     return parsed
@@ -148,7 +171,21 @@ def header_shape(header: Mapping[str, Any]) -> tuple[int, int] | None:
 
 
 def normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInfo:
-    """Identify the camera and read the normalised quantities; raises :class:`FrameRejected`."""
+    """Identify the camera and read the normalised quantities; raises :class:`FrameRejected`.
+
+    Header values are data from outside: any value this code cannot interpret ends as ``bad_value``
+    with the error, never as an exception that stops the caller.
+    """
+    try:
+        return _normalise_header(header, registry)
+    except FrameRejected:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
+        raise FrameRejected(BAD_VALUE, f"a header value cannot be interpreted: {type(err).__name__}: "
+                            f"{err}") from err
+
+
+def _normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInfo:
     instrument = registry.identify_header(header)
     if instrument is None:
         seen = {key: header.get(key) for key in ("INSTRUME", "TELESCOP", "DETECTOR") if key in header}

@@ -9,6 +9,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from reduction_assets.fits.headers import card_text
 from reduction_assets.reduction.masters import MasterProduct
 
 
@@ -42,7 +43,7 @@ def master_hdul(
     for key, value in calibrations_used.items():
         h[key] = value
     for i, frame in enumerate(product.inputs, start=1):
-        h[f"IMCMB{i:03d}"] = frame.name[-68:]
+        h[f"IMCMB{i:03d}"] = card_text(frame.name)
         h[f"ICSUM{i:03d}"] = frame.checksum
     for key, value in product.statistics.items():
         h[f"HIERARCH STAT {key.upper()}"] = value if np.isfinite(value) else "nan"

@@ -8,7 +8,6 @@ from reduction_assets.kernels.combine import (
 )
 from reduction_assets.kernels.streaming import combine_blocks, combine_files
 
-
 __all__ = [
     "BANZAI_MAD_TO_SIGMA",
     "MAD_TO_SIGMA",

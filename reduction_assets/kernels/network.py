@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batcher_network(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Batcher's odd-even merge sort network for ``n`` inputs, as two index arrays (i < j).
 

@@ -7,8 +7,8 @@ frames do not accumulate either.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from astropy.io import fits

@@ -6,6 +6,7 @@ so the same steps serve master building (row blocks) and science frames (whole i
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -30,7 +31,15 @@ def overscan_levels(
     region = np.asarray(raw[overscan], dtype=np.float64)
     if region.size == 0:
         raise ValueError("the overscan section is empty")
-    rows = np.median(region, axis=1)
+    # Non-finite overscan pixels (a damaged readout) are ignored; a row with none left takes the
+    # median level of the other rows.
+    region = np.where(np.isfinite(region), region, np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rows = np.nanmedian(region, axis=1)
+        if not np.isfinite(rows).any():
+            raise ValueError("the overscan section has no finite pixel")
+        rows = np.where(np.isfinite(rows), rows, np.nanmedian(rows))
     if method == "median":
         return rows
     if method == "poly":

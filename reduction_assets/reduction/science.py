@@ -108,6 +108,11 @@ def calibrate_science(
             raise NotReducible(f"master {name} has shape {master.data.shape}, the frame {shape}")
     raw = np.asarray(raw, dtype=np.float32)
     dq = np.zeros(shape, dtype=np.uint16)
+    # Floating-point raw data may carry NaN or infinities (a dropped readout block): no data there.
+    missing = ~np.isfinite(raw[geometry.imaging])
+    if missing.all():
+        raise NotReducible("the frame has no finite pixel in its imaging area")
+    _flag(dq, missing, DQ.NO_DATA)
     _flag(dq, raw[geometry.imaging] >= instrument.saturation, DQ.SATURATED)
     if bad_pixels is not None:
         _flag(dq, bad_pixels, DQ.BAD_PIXEL)

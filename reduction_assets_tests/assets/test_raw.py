@@ -174,12 +174,21 @@ def test_unknown_instrument_is_quarantined(home, lcosim_night):
 
 
 def test_data_shape_that_does_not_match_the_instrument_is_quarantined(home, noirsim_night):
-    # A noirsim-sized frame claiming to be lcosim.
+    # A noirsim-sized frame claiming to be the ST-7, which reads full frames only.
     with_header(frames_of(noirsim_night, "bias")[0], home.landing / "shape.fits",
-                INSTRUME="lcosim", OBSTYPE="BIAS", CCDSUM="1 1")
-    run_raw(home, ["shape.fits"])
+                INSTRUME="ST-7", IMAGETYP="DARK", XBINNING=1, YBINNING=1)
+    run_raw(home, ["shape.fits"], instrument="st7")
     (row,) = rows(home, Quarantine)
-    assert row.reason == "shape_mismatch" and "(96, 180)" in row.message
+    assert row.reason == "shape_mismatch" and "(96, 180)" in row.message and "(510, 765)" in row.message
+
+
+def test_a_window_of_a_camera_that_reads_windows_is_accepted(home, noirsim_night):
+    # A 96x164 imaging area (plus lcosim's 16 overscan columns) is a window of lcosim's 4096x4096.
+    with_header(frames_of(noirsim_night, "bias")[0], home.landing / "window.fits",
+                INSTRUME="lcosim", OBSTYPE="BIAS", CCDSUM="1 1", DAY_OBS="20261120")
+    run_raw(home, ["window.fits"])
+    (row,) = rows(home, RawFrame)
+    assert (row.naxis2, row.naxis1) == (96, 180) and rows(home, Quarantine) == []
 
 
 def test_object_with_path_separators_cannot_escape_the_store(home, lcosim_night):

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from reduction_assets.catalog import Catalog, InstrumentRow, RawFrame
+from reduction_assets.catalog import Catalog, CatalogUnavailable, InstrumentRow, RawFrame
 from reduction_assets.catalog.queries import progress_rows, quarantine_rows
 from reduction_assets.ingest import Ingestor
 from reduction_assets.storage import LocalStore
@@ -41,9 +41,8 @@ def test_a_checksum_can_be_recorded_only_once(catalog, registry):  # noqa: F811
     catalog.sync_instruments(registry)
     with catalog.session() as session:
         session.add(_frame("a" * 64, "one.fits"))
-    with pytest.raises(IntegrityError):
-        with catalog.session() as session:
-            session.add(_frame("a" * 64, "two.fits"))
+    with pytest.raises(IntegrityError), catalog.session() as session:
+        session.add(_frame("a" * 64, "two.fits"))
     with catalog.session() as session:  # the failed transaction left nothing behind
         assert len(list(session.scalars(select(RawFrame)))) == 1
 
@@ -66,5 +65,5 @@ def test_ingestion_and_progress_on_either_database(catalog, registry, tmp_path, 
 
 
 def test_a_bare_postgresql_url_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match=r"postgresql\+psycopg2"):
+    with pytest.raises(CatalogUnavailable, match=r"postgresql\+psycopg2"):
         Catalog("postgresql://postgres@127.0.0.1/test")

@@ -70,5 +70,6 @@ def test_outside_the_window_nothing_qualifies_and_the_reason_lists_the_catalog(c
 def test_a_certified_validity_range_is_respected(catalog, registry):  # noqa: F811
     catalog.sync_instruments(registry)
     older = add(catalog, NIGHT - dt.timedelta(days=4))
-    add(catalog, NIGHT - dt.timedelta(days=1), valid=(NIGHT - dt.timedelta(days=1), NIGHT - dt.timedelta(days=1)))
+    yesterday = NIGHT - dt.timedelta(days=1)
+    add(catalog, yesterday, valid=(yesterday, yesterday))
     assert select(catalog) == older

@@ -51,7 +51,7 @@ def test_peak_memory_stays_within_the_budget_whatever_the_number_of_frames(tmp_p
 def test_frames_of_mismatched_shape_are_refused_by_name(tmp_path):
     _, paths = write_frames(tmp_path, 3)
     fits.PrimaryHDU(np.zeros((10, 10), np.float32)).writeto(tmp_path / "odd.fits")
-    with pytest.raises(ValueError, match="odd.fits has shape"):
+    with pytest.raises(ValueError, match=r"odd\.fits has shape"):
         combine_files(paths + [tmp_path / "odd.fits"], "mean")
 
 

@@ -1,14 +1,12 @@
 """Masters from a simulated night compared with what the simulator injected."""
 
-import datetime as dt
-import os
 
 import numpy as np
 import pytest
 from astropy.io import fits
 
 from reduction_assets.reduction.masters import InputFrame, MasterSettings, NoMaster, build_master
-from reduction_assets_tests.conftest import NIGHT, with_header
+from reduction_assets_tests.conftest import with_header
 
 
 def inputs(night, kind, filter_name=None):

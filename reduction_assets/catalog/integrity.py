@@ -1,0 +1,93 @@
+"""What the catalog says is stored, and marking products and masters for rebuilding.
+
+A master or product whose file is damaged is *stale*: its fingerprint is emptied, so the next run of
+its partition rebuilds it (the fingerprint can never match), and products that used a stale master
+become stale too, because they were made from the damaged file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame, utcnow
+
+STALE = ""  # the fingerprint of a product or master that must be rebuilt
+
+RAW, QUARANTINE, PRODUCTS = "raw", "quarantine", "products"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One file the catalog says a store holds, with the checksum it must have."""
+
+    store: str  # RAW, QUARANTINE or PRODUCTS
+    key: str
+    checksum: str
+    kind: str  # raw, quarantine, master, reduced
+    row_id: int
+    instrument: str | None
+    night: dt.date | None
+    sources: tuple[str, ...] = ()  # landing names that held this content (raw and quarantine)
+
+
+def stored_objects(session: Session) -> list[StoredObject]:
+    """Every stored file the catalog knows, raw copies first."""
+    objects: list[StoredObject] = []
+    duplicates: dict[int, list[str]] = {}
+    for raw_id, name in session.execute(select(RawDuplicate.raw_frame_id, RawDuplicate.original_name)):
+        duplicates.setdefault(raw_id, []).append(name)
+    for row in session.scalars(select(RawFrame).order_by(RawFrame.id)):
+        objects.append(StoredObject(RAW, row.store_path, row.checksum, "raw", row.id, row.instrument,
+                                    row.night, (row.original_name, *duplicates.get(row.id, []))))
+    for row in session.scalars(select(Quarantine).where(Quarantine.copy_path.is_not(None))
+                               .order_by(Quarantine.id)):
+        objects.append(StoredObject(QUARANTINE, row.copy_path, row.checksum or "", "quarantine", row.id,
+                                    row.instrument, row.night, (row.original_path,)))
+    for row in session.scalars(select(Calibration).order_by(Calibration.id)):
+        objects.append(StoredObject(PRODUCTS, row.path, row.checksum, "master", row.id, row.instrument,
+                                    row.night))
+    for row in session.scalars(select(Product).where(Product.path.is_not(None)).order_by(Product.id)):
+        objects.append(StoredObject(PRODUCTS, row.path, row.checksum or "", row.kind, row.id,
+                                    row.instrument, row.night))
+    return objects
+
+
+def mark_calibration_stale(session: Session, calibration_id: int) -> int:
+    """Mark a master for rebuilding, and every product made with it; returns the products marked."""
+    session.execute(update(Calibration).where(Calibration.id == calibration_id)
+                    .values(fingerprint=STALE, updated_at=utcnow()))
+    result = session.execute(update(Product).where(or_(
+        Product.bias_id == calibration_id, Product.dark_id == calibration_id,
+        Product.flat_id == calibration_id)).values(fingerprint=STALE, updated_at=utcnow()))
+    return result.rowcount or 0
+
+
+def mark_product_stale(session: Session, product_id: int) -> None:
+    session.execute(update(Product).where(Product.id == product_id)
+                    .values(fingerprint=STALE, updated_at=utcnow()))
+
+
+@dataclass(frozen=True)
+class StalePartition:
+    instrument: str
+    night: dt.date
+    masters: bool  # a master of this partition must be rebuilt (else only reduced frames)
+    version: str  # changes whenever something in the partition is marked stale again
+
+
+def stale_partitions(session: Session) -> list[StalePartition]:
+    """Partitions holding a stale master or product, oldest night first."""
+    found: dict[tuple[str, dt.date], tuple[bool, dt.datetime]] = {}
+    for model, is_master in ((Calibration, True), (Product, False)):
+        rows = session.execute(select(model.instrument, model.night, model.updated_at)
+                               .where(model.fingerprint == STALE))
+        for instrument, night, updated in rows:
+            masters, latest = found.get((instrument, night), (False, updated))
+            found[(instrument, night)] = (masters or is_master, max(latest, updated))
+    ordered = sorted(found.items(), key=lambda item: (item[0][1], item[0][0]))
+    return [StalePartition(instrument, night, masters, latest.isoformat())
+            for (instrument, night), (masters, latest) in ordered]

@@ -1,0 +1,88 @@
+"""Runs in the Dagster instance: which partitions have work in flight, and runs whose worker died.
+
+`reduction-assets process` executes runs inside its own process. When that process is killed
+(``kill -9``, power loss) its run stays STARTED in the instance and keeps the concurrency slots of
+its pools, so every later run waits for a slot that is never freed. Runs of `process` therefore
+carry its host, home and pid; whoever holds the home's lock knows no `process` is alive on it and
+marks such runs failed and frees their slots (:func:`reap_dead_process_runs`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from reduction_assets.home import Home, HomeBusy
+
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+PARTITION_TAG = "dagster/partition"
+LAUNCHED_BY_TAG = "reduction_assets/launched_by"
+HOST_TAG = "reduction_assets/host"
+HOME_TAG = "reduction_assets/home"
+PID_TAG = "reduction_assets/pid"
+PROCESS_LAUNCHER = "process"
+
+# Runs that hold, or are about to hold, a worker and concurrency slots.
+IN_FLIGHT_STATUSES = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+                      DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+
+def process_run_tags(home: Home) -> dict[str, str]:
+    """Tags that identify a run executed by this `process` invocation."""
+    return {LAUNCHED_BY_TAG: PROCESS_LAUNCHER, HOST_TAG: socket.gethostname(), HOME_TAG: str(home.root),
+            PID_TAG: str(os.getpid())}
+
+
+def partitions_in_flight(instance: DagsterInstance) -> set[str]:
+    """Partition keys (``instrument|night``) that a queued or running run is working on."""
+    runs = instance.get_runs(filters=RunsFilter(statuses=IN_FLIGHT_STATUSES))
+    return {run.tags[PARTITION_TAG] for run in runs if PARTITION_TAG in run.tags}
+
+
+def run_key_in_flight(instance: DagsterInstance, run_key: str) -> bool:
+    return bool(instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key},
+                                                     statuses=IN_FLIGHT_STATUSES), limit=1))
+
+
+def run_key_succeeded(instance: DagsterInstance, run_key: str) -> bool:
+    return bool(instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key},
+                                                     statuses=[DagsterRunStatus.SUCCESS]), limit=1))
+
+
+@dataclass(frozen=True)
+class ReapedRun:
+    run_id: str
+    status: str
+    pid: str
+    freed_slots: int
+
+
+def reap_dead_process_runs(instance: DagsterInstance, home: Home, *, holding_lock: bool) -> list[ReapedRun]:
+    """Mark runs of dead `process` invocations on this home failed and free their pool slots.
+
+    A run qualifies when it was executed by `process` on this host for this home and is still in
+    flight. With ``holding_lock`` the caller holds the home's lock, so no `process` is alive on it;
+    otherwise the lock is tried without waiting and nothing is done if another process holds it.
+    """
+    if not holding_lock:
+        try:
+            with home.lock():
+                return reap_dead_process_runs(instance, home, holding_lock=True)
+        except HomeBusy:
+            return []
+    tags = {LAUNCHED_BY_TAG: PROCESS_LAUNCHER, HOST_TAG: socket.gethostname(), HOME_TAG: str(home.root)}
+    reaped = []
+    for run in instance.get_runs(filters=RunsFilter(tags=tags, statuses=IN_FLIGHT_STATUSES)):
+        pid = run.tags.get(PID_TAG, "?")
+        if pid == str(os.getpid()):
+            continue  # our own run, in flight in this very process
+        instance.report_run_failed(
+            run, f"the `reduction-assets process` that executed this run (pid {pid} on "
+            f"{run.tags.get(HOST_TAG)}) is no longer alive; its pool slots are freed")
+        freed = instance.event_log_storage.free_concurrency_slots_for_run(run.run_id) or 0
+        reaped.append(ReapedRun(run.run_id, run.status.value, pid, int(freed)))
+    return reaped
