@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CatalogUnavailable, InstanceUnavailable) as err:
         print(f"{args.command}: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

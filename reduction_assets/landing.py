@@ -14,7 +14,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reduction_assets.fits.headers import OUTSIDE_LANDING, FrameRejected, normalise_header, shown
+from reduction_assets.fits.headers import (
+    NOT_A_REGULAR_FILE,
+    OUTSIDE_LANDING,
+    FrameRejected,
+    normalise_header,
+    shown,
+)
 from reduction_assets.fits.validate import FileState, read_primary_header
 from reduction_assets.instruments import Registry
 
@@ -24,7 +30,7 @@ TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload", "
 # Why a landing entry is not an arrival (listed by `reduction-assets quarantine --ignored`).
 IGNORED_HIDDEN = "hidden"
 IGNORED_TEMPORARY = "temporary_name"
-IGNORED_NOT_A_FILE = "not_a_regular_file"
+IGNORED_NOT_A_FILE = NOT_A_REGULAR_FILE
 
 # Run configuration is stored as JSON text: a name with undecodable bytes is sent as their hex,
 # behind a prefix no landing-relative name can have (they never start with "/").
@@ -128,11 +134,19 @@ def route_file(path: Path, registry: Registry) -> Route:
 
 def resolve_in_landing(landing: Path, relative: str) -> Path:
     """The absolute path of a landing-relative name; refuses names that leave the landing area
-    (``..``, or a symbolic link whose target is outside) before anything is read from them."""
+    (``..``, or a symbolic link whose target is outside) and links to anything but a regular file
+    (a FIFO would block the reader forever) before anything is read from them."""
     candidate = (landing / relative).resolve()
     root = landing.resolve()
     if candidate != root and root not in candidate.parents:
         raise FrameRejected(OUTSIDE_LANDING, f"{shown(relative)!r} is outside the landing area")
+    try:
+        mode = candidate.stat().st_mode
+    except FileNotFoundError:
+        return candidate  # reported as vanished by whoever opens it
+    if not stat.S_ISREG(mode):
+        raise FrameRejected(NOT_A_REGULAR_FILE, f"{shown(relative)!r} leads to a FIFO, socket, device "
+                            "or folder, not a file")
     return candidate
 
 

@@ -31,6 +31,7 @@ from reduction_assets.runs import (
     RUN_KEY_TAG,
     SENSOR_NAME_TAG,
     ReapedRun,
+    free_slots,
     partitions_in_flight,
     process_run_tags,
     reap_dead_process_runs,
@@ -169,7 +170,7 @@ class _SignalWatch:
             name = signal.Signals(self.signum).name
             if run is not None and not run.is_finished:
                 self.instance.report_run_failed(run, f"`reduction-assets process` stopped by {name}")
-                self.instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+                free_slots(self.instance, run_id)
             self.echo(f"stopped by {name} during run {run_id} (marked failed)")
             os._exit(128 + self.signum)
 

@@ -83,6 +83,20 @@ def reap_dead_process_runs(instance: DagsterInstance, home: Home, *, holding_loc
         instance.report_run_failed(
             run, f"the `reduction-assets process` that executed this run (pid {pid} on "
             f"{run.tags.get(HOST_TAG)}) is no longer alive; its pool slots are freed")
-        freed = instance.event_log_storage.free_concurrency_slots_for_run(run.run_id) or 0
-        reaped.append(ReapedRun(run.run_id, run.status.value, pid, int(freed)))
+        reaped.append(ReapedRun(run.run_id, run.status.value, pid, free_slots(instance, run.run_id)))
     return reaped
+
+
+def claimed_slots(instance: DagsterInstance, run_id: str | None = None) -> list[tuple[str, str]]:
+    """(pool, run id) of every claimed concurrency slot, of one run or all."""
+    storage = instance.event_log_storage
+    return [(key, slot.run_id) for key in sorted(storage.get_concurrency_keys())
+            for slot in storage.get_concurrency_info(key).claimed_slots
+            if run_id is None or slot.run_id == run_id]
+
+
+def free_slots(instance: DagsterInstance, run_id: str) -> int:
+    """Free every pool slot a run holds or waits for; returns how many it held."""
+    held = len(claimed_slots(instance, run_id))
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    return held

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
+    DagsterInvariantViolationError,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -152,7 +154,7 @@ def _run_key(prefix: str, names: list[str], files: dict[str, FileState]) -> str:
     # Content-versioned: the same files re-delivered with new content get a new run key.
     digest = hashlib.sha256()
     for name in sorted(names):
-        digest.update(f"{name}\0{_stamp(files[name])}\n".encode())
+        digest.update(f"{encode_name(name)}\0{_stamp(files[name])}\n".encode())
     return f"{prefix}:{digest.hexdigest()[:20]}"
 
 
@@ -216,6 +218,14 @@ def evaluate_landing(home: ReductionHomeResource, cursor: str | None,
     return tick, landing_tick_result(tick, scan.files)
 
 
+def _instance(context: SensorEvaluationContext) -> DagsterInstance | None:
+    """The sensor's instance (None only in tests that evaluate the sensor without one)."""
+    try:
+        return context.instance
+    except DagsterInvariantViolationError:
+        return None
+
+
 @sensor(
     name="landing_sensor",
     asset_selection=[*PARTITION_ASSETS, AssetKey("landing_rejects")],
@@ -226,11 +236,12 @@ def evaluate_landing(home: ReductionHomeResource, cursor: str | None,
 )
 def landing_sensor(context: SensorEvaluationContext, home: ReductionHomeResource) -> SensorResult:
     busy: Set[str] = frozenset()
-    if context.instance_ref is not None:
-        for run in reap_dead_process_runs(context.instance, home.layout(), holding_lock=False):
+    instance = _instance(context)
+    if instance is not None:
+        for run in reap_dead_process_runs(instance, home.layout(), holding_lock=False):
             context.log.warning("marked run %s of a dead `process` (pid %s) failed; freed %d slots",
                                 run.run_id, run.pid, run.freed_slots)
-        busy = partitions_in_flight(context.instance)
+        busy = partitions_in_flight(instance)
     tick, result = evaluate_landing(home, context.cursor, busy)
     if tick.waiting or tick.deferred or tick.not_open:
         context.log.info("%d files waiting to settle, %d for a run in flight, %d for their night's "
@@ -282,5 +293,5 @@ def evaluate_recalibration(home: ReductionHomeResource,
     "one exists, and rebuilds masters and products marked stale by `reduction-assets verify`.",
 )
 def calibration_sensor(context: SensorEvaluationContext, home: ReductionHomeResource) -> SensorResult:
-    busy = partitions_in_flight(context.instance) if context.instance_ref is not None else frozenset()
-    return evaluate_recalibration(home, busy)
+    instance = _instance(context)
+    return evaluate_recalibration(home, partitions_in_flight(instance) if instance else frozenset())

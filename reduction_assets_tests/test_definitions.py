@@ -102,3 +102,16 @@ def test_reduced_frames_declare_the_window_on_all_three_masters():
         "noirsim|2026-11-20", AssetKey("master_flat"), AssetKey("reduced_frames")
     ).partitions_subset.get_partition_keys()
     assert len(upstream) == 8 and "noirsim|2026-11-13" in upstream
+
+
+def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
+    from reduction_assets.home import Home
+
+    for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
+        monitoring = yaml.safe_load(path.read_text())["run_monitoring"]
+        assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] <= 60, path
+        assert monitoring["start_timeout_seconds"] > 0 and monitoring["max_runtime_seconds"] > 0, path
+    home = Home(tmp_path / "home").ensure()
+    instance = DagsterInstance.from_config(str(home.dagster))
+    assert instance.run_monitoring_enabled
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30

@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+import pytest
 from dagster import build_sensor_context
 
 from reduction_assets.fits.validate import FileState
@@ -136,3 +137,66 @@ def test_a_night_before_the_first_partition_is_rejected():
     tick = plan_landing_tick({"old.fits": state()}, None, settle_seconds=0,
                              route=lambda name: Route("lcosim", dt.date(2001, 1, 1)), now=NOW)
     assert tick.rejects == ["old.fits"]
+
+
+def test_files_of_a_partition_with_a_run_in_flight_wait_for_it():
+    files = {"a.fits": state(), "b.fits": state()}
+    tick = plan_landing_tick(files, None, settle_seconds=0, route=route_all_to(), now=NOW,
+                             busy={"lcosim|2026-11-20"})
+    assert tick.by_partition == {} and tick.deferred == {"a.fits": "lcosim|2026-11-20",
+                                                         "b.fits": "lcosim|2026-11-20"}
+    assert json.loads(tick.cursor)["requested"] == {}  # asked for again once the run is over
+    later = plan_landing_tick(files, tick.cursor, settle_seconds=0, route=route_all_to(), now=NOW)
+    assert later.by_partition == {("lcosim", "2026-11-20"): ["a.fits", "b.fits"]}
+
+
+@pytest.mark.parametrize("cursor", ["{not json", '{"v": 1, "requested": [1, 2]}', '"text"', '{"v": 99}'])
+def test_an_unreadable_cursor_counts_as_empty(cursor):
+    tick = plan_landing_tick({"a.fits": state()}, cursor, settle_seconds=0, route=route_all_to(), now=NOW)
+    assert tick.by_partition == {("lcosim", "2026-11-20"): ["a.fits"]}
+
+
+def test_the_daemons_sensor_reaps_dead_process_runs_and_waits_for_runs_in_flight(home, lcosim_night):
+    import socket
+    import uuid
+
+    from dagster import DagsterRun, DagsterRunStatus, instance_for_test
+
+    from reduction_assets.runs import HOME_TAG, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, claimed_slots
+
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
+    with instance_for_test() as instance:
+        dead = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                          tags={LAUNCHED_BY_TAG: "process", HOST_TAG: socket.gethostname(),
+                                HOME_TAG: str(home.root), PID_TAG: "999999"})
+        busy = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                          tags={"dagster/partition": "lcosim|2026-11-20"})
+        for run in (dead, busy):
+            instance.add_run(run)
+        instance.event_log_storage.set_concurrency_slots("stacking", 1)
+        instance.event_log_storage.claim_concurrency_slot("stacking", dead.run_id, "master_bias")
+        result = landing_sensor(build_sensor_context(cursor=None, instance=instance), home=resource)
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert claimed_slots(instance) == []
+        assert instance.get_run_by_id(busy.run_id).status == DagsterRunStatus.STARTED  # not ours
+        assert not result.run_requests
+        assert "5 wait for the run in flight on lcosim|2026-11-20" in result.skip_reason.skip_message
+
+
+def test_the_sensor_leaves_runs_of_a_live_process_alone(home):
+    import socket
+    import uuid
+
+    from dagster import DagsterRun, DagsterRunStatus, instance_for_test
+
+    from reduction_assets.runs import HOME_TAG, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
+
+    resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
+    with instance_for_test() as instance, home.lock():  # a live `process` holds the home's lock
+        live = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                          tags={LAUNCHED_BY_TAG: "process", HOST_TAG: socket.gethostname(),
+                                HOME_TAG: str(home.root), PID_TAG: "4242"})
+        instance.add_run(live)
+        landing_sensor(build_sensor_context(cursor=None, instance=instance), home=resource)
+        assert instance.get_run_by_id(live.run_id).status == DagsterRunStatus.STARTED

@@ -54,6 +54,7 @@ UNREADABLE = "unreadable"
 COMPRESSED = "compressed"
 BAD_HEADER = "bad_header"
 VALIDATION_ERROR = "validation_error"
+NOT_A_REGULAR_FILE = "not_a_regular_file"
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,21 @@ class FrameInfo:
 _SAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
-_NOT_CARD_TEXT = re.compile(r"[^\x20-\x7e]")
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 CARD_TEXT_LENGTH = 68  # the longest string value that fits one header card
 
 
+def ascii_text(value: Any) -> str:
+    """Text as printable ASCII, as FITS headers and tables require: other characters become Python
+    escapes (a tab ``\\t``, ``ü`` ``\\xfc``, an undecodable byte of a file name ``\\xff``)."""
+    return _NOT_PRINTABLE_ASCII.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                                    shown(str(value)))
+
+
 def card_text(value: Any, *, max_length: int = CARD_TEXT_LENGTH) -> str:
-    """A value safe as a FITS string card: printable ASCII only (other characters, such as ``ü``,
-    tabs and newlines of file names, become ``?``), at most ``max_length`` characters, keeping the end
-    (the informative part of a file name)."""
-    text = _NOT_CARD_TEXT.sub("?", shown(str(value)))
+    """A value safe as a FITS string card: :func:`ascii_text`, at most ``max_length`` characters,
+    keeping the end (the informative part of a file name)."""
+    text = ascii_text(value)
     return text[-max_length:] if len(text) > max_length else text
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from reduction_assets.fits.headers import card_text
+from reduction_assets.fits.headers import ascii_text, card_text
 from reduction_assets.reduction.masters import MasterProduct
 
 
@@ -48,7 +48,8 @@ def master_hdul(
     for key, value in product.statistics.items():
         h[f"HIERARCH STAT {key.upper()}"] = value if np.isfinite(value) else "nan"
     inputs = Table(
-        {"name": [f.name for f in product.inputs], "checksum": [f.checksum for f in product.inputs],
+        {"name": [ascii_text(f.name) for f in product.inputs],
+         "checksum": [f.checksum for f in product.inputs],
          "date_obs": [f.date_obs for f in product.inputs],
          "exptime": np.array([f.exptime for f in product.inputs], dtype=np.float64)})
     return fits.HDUList([

@@ -1,0 +1,248 @@
+"""Corruption is detected: stored files are verified before use, `verify` checks and repairs them,
+and a product's checksum is recorded together with its file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from sqlalchemy import select
+
+from reduction_assets.catalog import Calibration, Catalog, InstrumentRow, Product, RawFrame
+from reduction_assets.cli import main
+from reduction_assets.fits.validate import sha256_of
+from reduction_assets.home import write_atomic
+from reduction_assets.instruments import load_registry
+from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.sensors import evaluate_recalibration
+from reduction_assets.storage import Integrity, LocalStore
+from reduction_assets_tests.assets.test_calibrations import run_partition
+from reduction_assets_tests.conftest import deliver
+
+
+def catalog_rows(home, model, **where):
+    with Catalog(home.catalog_url()).session() as session:
+        found = list(session.scalars(select(model).filter_by(**where).order_by(model.id)))
+        session.expunge_all()
+    return found
+
+
+def damage(path, rows=slice(10, 60)):
+    """Zero a band of rows of SCI in place, as a bad disk block would."""
+    os.chmod(path, 0o644)
+    with fits.open(path, mode="update") as hdul:
+        hdul["SCI"].data[rows] = 0.0
+
+
+def flip_bytes(path, at=-100):
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as handle:
+        handle.seek(at, 2)
+        handle.write(b"\x00garbage\x00")
+
+
+def cli_json(capsys, *argv):
+    code = main(list(argv))
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def night_done(home, lcosim_night):
+    run_partition(home, deliver(lcosim_night.frames, home.landing))
+    return home
+
+
+def test_a_corrupted_master_flat_is_never_used_and_is_rebuilt_with_its_frames(night_done):
+    home = night_done
+    flat = catalog_rows(home, Calibration, type="flat", filter="gp")[0]
+    damage(home.products / flat.path)
+    result = run_partition(home, [], master_config={"full_refresh": False})
+    assert result.success
+    (rebuilt,) = catalog_rows(home, Calibration, type="flat", filter="gp")
+    assert LocalStore(home.products).check(rebuilt.path, rebuilt.checksum) is Integrity.OK
+    gp = [p for p in catalog_rows(home, Product) if p.flat_id == flat.id]
+    assert len(gp) == 6 and {p.status for p in gp} == {"reduced"}
+    with fits.open(home.products / rebuilt.path) as hdul:
+        assert np.median(hdul["SCI"].data[10:60]) > 0.9  # not the zeroed rows
+
+
+def test_a_master_damaged_after_its_run_marks_itself_and_its_products_for_rebuilding(night_done):
+    from dagster import materialize
+
+    from reduction_assets.assets.science import reduced_frames
+    from reduction_assets.partitions import partition_key
+
+    home = night_done
+    flat = catalog_rows(home, Calibration, type="flat", filter="gp")[0]
+    damage(home.products / flat.path)
+    resource = ReductionHomeResource(home=str(home.root))
+    result = materialize([reduced_frames], partition_key=partition_key("lcosim", "2026-11-20"),
+                         resources={"home": resource},
+                         run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+    assert result.success
+    gp = [p for p in catalog_rows(home, Product) if p.flat_id == flat.id]
+    assert {p.status for p in gp} == {"not_reducible"}
+    assert all("is checksum_mismatch" in p.reason and "marked for rebuilding" in p.reason for p in gp)
+    assert catalog_rows(home, Calibration, id=flat.id)[0].fingerprint == ""
+    # The calibration sensor asks for the partition's masters and reduced frames again.
+    (request,) = evaluate_recalibration(resource).run_requests
+    assert request.partition_key == "lcosim|2026-11-20" and request.tags["reduction_assets/rebuild"] == \
+        "masters"
+    run_partition(home, [])
+    assert {p.status for p in catalog_rows(home, Product)} == {"reduced"}
+
+
+def test_a_corrupted_raw_copy_is_left_out_of_its_master_and_restored_by_verify(night_done, capsys):
+    home = night_done
+    bias = catalog_rows(home, RawFrame, frame_type="bias")[0]
+    flip_bytes(home.raw / bias.store_path)
+    run_partition(home, [])
+    master = catalog_rows(home, Calibration, type="bias")[0]
+    assert master.input_count == 4
+    assert any(r["frame"] == bias.original_name and "checksum_mismatch" in r["reason"]
+               for r in master.rejected)
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--json")
+    assert code == 1 and report["findings"] == [
+        {"store": "raw", "problem": "checksum_mismatch", "key": bias.store_path,
+         "action": f"would restore from landing/{bias.original_name}"}]
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
+    assert code == 0 and report["findings"][0]["action"] == f"restored from landing/{bias.original_name}"
+    assert sha256_of(home.raw / bias.store_path) == bias.checksum
+    run_partition(home, [])
+    assert catalog_rows(home, Calibration, type="bias")[0].input_count == 5
+
+
+def test_verify_reports_what_cannot_be_restored_and_removes_leftover_temporaries(night_done, capsys):
+    home = night_done
+    bias = catalog_rows(home, RawFrame, frame_type="bias")[0]
+    os.remove(home.landing / bias.original_name)
+    os.chmod(home.raw / bias.store_path, 0o644)
+    os.remove(home.raw / bias.store_path)
+    product = catalog_rows(home, Product)[0]
+    flip_bytes(home.products / product.path)
+    leftover = home.products / "reduced" / ".incoming-abandoned"
+    leftover.write_bytes(b"half a product")
+    os.utime(leftover, (time.time() - 3600,) * 2)
+    stray = home.products / "reduced" / "stray.fits"
+    stray.write_bytes(b"x")
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
+    found = {(f["store"], f["problem"], f["key"]): f["action"] for f in report["findings"]}
+    assert code == 1 and report["checked"] == 32 + 4 + 12
+    assert found[("raw", "missing", bias.store_path)].startswith("cannot be restored: no file in landing/")
+    assert found[("products", "checksum_mismatch", product.path)] == "marked for rebuilding in " \
+        "lcosim|2026-11-20"
+    assert found[("products", "leftover_temporary", "reduced/.incoming-abandoned")] == "removed"
+    assert found[("products", "not_in_catalog", "reduced/stray.fits")] == "left in place"
+    assert not leftover.exists() and stray.exists()
+    run_partition(home, [])
+    redone = catalog_rows(home, Product, id=product.id)[0]
+    assert LocalStore(home.products).check(redone.path, redone.checksum) is Integrity.OK
+
+
+def test_a_crash_between_publishing_a_product_and_committing_its_row_is_redone(night_done, monkeypatch):
+    from reduction_assets.storage.local import StagedObject
+
+    home = night_done
+    before = {p.id: p.checksum for p in catalog_rows(home, Product)}
+    real_publish = StagedObject.publish
+    published = []
+
+    def publish_then_die(self):
+        real_publish(self)
+        published.append(self.key)
+        raise KeyboardInterrupt("power cut after the rename, before the commit")
+
+    monkeypatch.setattr(StagedObject, "publish", publish_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        from dagster import materialize
+
+        from reduction_assets.assets.science import reduced_frames
+        from reduction_assets.partitions import partition_key
+        materialize([reduced_frames], partition_key=partition_key("lcosim", "2026-11-20"),
+                    resources={"home": ReductionHomeResource(home=str(home.root))},
+                    run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+    monkeypatch.setattr(StagedObject, "publish", real_publish)
+    (key,) = published
+    (victim,) = [p for p in catalog_rows(home, Product) if p.path == key]
+    assert victim.checksum == before[victim.id]  # the row was rolled back ...
+    assert sha256_of(home.products / key) != victim.checksum  # ... the file is the new one
+    run_partition(home, [])  # same fingerprint: only the checksum says the product must be redone
+    redone = catalog_rows(home, Product, id=victim.id)[0]
+    assert sha256_of(home.products / key) == redone.checksum
+
+
+def test_an_interrupted_state_write_leaves_the_old_content(tmp_path, monkeypatch):
+    target = tmp_path / "state" / "cursor"
+    write_atomic(target, "old")
+
+    def failing_replace(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, "new and longer")
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["cursor"]
+
+
+def test_a_read_only_run_succeeds_while_another_client_holds_the_sqlite_writer_lock(night_done):
+    home = night_done
+    holder = sqlite3.connect(home.root / "catalog.sqlite", isolation_level=None, timeout=1)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        result = run_partition(home, [])  # everything is up to date: nothing to write
+        assert result.success and time.monotonic() - started < 30
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_the_instruments_table_is_written_only_when_the_registry_changes(home):
+    catalog = Catalog(home.catalog_url())
+    catalog.create()
+    registry = load_registry()
+    catalog.sync_instruments(registry)
+    with catalog.session() as session:
+        first = {row.name: row.updated_at for row in session.scalars(select(InstrumentRow))}
+    again = Catalog(home.catalog_url())  # a new process: compares, finds nothing to write
+    again.sync_instruments(registry)
+    with again.session() as session:
+        assert {row.name: row.updated_at for row in session.scalars(select(InstrumentRow))} == first
+    assert set(first) == set(registry.names)
+
+
+def test_a_concurrent_insert_of_the_same_frame_counts_as_already_ingested(home, lcosim_night):
+    from reduction_assets.ingest import Ingestor
+    from reduction_assets.partitions import night_in_range
+
+    (name,) = deliver(lcosim_night.frames[:1], home.landing)
+    catalog = Catalog(home.catalog_url())
+    catalog.create()
+    catalog.sync_instruments(load_registry())
+
+    def ingestor():
+        return Ingestor(landing=home.landing, registry=load_registry(), catalog=catalog,
+                        raw_store=LocalStore(home.raw), quarantine_store=LocalStore(home.quarantine),
+                        night_in_range=night_in_range)
+
+    racing = ingestor()
+    real_put = racing.raw_store.put_file
+
+    def put_while_another_ingests(*args, **kwargs):
+        # The other ingestion commits its row between our lookup and our insert.
+        other = ingestor().ingest([name])
+        assert other.ingested == [name]
+        return real_put(*args, **kwargs)
+
+    racing.raw_store.put_file = put_while_another_ingests
+    report = racing.ingest([name])
+    assert report.already_ingested == [name] and report.ingested == []
+    with catalog.session() as session:
+        assert len(list(session.scalars(select(RawFrame)))) == 1
