@@ -80,7 +80,7 @@ def astropy_clip(stack: np.ndarray):
 STREAM_CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from reduction_assets.kernels import combine_files
+from reduction_assets.fits.reading import combine_files
 
 def rss(field):
     for line in open("/proc/self/status"):

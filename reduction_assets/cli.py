@@ -98,7 +98,7 @@ def _catalog(home):
 
 
 def cmd_progress(args) -> int:
-    from reduction_assets.catalog.queries import progress_rows
+    from reduction_assets.catalog.reports import progress_rows
     from reduction_assets.instruments import load_registry
 
     home = resolve_home(args.home).ensure()
@@ -124,7 +124,7 @@ def cmd_progress(args) -> int:
 
 
 def cmd_quarantine(args) -> int:
-    from reduction_assets.catalog.queries import quarantine_rows
+    from reduction_assets.catalog.reports import quarantine_rows
 
     home = resolve_home(args.home).ensure()
     if args.ignored:

@@ -13,12 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-from reduction_assets.catalog import Catalog, Quarantine, RawDuplicate, RawFrame
-from reduction_assets.catalog.models import utcnow
+from reduction_assets.catalog import Catalog, raw
+from reduction_assets.catalog.db import DuplicateRow, retry_transient
 from reduction_assets.fits import headers as reasons
 from reduction_assets.fits.headers import FrameInfo, FrameRejected, header_to_json, sanitise, shown
 from reduction_assets.fits.validate import (
@@ -29,29 +25,14 @@ from reduction_assets.fits.validate import (
     validate_raw_file,
 )
 from reduction_assets.instruments import Registry
+from reduction_assets.keys import raw_key
 from reduction_assets.landing import resolve_in_landing, route_file
-from reduction_assets.storage import LocalStore
+from reduction_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
 # Reasons that describe a passing state of the file, not its content: resolved by a later success.
 TRANSIENT_REASONS = {reasons.STILL_BEING_WRITTEN, reasons.VANISHED}
-
-
-def canonical_name(info: FrameInfo, checksum: str) -> str:
-    """Deterministic, sanitised file name for a raw frame in the store."""
-    parts = [info.instrument, info.night.strftime("%Y%m%d"), info.frame_type]
-    if info.filter:
-        parts.append(sanitise(info.filter, max_length=16))
-    if info.object and info.frame_type == "science":
-        parts.append(sanitise(info.object, max_length=32))
-    parts.append(info.date_obs.strftime("%Y%m%dT%H%M%S"))
-    parts.append(checksum[:12])
-    return "_".join(parts) + ".fits"
-
-
-def raw_store_key(info: FrameInfo, checksum: str) -> str:
-    return f"{info.instrument}/{info.night.isoformat()}/{canonical_name(info, checksum)}"
 
 
 @dataclass
@@ -75,14 +56,6 @@ class IngestReport:
         }
 
 
-_retry_db = retry(
-    retry=retry_if_exception_type(OperationalError),
-    stop=stop_after_attempt(5),
-    wait=wait_exponential(multiplier=0.2, max=5),
-    reraise=True,
-)
-
-
 class Ingestor:
     """Validates landing files, copies good ones into the raw store, records everything."""
 
@@ -92,8 +65,8 @@ class Ingestor:
         landing: Path,
         registry: Registry,
         catalog: Catalog,
-        raw_store: LocalStore,
-        quarantine_store: LocalStore,
+        raw_store: ObjectStore,
+        quarantine_store: ObjectStore,
         night_in_range: Callable[[dt.date], bool] = lambda night: True,
         settle_seconds: float = 0.0,
     ):
@@ -144,11 +117,11 @@ class Ingestor:
             return
         self._record(name, path, frame, report)
 
-    @_retry_db
+    @retry_transient
     def _record(self, name: str, path: Path, frame: ValidatedFrame, report: IngestReport) -> None:
         try:
             self._record_once(name, path, frame, report)
-        except IntegrityError:
+        except DuplicateRow:
             # Another ingestion (a concurrent run, the daemon) recorded the same content between our
             # lookup and our insert: this time the lookup finds its row, and the file is done.
             log.info("%s was recorded concurrently; looking again", shown(name))
@@ -158,24 +131,17 @@ class Ingestor:
         info = frame.info
         name = shown(name)
         with self.catalog.session() as session:
-            existing = session.scalars(select(RawFrame).where(RawFrame.checksum == frame.checksum)).first()
+            existing = raw.raw_frame_with_checksum(session, frame.checksum)
             if existing is not None:
                 if existing.original_name == name:
                     report.already_ingested.append(name)
                 else:
-                    seen = session.scalars(select(RawDuplicate).where(
-                        RawDuplicate.raw_frame_id == existing.id,
-                        RawDuplicate.original_name == name)).first()
-                    if seen is None:
-                        session.add(RawDuplicate(
-                            raw_frame_id=existing.id, instrument=existing.instrument,
-                            night=existing.night, original_name=name, checksum=frame.checksum))
+                    raw.record_duplicate(session, existing, name, frame.checksum)
                     report.duplicates.append((name, existing.original_name))
-                self._resolve_transient(session, name, f"content already in raw frame {existing.id}")
+                raw.resolve_quarantine(session, name, f"content already in raw frame {existing.id}",
+                                       TRANSIENT_REASONS)
                 return
-            conflict = session.scalars(select(RawFrame).where(
-                RawFrame.instrument == info.instrument, RawFrame.night == info.night,
-                RawFrame.original_name == name)).first()
+            conflict = raw.raw_frame_named(session, info.instrument, info.night, name)
             if conflict is not None:
                 rejected = FrameRejected(
                     reasons.NAME_CONFLICT,
@@ -183,33 +149,21 @@ class Ingestor:
                     f"and now arrives with different content (sha256 {frame.checksum[:12]}…)")
                 self._quarantine_in(session, name, path, rejected, report, info=info, frame=frame)
                 return
-            key = raw_store_key(info, frame.checksum)
+            key = raw_key(info, frame.checksum)
             self.raw_store.put_file(path, key, frame.checksum)
-            row = RawFrame(
-                instrument=info.instrument, night=info.night, frame_type=info.frame_type,
+            row = raw.add_raw_frame(
+                session, instrument=info.instrument, night=info.night, frame_type=info.frame_type,
                 filter=info.filter, exptime=info.exptime, binning=info.binning_label,
                 date_obs=info.date_obs, object=info.object, ra=info.ra, dec=info.dec,
                 naxis1=info.shape[1], naxis2=info.shape[0], checksum=frame.checksum,
                 size_bytes=frame.state.size, store_path=key, original_name=name,
                 header=header_to_json(frame.header), normalised=info.as_json())
-            session.add(row)
-            session.flush()
-            self._resolve_transient(session, name, f"ingested as raw frame {row.id}", all_reasons=True)
+            raw.resolve_quarantine(session, name, f"ingested as raw frame {row.id}")
         report.ingested.append(name)
         report.by_type_filter[(info.frame_type, info.filter or "-")] += 1
 
-    @staticmethod
-    def _resolve_transient(session, name: str, resolution: str, all_reasons: bool = False) -> None:
-        query = select(Quarantine).where(Quarantine.original_path == name,
-                                         Quarantine.resolved_at.is_(None))
-        if not all_reasons:
-            query = query.where(Quarantine.reason.in_(TRANSIENT_REASONS))
-        for row in session.scalars(query):
-            row.resolved_at = utcnow()
-            row.resolution = resolution
-
     def _quarantine(self, name, path, rejected, report, info=None, frame=None) -> None:
-        @_retry_db
+        @retry_transient
         def write():
             with self.catalog.session() as session:
                 self._quarantine_in(session, name, path, rejected, report, info=info, frame=frame)
@@ -227,13 +181,9 @@ class Ingestor:
             except FrameRejected:
                 state = None
         instrument, night = (info.instrument, info.night) if info else self._best_route(path)
-        existing = session.scalars(select(Quarantine).where(
-            Quarantine.original_path == name, Quarantine.reason == rejected.reason,
-            Quarantine.size_bytes == (state.size if state else None),
-            Quarantine.mtime_ns == (state.mtime_ns if state else None),
-            Quarantine.resolved_at.is_(None))).first()
+        size, mtime_ns = (state.size, state.mtime_ns) if state else (None, None)
         report.quarantined.append((name, rejected.reason, rejected.message))
-        if existing is not None:
+        if raw.open_quarantine_entry(session, name, rejected.reason, size, mtime_ns) is not None:
             return
         checksum = frame.checksum if frame else None
         copy_key = None
@@ -243,14 +193,13 @@ class Ingestor:
                 checksum = checksum or sha256_of(path)
                 copy_key = f"{checksum[:16]}-{sanitise(Path(name).name, max_length=96)}"
                 self.quarantine_store.put_file(path, copy_key, checksum)
-            except (OSError, FileNotFoundError) as err:
+            except OSError as err:
                 log.warning("could not keep a copy of quarantined %s: %s", name, err)
                 copy_key = None
-        session.add(Quarantine(
-            original_path=name, reason=rejected.reason, message=rejected.message,
-            instrument=instrument, night=night, checksum=checksum,
-            size_bytes=state.size if state else None, mtime_ns=state.mtime_ns if state else None,
-            copy_path=copy_key))
+        raw.add_quarantine(
+            session, original_path=name, reason=rejected.reason, message=rejected.message,
+            instrument=instrument, night=night, checksum=checksum, size_bytes=size, mtime_ns=mtime_ns,
+            copy_path=copy_key)
 
     def _best_route(self, path: Path | None) -> tuple[str | None, dt.date | None]:
         if path is None:

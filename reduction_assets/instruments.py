@@ -9,10 +9,11 @@ headers by hand.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,26 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class CalibrationKey:
+    """What makes a master fit a frame: the one definition used both to group raw calibration
+    frames into masters and to choose a master for a frame (BANZAI's calibration set criteria).
+
+    ``filter`` is '' where it does not matter (bias, dark); ``exptime`` is 0 except for darks of
+    cameras whose darks include the bias (they apply at their own exposure time only).
+    """
+
+    type: str
+    binning: str
+    filter: str = ""
+    exptime: float = 0.0
+
+    def label(self) -> str:
+        """``"1x1 rp"``, ``"1x1 120s"``: how a group is named in summaries."""
+        parts = [self.binning, self.filter, f"{self.exptime:g}s" if self.exptime else ""]
+        return " ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
 class Instrument:
     name: str
     description: str
@@ -124,7 +145,6 @@ class Instrument:
     bad_regions: tuple[tuple[int, int, int, int], ...] = ()
     # The camera can read any window up to its largest readout (anchored at the chip's first pixel).
     windows: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def bad_pixel_mask(self, shape: tuple[int, int], binning: tuple[int, int]) -> np.ndarray:
         """Boolean mask (True = bad) of the trimmed imaging area of a frame of this binning."""
@@ -133,6 +153,18 @@ class Instrument:
         for y0, y1, x0, x1 in self.bad_regions:
             mask[y0 // by:-(-y1 // by), x0 // bx:-(-x1 // bx)] = True
         return mask
+
+    def calibration_key(self, kind: str, *, binning: str, filter: str | None,
+                        exptime: float) -> CalibrationKey:
+        """The key of a master of ``kind`` made from, or used for, a frame with these properties."""
+        return CalibrationKey(
+            type=kind, binning=binning,
+            filter=(filter or "") if kind == "flat" else "",
+            exptime=float(exptime) if (kind == "dark" and self.darks_include_bias) else 0.0)
+
+    def calibrations_needed(self) -> tuple[str, ...]:
+        """Master types a science frame of this camera needs (no bias where darks include it)."""
+        return ("dark", "flat") if self.darks_include_bias else ("bias", "dark", "flat")
 
     def keyword(self, quantity: str) -> str | None:
         """Header keyword this camera uses for a normalised quantity, or None."""
@@ -214,81 +246,133 @@ class Registry:
         return None
 
 
-def _require(entry: Mapping[str, Any], key: str, name: str) -> Any:
-    if key not in entry:
-        raise RegistryError(f"instrument {name!r}: missing {key!r}")
-    return entry[key]
+# Every key the registry knows, at each level: anything else is a typo that would otherwise be silently
+# ignored (``darks_include_bais: true`` read as false).
+INSTRUMENT_KEYS = {
+    "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
+    "read_noise", "saturation", "pixel_scale", "readout_sizes", "windows", "binnings", "overscan",
+    "darks_include_bias", "bad_regions",
+}
+SITE_KEYS = {"name", "longitude", "latitude", "timezone"}
+OVERSCAN_KEYS = {"side", "width"}
+# Normalised quantities a camera's header keywords can be mapped to.
+QUANTITIES = {
+    "instrument", "frame_type", "date_obs", "day_obs", "exptime", "filter", "object", "ra", "dec",
+    "binning", "binning_x", "binning_y", "gain",
+}
 
 
-def _parse_instrument(name: str, entry: Mapping[str, Any]) -> Instrument:
-    site_entry = _require(entry, "site", name)
+class _Entry:
+    """Reads one instrument's YAML entry; every error names the file, the instrument and the key."""
+
+    def __init__(self, source: str, name: str):
+        self.source = source
+        self.name = name
+
+    def error(self, message: str) -> RegistryError:
+        return RegistryError(f"{self.source}: instrument {self.name!r}: {message}")
+
+    def known(self, mapping: Any, allowed: set[str], where: str) -> Mapping[str, Any]:
+        if not isinstance(mapping, Mapping):
+            raise self.error(f"{where} must be a mapping, got {type(mapping).__name__}")
+        for key in mapping:
+            if str(key) not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(sorted(allowed))}"
+                raise self.error(f"unknown key {where + '.' if where != 'entry' else ''}{key}{hint}")
+        return mapping
+
+    def require(self, mapping: Mapping[str, Any], key: str, where: str = "") -> Any:
+        if key not in mapping:
+            raise self.error(f"missing {where}{key!r}")
+        return mapping[key]
+
+    def number(self, mapping: Mapping[str, Any], key: str, where: str = "") -> float:
+        value = self.require(mapping, key, where)
+        try:
+            return float(value)
+        except (TypeError, ValueError) as err:
+            raise self.error(f"{where}{key} = {value!r} is not a number") from err
+
+    def flag(self, mapping: Mapping[str, Any], key: str, default: bool) -> bool:
+        value = mapping.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(f"{key} = {value!r} must be true or false")
+        return value
+
+
+def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
+    reader = _Entry(source, name)
+    entry = reader.known(raw_entry, INSTRUMENT_KEYS, "entry")
+    site_entry = reader.known(reader.require(entry, "site"), SITE_KEYS, "site")
     timezone = site_entry.get("timezone")
     if timezone:
         try:
             ZoneInfo(timezone)
         except ZoneInfoNotFoundError as err:
-            raise RegistryError(f"instrument {name!r}: unknown timezone {timezone!r}") from err
+            raise reader.error(f"unknown timezone {timezone!r}") from err
     site = Site(
         name=str(site_entry.get("name", name)),
-        longitude=float(_require(site_entry, "longitude", name)),
+        longitude=reader.number(site_entry, "longitude", "site."),
         latitude=site_entry.get("latitude"),
         timezone=timezone,
     )
-    frame_types = {str(k): str(v) for k, v in _require(entry, "frame_types", name).items()}
+    frame_types = {str(k): str(v) for k, v in reader.require(entry, "frame_types").items()}
     unknown = sorted(set(frame_types.values()) - set(FRAME_TYPES))
     if unknown:
-        raise RegistryError(f"instrument {name!r}: frame types {unknown} not in {FRAME_TYPES}")
-    keywords = {str(k): str(v) for k, v in _require(entry, "keywords", name).items()}
+        raise reader.error(f"frame types {unknown} not in {FRAME_TYPES}")
+    keywords = {str(k): str(v) for k, v in
+                reader.known(reader.require(entry, "keywords"), QUANTITIES, "keywords").items()}
     for needed in ("frame_type", "date_obs", "exptime"):
         if needed not in keywords:
-            raise RegistryError(f"instrument {name!r}: keywords.{needed} is required")
+            raise reader.error(f"keywords.{needed} is required")
     if "binning" not in keywords and not {"binning_x", "binning_y"} <= set(keywords):
-        raise RegistryError(f"instrument {name!r}: needs keywords.binning or binning_x/binning_y")
+        raise reader.error("needs keywords.binning or binning_x/binning_y")
     overscan_entry = entry.get("overscan")
     overscan = None
     if overscan_entry:
+        reader.known(overscan_entry, OVERSCAN_KEYS, "overscan")
         if overscan_entry.get("side") not in ("left", "right"):
-            raise RegistryError(f"instrument {name!r}: overscan.side must be left or right")
-        overscan = Overscan(side=overscan_entry["side"], width=int(overscan_entry["width"]))
-    known = {
-        "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
-        "read_noise", "saturation", "pixel_scale", "readout_sizes", "binnings", "overscan",
-        "darks_include_bias", "bad_regions", "windows",
-    }
+            raise reader.error("overscan.side must be left or right")
+        overscan = Overscan(side=overscan_entry["side"], width=int(reader.number(overscan_entry, "width",
+                                                                                 "overscan.")))
     return Instrument(
         name=name,
         description=str(entry.get("description", "")),
         site=site,
-        match=tuple(str(m) for m in _require(entry, "match", name)),
+        match=tuple(str(m) for m in reader.require(entry, "match")),
         keywords=keywords,
         frame_types=frame_types,
         filters={str(k): str(v) for k, v in (entry.get("filters") or {}).items()},
         default_filter=entry.get("default_filter"),
-        gain=float(_require(entry, "gain", name)),
-        read_noise=float(_require(entry, "read_noise", name)),
-        saturation=float(_require(entry, "saturation", name)),
+        gain=reader.number(entry, "gain"),
+        read_noise=reader.number(entry, "read_noise"),
+        saturation=reader.number(entry, "saturation"),
         pixel_scale=entry.get("pixel_scale"),
-        readout_sizes=tuple(tuple(int(v) for v in s) for s in _require(entry, "readout_sizes", name)),
+        readout_sizes=tuple(tuple(int(v) for v in s) for s in reader.require(entry, "readout_sizes")),
         binnings=tuple(tuple(int(v) for v in b) for b in entry.get("binnings", [[1, 1]])),
         overscan=overscan,
-        darks_include_bias=bool(entry.get("darks_include_bias", False)),
+        darks_include_bias=reader.flag(entry, "darks_include_bias", False),
         bad_regions=tuple(tuple(int(v) for v in region) for region in entry.get("bad_regions") or ()),
-        windows=bool(entry.get("windows", False)),
-        extra={k: v for k, v in entry.items() if k not in known},
+        windows=reader.flag(entry, "windows", False),
     )
 
 
 def parse_registry(text: str, source: str = "<string>") -> Registry:
-    """Parse registry YAML text into a :class:`Registry`; raises :class:`RegistryError`."""
-    document = yaml.safe_load(text) or {}
-    entries = document.get("instruments")
+    """Parse registry YAML text into a :class:`Registry`; raises :class:`RegistryError` naming the
+    file, the instrument and the key."""
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise RegistryError(f"{source}: not valid YAML: {err}") from err
+    entries = document.get("instruments") if isinstance(document, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise RegistryError(f"{source}: no 'instruments' mapping")
     instruments = {}
     for name, entry in entries.items():
         if not str(name).replace("_", "").isalnum() or str(name) != str(name).lower():
             raise RegistryError(f"{source}: instrument name {name!r} must be lower-case alphanumeric")
-        instruments[str(name)] = _parse_instrument(str(name), entry)
+        instruments[str(name)] = _parse_instrument(source, str(name), entry)
     return Registry(instruments=instruments, source=source)
 
 

@@ -69,7 +69,10 @@ def night_not_yet_open(night: dt.date) -> bool:
     return today < night <= today + dt.timedelta(days=1)
 
 
-def split_key(key) -> tuple[str, dt.date]:
-    """(instrument, night) of a night x instrument partition key."""
+def split_key(key: MultiPartitionKey | str) -> tuple[str, dt.date]:
+    """(instrument, night) of a night x instrument partition key, whichever way the run was launched
+    (a plain ``"instrument|night"`` string comes from API launches that only set the partition tag)."""
+    if not isinstance(key, MultiPartitionKey):
+        key = night_instrument_partitions.get_partition_key_from_str(str(key))
     dims = key.keys_by_dimension
     return dims["instrument"], dt.date.fromisoformat(dims["night"])

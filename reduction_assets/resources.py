@@ -1,9 +1,8 @@
 """Dagster resources: the installation's home folder, its catalog and its stores.
 
-Fields default to None and are resolved when a run uses them ($REDUCTION_HOME, $REDUCTION_CATALOG_URL),
-never at import time.
+Every field is optional and resolved when a run uses it, never at import time: the definitions give
+them through ``EnvVar`` (``REDUCTION_HOME``, ``REDUCTION_CATALOG_URL``), tests and `process` directly.
 """
-
 
 import functools
 
@@ -13,7 +12,7 @@ from pydantic import Field
 from reduction_assets.catalog import Catalog
 from reduction_assets.home import Home, resolve_home
 from reduction_assets.instruments import Registry, load_registry
-from reduction_assets.storage import LocalStore
+from reduction_assets.storage import LocalStore, ObjectStore
 
 
 @functools.lru_cache(maxsize=8)
@@ -31,8 +30,6 @@ class ReductionHomeResource(ConfigurableResource):
     catalog_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the catalog; default $REDUCTION_CATALOG_URL or SQLite in the home")
-    instruments: str | None = Field(
-        default=None, description="instrument registry YAML; default $REDUCTION_INSTRUMENTS or packaged")
     settle_seconds: float = Field(
         default=5.0, description="a landing file must be unmodified this long before it is ingested")
 
@@ -40,18 +37,19 @@ class ReductionHomeResource(ConfigurableResource):
         return resolve_home(self.home).ensure()
 
     def registry(self) -> Registry:
-        return load_registry(self.instruments)
+        """The instrument registry: the same one the partitions were generated from."""
+        return load_registry()
 
     def catalog(self) -> Catalog:
         catalog = _catalog(self.catalog_url or self.layout().catalog_url())
         catalog.sync_instruments(self.registry())
         return catalog
 
-    def raw_store(self) -> LocalStore:
+    def raw_store(self) -> ObjectStore:
         return LocalStore(self.layout().raw)
 
-    def product_store(self) -> LocalStore:
+    def product_store(self) -> ObjectStore:
         return LocalStore(self.layout().products)
 
-    def quarantine_store(self) -> LocalStore:
+    def quarantine_store(self) -> ObjectStore:
         return LocalStore(self.layout().quarantine)

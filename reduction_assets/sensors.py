@@ -21,7 +21,7 @@ from dagster import (
 )
 
 from reduction_assets.catalog.integrity import stale_partitions
-from reduction_assets.catalog.queries import frames_to_recalibrate
+from reduction_assets.catalog.products import frames_to_recalibrate
 from reduction_assets.fits.headers import FrameRejected, shown
 from reduction_assets.fits.validate import FileState
 from reduction_assets.landing import (
@@ -257,9 +257,7 @@ def evaluate_recalibration(home: ReductionHomeResource,
     working on them."""
     registry = home.registry()
     with home.catalog().session() as session:
-        nearer = frames_to_recalibrate(
-            session, {name: registry[name].darks_include_bias for name in registry.names},
-            CALIBRATION_WINDOW_NIGHTS)
+        nearer = frames_to_recalibrate(session, registry, CALIBRATION_WINDOW_NIGHTS)
         damaged = {(p.instrument, p.night): p for p in stale_partitions(session)}
     requests = []
     for instrument, night in sorted(set(nearer) | set(damaged), key=lambda key: (key[1], key[0])):

@@ -13,7 +13,6 @@ Without ``repair`` nothing is changed: the report says what would be done.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -27,11 +26,11 @@ from reduction_assets.catalog.integrity import (
     mark_product_stale,
     stored_objects,
 )
+from reduction_assets.checksums import sha256_of
 from reduction_assets.fits.headers import FrameRejected
-from reduction_assets.fits.validate import sha256_of
 from reduction_assets.home import Home
 from reduction_assets.landing import resolve_in_landing
-from reduction_assets.storage import Integrity, LocalStore
+from reduction_assets.storage import Integrity, LocalStore, ObjectStore
 
 # A temporary file younger than this may belong to a write in progress (the daemon's runs).
 LEFTOVER_AGE_SECONDS = 600.0
@@ -75,13 +74,11 @@ def verify_home(home: Home, catalog: Catalog, *, repair: bool = False,
         else:
             report.findings.append(_mark_stale(catalog, item, state, repair))
     for name, store in stores.items():
-        for path in store.leftovers(LEFTOVER_AGE_SECONDS):
+        for key in store.leftovers(LEFTOVER_AGE_SECONDS):
             if repair:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            report.findings.append(Finding(name, path.relative_to(store.root).as_posix(),
-                                           "leftover_temporary", "removed" if repair else "would remove",
-                                           repaired=repair))
+                store.remove(key)
+            report.findings.append(Finding(name, key, "leftover_temporary",
+                                           "removed" if repair else "would remove", repaired=repair))
         known = {item.key for item in objects if item.store == name}
         for key in store.keys():  # noqa: SIM118 - a store, not a dict
             if key not in known:
@@ -89,7 +86,7 @@ def verify_home(home: Home, catalog: Catalog, *, repair: bool = False,
     return report
 
 
-def _restore(home: Home, store: LocalStore, item: StoredObject, state: Integrity, repair: bool) -> Finding:
+def _restore(home: Home, store: ObjectStore, item: StoredObject, state: Integrity, repair: bool) -> Finding:
     for name in item.sources:
         try:
             source = resolve_in_landing(home.landing, name)

@@ -16,14 +16,15 @@ from reduction_assets_tests.catalog_fixtures import POSTGRES_URL, postgres_avail
 from reduction_assets_tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFS = defs()
 
 
 def test_definitions_hold_the_raw_assets_and_a_running_landing_sensor():
-    keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    keys = {spec.key for spec in DEFS.resolve_all_asset_specs()}
     assert {AssetKey(name) for name in ("raw_frames", "landing_rejects", "master_bias", "master_dark",
                                         "master_flat", "reduced_frames")} <= keys
-    assert defs.resolve_sensor_def("calibration_sensor").default_status.value == "RUNNING"
-    sensor = defs.resolve_sensor_def("landing_sensor")
+    assert DEFS.resolve_sensor_def("calibration_sensor").default_status.value == "RUNNING"
+    sensor = DEFS.resolve_sensor_def("landing_sensor")
     assert sensor.default_status.value == "RUNNING"
 
 
@@ -76,7 +77,7 @@ def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
 
 
 def test_masters_declare_the_calibration_window_on_earlier_nights():
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     dark = graph.get(AssetKey("master_dark"))
     assert {AssetKey("raw_frames"), AssetKey("master_bias")} <= set(dark.parent_keys)
     upstream = graph.get_parent_partition_keys_for_child(
@@ -95,7 +96,7 @@ def test_every_master_has_a_blocking_check():
 
 
 def test_reduced_frames_declare_the_window_on_all_three_masters():
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     parents = set(graph.get(AssetKey("reduced_frames")).parent_keys)
     assert parents == {AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat")}
     upstream = graph.get_parent_partition_keys_for_child(

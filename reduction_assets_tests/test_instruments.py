@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 
 import pytest
 
@@ -64,6 +65,52 @@ instruments:
     saturation: 1
     readout_sizes: [[10, 10]]
 """)
+
+
+MINIMAL = """
+instruments:
+  cam:
+    site: {longitude: 0}
+    match: [cam]
+    keywords: {frame_type: T, date_obs: D, exptime: E, binning: B}
+    frame_types: {X: science}
+    gain: 1
+    read_noise: 1
+    saturation: 1
+    readout_sizes: [[10, 10]]
+"""
+
+
+@pytest.mark.parametrize("line, message", [
+    ("    darks_include_bais: true\n",
+     "cams.yaml: instrument 'cam': unknown key darks_include_bais (did you mean 'darks_include_bias'?)"),
+    ("    windows: yes please\n",
+     "cams.yaml: instrument 'cam': windows = 'yes please' must be true or false"),
+    ("    gain: fast\n", "cams.yaml: instrument 'cam': gain = 'fast' is not a number"),
+])
+def test_a_registry_typo_is_refused_naming_the_file_instrument_and_key(line, message):
+    text = MINIMAL.replace("    gain: 1\n", "") + line if line.startswith("    gain") else MINIMAL + line
+    with pytest.raises(RegistryError) as refused:
+        parse_registry(text, source="cams.yaml")
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("find, replace, message", [
+    ("site: {longitude: 0}", "site: {longitude: 0, longtitude: 1}",
+     "unknown key site.longtitude (did you mean 'longitude'?)"),
+    ("binning: B}", "binning: B, filtre: F}", "unknown key keywords.filtre (did you mean 'filter'?)"),
+])
+def test_typos_in_nested_mappings_are_refused(find, replace, message):
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        parse_registry(MINIMAL.replace(find, replace), source="cams.yaml")
+
+
+def test_the_calibration_key_is_one_rule_for_grouping_and_selection(registry):
+    lco, st7 = registry["lcosim"], registry["st7"]
+    assert lco.calibration_key("flat", binning="1x1", filter="rp", exptime=3.0).label() == "1x1 rp"
+    assert lco.calibration_key("dark", binning="1x1", filter="rp", exptime=300.0).label() == "1x1"
+    assert st7.calibration_key("dark", binning="1x1", filter="none", exptime=120.0).label() == "1x1 120s"
+    assert st7.calibrations_needed() == ("dark", "flat")
 
 
 # A night runs from one local noon to the next, so frames on both sides of UTC midnight share it.

@@ -14,8 +14,8 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, InstrumentRow, Product, RawFrame
+from reduction_assets.checksums import sha256_of
 from reduction_assets.cli import main
-from reduction_assets.fits.validate import sha256_of
 from reduction_assets.home import write_atomic
 from reduction_assets.instruments import load_registry
 from reduction_assets.resources import ReductionHomeResource
@@ -147,7 +147,7 @@ def test_verify_reports_what_cannot_be_restored_and_removes_leftover_temporaries
 
 
 def test_a_crash_between_publishing_a_product_and_committing_its_row_is_redone(night_done, monkeypatch):
-    from reduction_assets.storage.local import StagedObject
+    from reduction_assets.storage.local import LocalStagedObject as StagedObject
 
     home = night_done
     before = {p.id: p.checksum for p in catalog_rows(home, Product)}

@@ -8,7 +8,7 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, RawDuplicate, RawFrame
-from reduction_assets.catalog.queries import progress_rows
+from reduction_assets.catalog.reports import progress_rows
 from reduction_assets.home import Home
 from reduction_assets.process import process_landing
 from reduction_assets_tests.conftest import REAL_ST7, deliver, require
@@ -110,8 +110,9 @@ def test_no_bias_master_is_expected_from_a_camera_without_bias_frames(ingested):
 
 
 def test_a_120s_spectrum_is_dark_corrected_with_the_120s_bias_including_dark(ingested, registry):
-    from reduction_assets.fits.products import read_master
-    from reduction_assets.reduction.science import Master, NotReducible, calibrate_science
+    from reduction_assets.fits.reading import read_master
+    from reduction_assets.reduction.masters import Master
+    from reduction_assets.reduction.science import NotReducible, calibrate_science
 
     masters, home = ingested[3], ingested[4]
     st7 = registry["st7"]

@@ -1,11 +1,8 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
-import datetime as dt
+
 import functools
-import hashlib
-import json
-from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 from dagster import (
     AssetCheckResult,
@@ -20,25 +17,36 @@ from dagster import (
     asset,
 )
 from pydantic import Field
-from sqlalchemy import select
 
 import reduction_assets
-from reduction_assets.catalog import Calibration, RawFrame
-from reduction_assets.catalog.integrity import mark_calibration_stale
-from reduction_assets.catalog.models import utcnow
-from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
-from reduction_assets.fits.headers import sanitise
-from reduction_assets.fits.products import master_hdul, read_master
+from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, used
+from reduction_assets.catalog import Calibration, Catalog, RawFrame
+from reduction_assets.catalog.calibrations import (
+    CalibrationCriteria,
+    FrameGroup,
+    NoCalibration,
+    calibration_groups,
+    find_calibration,
+    record_calibration,
+    select_calibration,
+    shortest_dark,
+)
+from reduction_assets.fits.products import master_hdul, provenance_cards, write_hdul
+from reduction_assets.fits.reading import StoreFrameReader
 from reduction_assets.instruments import Instrument
+from reduction_assets.keys import master_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
     calibration_window_mapping,
     night_instrument_partitions,
     split_key,
 )
+from reduction_assets.provenance import UsedCalibration, calibrations_payload, fingerprint, step_version
 from reduction_assets.reduction.masters import InputFrame, MasterSettings, NoMaster, build_master
 from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.storage import Integrity, LocalStore
+from reduction_assets.storage import Integrity, ObjectStore
+
+MADE, UP_TO_DATE, NOT_MADE = "made", "up_to_date", "not_made"
 
 
 class MasterConfig(Config):
@@ -49,9 +57,6 @@ class MasterConfig(Config):
     max_iters: int | None = Field(default=None, description="clipping iterations; empty: converge")
     memory_budget_mb: int = Field(default=512, description="peak memory of the stacking, MiB")
     outlier_sigma: float = Field(default=5.0, description="reject frames whose level is this far out")
-    calibration_window_nights: int = Field(
-        default=CALIBRATION_WINDOW_NIGHTS, description="biases and darks may come from this many "
-        "nights before")
     full_refresh: bool = Field(default=False, description="rebuild masters even if up to date")
 
     def settings(self) -> MasterSettings:
@@ -61,111 +66,121 @@ class MasterConfig(Config):
             outlier_sigma=self.outlier_sigma)
 
 
-# Bounds of the blocking checks: a master outside them would poison everything reduced with it.
-READ_NOISE_TOLERANCE = 0.25  # fraction of the registry's read noise
-MAX_DARK_RATE = 50.0  # e-/s/pixel: a median above this is a light leak or a mislabelled frame
-FLAT_LEVEL_TOLERANCE = 0.01
-MAX_FLAT_BAD_FRACTION = 0.05
+@dataclass
+class Upstream:
+    """The masters a master is made with (bias for darks; bias and dark, or a pedestal, for flats)."""
+
+    used: dict[str, UsedCalibration] = field(default_factory=dict)
+    bias: Calibration | None = None  # subtracted as the zero level (a bias, or a pedestal dark)
+    dark: Calibration | None = None
+    notes: list[str] = field(default_factory=list)
+    missing: str | None = None
 
 
-def _group_key(kind: str, instrument: Instrument, frame: RawFrame) -> tuple[str, str, float]:
-    filter_name = (frame.filter or "") if kind == "flat" else ""
-    exptime = frame.exptime if (kind == "dark" and instrument.darks_include_bias) else 0.0
-    return frame.binning, filter_name, exptime
+@dataclass
+class MasterOutcome:
+    """What became of one group of raw frames."""
+
+    group: str
+    status: str  # made, up_to_date, not_made
+    calibration: Calibration | None = None
+    reason: str | None = None
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    candidates: int = 0
+    statistics: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        row = {"group": self.group, "status": self.status}
+        if self.calibration is not None:
+            row.update(id=self.calibration.id, inputs=self.calibration.input_count,
+                       path=self.calibration.path)
+        if self.reason:
+            row.update(reason=self.reason, candidates=self.candidates)
+        if self.rejected:
+            row["rejected"] = [{"frame": name, "reason": reason} for name, reason in self.rejected]
+        if self.notes:
+            row["notes"] = self.notes
+        row.update({k: round(v, 6) for k, v in self.statistics.items()})
+        return row
 
 
-def _master_key(kind: str, instrument: str, night, binning: str, filter_name: str, exptime: float) -> str:
-    parts = [instrument, night.strftime("%Y%m%d"), kind, binning]
-    if filter_name:
-        parts.append(sanitise(filter_name, max_length=16))
-    if exptime:
-        parts.append(f"{exptime:g}s")
-    return f"masters/{instrument}/{night.isoformat()}/{'_'.join(parts)}.fits"
-
-
-def _fingerprint(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def build_partition_masters(context: AssetExecutionContext, kind: str, config: MasterConfig,
-                            home: ReductionHomeResource) -> tuple[list[dict], list[Calibration]]:
-    """Build (or confirm up to date) every master of ``kind`` for the run's partition.
-
-    Returns one summary row per group and the catalog rows of the masters now current.
-    """
+def partition_masters(context: AssetExecutionContext, kind: str, config: MasterConfig,
+                      home: ReductionHomeResource) -> list[MasterOutcome]:
+    """Build (or confirm up to date) every master of ``kind`` of the run's partition."""
     instrument_name, night = split_key(context.partition_key)
     instrument = home.registry()[instrument_name]
     catalog = home.catalog()
-    raw_store = home.raw_store()
-    products = home.product_store()
-    settings = config.settings()
     with catalog.session() as session:
-        frames = list(session.scalars(select(RawFrame).where(
-            RawFrame.instrument == instrument_name, RawFrame.night == night,
-            RawFrame.frame_type == kind).order_by(RawFrame.date_obs)))
-    groups: dict[tuple, list[RawFrame]] = defaultdict(list)
-    for frame in frames:
-        groups[_group_key(kind, instrument, frame)].append(frame)
-    summaries: list[dict] = []
-    current: list[Calibration] = []
+        groups = calibration_groups(session, instrument, night, kind)
     if not groups:
-        summaries.append({"status": "no frames", "reason": f"no {kind} frames in {instrument_name} "
-                          f"{night}"})
-    for (binning, filter_name, exptime), members in sorted(groups.items()):
-        label = " ".join(v for v in (binning, filter_name, f"{exptime:g}s" if exptime else "") if v)
-        inputs = [_input_frame(f, raw_store) for f in members]
-        used_calibrations, bias, dark, notes = _upstream(kind, instrument, night, binning, exptime,
-                                                        config, catalog, products)
-        if isinstance(used_calibrations, str):
-            summaries.append({"group": label, "status": "not made", "reason": used_calibrations,
-                              "candidates": len(inputs)})
-            continue
-        fingerprint = _fingerprint({
-            "kind": kind, "group": [binning, filter_name, exptime],
-            "inputs": sorted((f.checksum, f.bad) for f in inputs), "settings": asdict(settings),
-            "calibrations": used_calibrations, "version": reduction_assets.__version__})
-        key = _master_key(kind, instrument_name, night, binning, filter_name, exptime)
+        return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument_name} {night}")]
+    outcomes = [_master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(),
+                                 home.product_store()) for group in groups]
+    for outcome in outcomes:
+        if outcome.status == NOT_MADE:
+            context.log.warning("%s %s %s: %s", kind, instrument_name, outcome.group, outcome.reason)
+    return outcomes
+
+
+def _master_of_group(kind: str, group: FrameGroup, instrument: Instrument, night, config: MasterConfig,
+                     catalog: Catalog, raw_store: ObjectStore, products: ObjectStore) -> MasterOutcome:
+    label = group.key.label()
+    upstream = _upstream(kind, instrument, night, group.key.binning, catalog)
+    if upstream.missing:
+        return MasterOutcome(label, NOT_MADE, reason=upstream.missing, candidates=len(group.frames))
+    settings = config.settings()
+    inputs = [_input_frame(frame, raw_store) for frame in group.frames]
+    digest = fingerprint("master", kind=kind, group=asdict(group.key), settings=asdict(settings),
+                         inputs=sorted((f.checksum, f.bad) for f in inputs),
+                         calibrations=calibrations_payload(upstream.used))
+    with catalog.session() as session:
+        existing = find_calibration(session, group.key, instrument.name, night)
+    if (existing is not None and existing.fingerprint == digest and not config.full_refresh
+            and products.check(existing.path, existing.checksum) is Integrity.OK):
+        return MasterOutcome(label, UP_TO_DATE, calibration=existing)
+    masters = VerifiedMasters(catalog, products)
+    try:
+        bias = masters(upstream.bias).data if upstream.bias else None
+        dark = masters(upstream.dark).data if upstream.dark else None
+    except DamagedMaster as damaged:
+        return MasterOutcome(label, NOT_MADE, reason=str(damaged), candidates=len(inputs))
+    product = build_master(kind, inputs, StoreFrameReader(raw_store), instrument, settings, bias=bias,
+                           dark=dark)
+    if isinstance(product, NoMaster):
+        return MasterOutcome(label, NOT_MADE, reason=product.reason, rejected=product.rejected,
+                             candidates=product.candidates)
+    provenance = provenance_cards(software_version=reduction_assets.__version__,
+                                  step_version=step_version("master"), fingerprint=digest, night=night,
+                                  used=upstream.used)
+    hdul = master_hdul(product, instrument=instrument.name, night=night, binning=group.key.binning,
+                       filter=group.key.filter, provenance=provenance)
+    staged = products.stage(master_key(instrument.name, night, group.key),
+                            functools.partial(write_hdul, hdul))
+    try:
+        # The row and the file change together: the file is published inside the transaction that
+        # records its checksum (a crash in between leaves a mismatch the next run rebuilds).
         with catalog.session() as session:
-            existing = session.scalars(select(Calibration).where(
-                Calibration.type == kind, Calibration.instrument == instrument_name,
-                Calibration.night == night, Calibration.binning == binning,
-                Calibration.filter == filter_name, Calibration.exptime == exptime)).first()
-        if (existing is not None and existing.fingerprint == fingerprint and not config.full_refresh
-                and products.check(existing.path, existing.checksum) is Integrity.OK):
-            summaries.append({"group": label, "status": "up to date", "id": existing.id,
-                              "inputs": existing.input_count, "path": existing.path})
-            current.append(existing)
-            continue
-        product = build_master(kind, inputs, instrument, settings, bias=bias, dark=dark)
-        if isinstance(product, NoMaster):
-            context.log.warning("%s %s %s: %s", kind, instrument_name, label, product.reason)
-            summaries.append({"group": label, "status": "not made", "reason": product.reason,
-                              "candidates": product.candidates,
-                              "rejected": [{"frame": n, "reason": r} for n, r in product.rejected]})
-            continue
-        hdul = master_hdul(product, instrument=instrument_name, night=night, binning=binning,
-                           filter=filter_name, fingerprint=fingerprint,
-                           software_version=reduction_assets.__version__,
-                           calibrations_used={k.upper()[:8]: str(v) for k, v in used_calibrations.items()})
-        staged = products.stage_product(key, functools.partial(_write_fits, hdul))
-        try:
-            row = _record(catalog, existing, kind, instrument_name, night, binning, filter_name, exptime,
-                          staged, product, fingerprint)
-        finally:
-            staged.discard()
-        current.append(row)
-        summaries.append({"group": label, "status": "made", "id": row.id, "inputs": row.input_count,
-                          "path": key, "rejected": [{"frame": n, "reason": r} for n, r in product.rejected],
-                          **({"notes": notes} if notes else {}),
-                          **{k: round(v, 6) for k, v in product.statistics.items()}})
-    return summaries, current
+            row = record_calibration(
+                session, group.key, instrument.name, night, path=staged.key, checksum=staged.checksum,
+                input_count=len(product.inputs),
+                inputs=[{"name": f.name, "checksum": f.checksum} for f in product.inputs],
+                rejected=[{"frame": n, "reason": r} for n, r in product.rejected],
+                statistics={k: (v if v == v else None) for k, v in product.statistics.items()},
+                fingerprint=digest, software_version=_version("master"))
+            staged.publish()
+            session.expunge(row)
+    finally:
+        staged.discard()
+    return MasterOutcome(label, MADE, calibration=row, rejected=product.rejected, notes=upstream.notes,
+                         statistics=product.statistics)
 
 
-def _write_fits(hdul, path) -> None:
-    hdul.writeto(path, checksum=True, overwrite=True)
+def _version(step: str) -> str:
+    return f"{reduction_assets.__version__} {step_version(step)}"
 
 
-def _input_frame(frame: RawFrame, raw_store: LocalStore) -> InputFrame:
+def _input_frame(frame: RawFrame, raw_store: ObjectStore) -> InputFrame:
     """A raw frame offered to a master; a stored copy that fails its checksum is refused as bad."""
     bad, reason = frame.bad, frame.bad_reason
     if not bad:
@@ -173,118 +188,63 @@ def _input_frame(frame: RawFrame, raw_store: LocalStore) -> InputFrame:
         if state is not Integrity.OK:
             bad, reason = True, (f"the stored raw copy is {state.value}: `reduction-assets verify "
                                  "--repair` restores it from landing/")
-    return InputFrame(name=frame.original_name, path=raw_store.path_for(frame.store_path),
-                      checksum=frame.checksum, exptime=frame.exptime,
-                      date_obs=frame.date_obs.isoformat(), bad=bad, bad_reason=reason)
+    binning = tuple(int(v) for v in frame.binning.split("x"))
+    return InputFrame(name=frame.original_name, key=frame.store_path, checksum=frame.checksum,
+                      exptime=frame.exptime, date_obs=frame.date_obs.isoformat(),
+                      shape=(frame.naxis2, frame.naxis1), binning=binning, bad=bad, bad_reason=reason)
 
 
-def _read_verified(calibration: Calibration, catalog, products: LocalStore):
-    """A master's arrays, or the reason it cannot be used (its file is missing or damaged: it is
-    then marked for rebuilding)."""
-    state = products.check(calibration.path, calibration.checksum)
-    if state is not Integrity.OK:
-        with catalog.session() as session:
-            mark_calibration_stale(session, calibration.id)
-        return (f"the master {calibration.type} {calibration.id} ({calibration.path}) is {state.value}; "
-                "it is marked for rebuilding")
-    return read_master(products.path_for(calibration.path))
-
-
-def _upstream(kind, instrument, night, binning, exptime, config, catalog, products):
-    """Calibrations a master needs: (ids used, bias e-, dark e-/s, notes) or (reason, ...)."""
-    used: dict[str, int] = {}
-    notes: list[str] = []
-    bias = dark = None
-    if kind == "flat" and instrument.darks_include_bias:
-        return _zero_level_for_flats(instrument, night, binning, config, catalog, products)
-    if kind == "bias" or instrument.darks_include_bias:
-        return used, bias, dark, notes
+def _upstream(kind: str, instrument: Instrument, night, binning: str, catalog: Catalog) -> Upstream:
+    """The masters a master of ``kind`` needs, chosen in the catalog (not read yet)."""
+    if kind == "bias" or (kind == "dark" and instrument.darks_include_bias):
+        return Upstream()
     with catalog.session() as session:
-        found = select_calibration(session, CalibrationCriteria(
-            "bias", instrument.name, night, binning, window_nights=config.calibration_window_nights))
-        found_dark = select_calibration(session, CalibrationCriteria(
-            "dark", instrument.name, night, binning, window_nights=config.calibration_window_nights)) \
-            if kind == "flat" else None
-    if isinstance(found, NoCalibration):
-        return f"needs a master bias: {found.message}", None, None, notes
-    bias = _read_verified(found, catalog, products)
-    if isinstance(bias, str):
-        return bias, None, None, notes
-    used["bias_id"] = found.id
-    bias = bias.data
-    if found.night != night:
-        notes.append(f"bias from {found.night}")
-    if isinstance(found_dark, NoCalibration):
-        notes.append("dark current not subtracted: " + found_dark.message)
-    elif found_dark is not None:
-        dark = _read_verified(found_dark, catalog, products)
-        if isinstance(dark, str):
-            return dark, None, None, notes
-        used["dark_id"] = found_dark.id
-        dark = dark.data
-    return used, bias, dark, notes
+        if instrument.darks_include_bias:  # flats of a camera without bias frames
+            zero = shortest_dark(session, instrument.name, binning, night, CALIBRATION_WINDOW_NIGHTS)
+            if zero is None:
+                return Upstream(missing="needs a bias-including master dark to remove the pedestal of "
+                                "the flats (nights up to "
+                                f"{CALIBRATION_WINDOW_NIGHTS} before {night})")
+            # Its dark current over the difference in exposure time is neglected ("dark flats").
+            return Upstream(used={"zero": used("zero", zero)}, bias=zero,
+                            notes=[f"pedestal from the {zero.exptime:g} s dark of {zero.night}"])
+        found = {}
+        for needed in ("bias", "dark") if kind == "flat" else ("bias",):
+            key = instrument.calibration_key(needed, binning=binning, filter=None, exptime=0.0)
+            found[needed] = select_calibration(session, CalibrationCriteria(
+                key, instrument.name, night, CALIBRATION_WINDOW_NIGHTS))
+    if isinstance(found["bias"], NoCalibration):
+        return Upstream(missing=f"needs a master bias: {found['bias'].message}")
+    upstream = Upstream(used={"bias": used("bias", found["bias"])}, bias=found["bias"])
+    if found["bias"].night != night:
+        upstream.notes.append(f"bias from {found['bias'].night}")
+    if isinstance(found.get("dark"), NoCalibration):
+        upstream.notes.append("dark current not subtracted: " + found["dark"].message)
+    elif "dark" in found:
+        upstream.used["dark"] = used("dark", found["dark"])
+        upstream.dark = found["dark"]
+    return upstream
 
 
-def _zero_level_for_flats(instrument, night, binning, config, catalog, products):
-    """Cameras without bias frames: the shortest bias-including dark stands in for the bias of flats.
+# --- results and checks ---------------------------------------------------------------------------
 
-    Its dark current over the difference in exposure time is neglected (the same choice as "dark
-    flats" in amateur practice); the note says which dark was used.
-    """
-    first = night - dt.timedelta(days=config.calibration_window_nights)
-    with catalog.session() as session:
-        dark = session.scalars(
-            select(Calibration).where(
-                Calibration.type == "dark", Calibration.instrument == instrument.name,
-                Calibration.binning == binning, Calibration.bad.is_(False),
-                Calibration.night.between(first, night))
-            .order_by(Calibration.exptime, Calibration.night.desc())).first()
-        if dark is None:
-            return (f"needs a bias-including master dark (nights {first}..{night}) to remove the "
-                    "pedestal of the flats", None, None, [])
-    zero = _read_verified(dark, catalog, products)
-    if isinstance(zero, str):
-        return zero, None, None, []
-    return ({"zero_id": dark.id}, zero.data, None,
-            [f"pedestal from the {dark.exptime:g} s dark of {dark.night}"])
+# Bounds of the blocking checks: a master outside them would poison everything reduced with it.
+READ_NOISE_TOLERANCE = 0.25  # fraction of the registry's read noise
+MAX_DARK_RATE = 50.0  # e-/s/pixel: a median above this is a light leak or a mislabelled frame
+FLAT_LEVEL_TOLERANCE = 0.01
+MAX_FLAT_BAD_FRACTION = 0.05
 
 
-def _record(catalog, existing, kind, instrument, night, binning, filter_name, exptime, staged,
-            product, fingerprint) -> Calibration:
-    """Record a master and publish its file in one transaction (a crash in between leaves a checksum
-    mismatch that the next run sees and rebuilds)."""
-    key, checksum = staged.key, staged.checksum
-    with catalog.session() as session:
-        row = session.get(Calibration, existing.id) if existing is not None else Calibration(
-            type=kind, instrument=instrument, night=night, binning=binning, filter=filter_name,
-            exptime=exptime)
-        row.path = key
-        row.checksum = checksum
-        row.input_count = len(product.inputs)
-        row.inputs = [{"name": f.name, "checksum": f.checksum} for f in product.inputs]
-        row.rejected = [{"frame": n, "reason": r} for n, r in product.rejected]
-        row.statistics = {k: (v if v == v else None) for k, v in product.statistics.items()}
-        row.fingerprint = fingerprint
-        row.software_version = reduction_assets.__version__
-        row.updated_at = utcnow()
-        session.add(row)
-        session.flush()
-        staged.publish()
-        session.expunge(row)
-    return row
-
-
-def _result(kind: str, summaries: list[dict], check: AssetCheckResult) -> MaterializeResult:
-    made = sum(1 for s in summaries if s["status"] in ("made", "up to date"))
+def _result(kind: str, outcomes: list[MasterOutcome], check: AssetCheckResult) -> MaterializeResult:
+    summaries = [outcome.summary() for outcome in outcomes]
+    current = sum(1 for o in outcomes if o.status != NOT_MADE)
     return MaterializeResult(
         metadata={
-            "masters": MetadataValue.int(made),
-            "not_made": MetadataValue.int(sum(1 for s in summaries if s["status"] != "made"
-                                              and s["status"] != "up to date")),
+            "masters": MetadataValue.int(current),
+            "not_made": MetadataValue.int(len(outcomes) - current),
             "summary": MetadataValue.json(summaries),
-            "status": MetadataValue.text(
-                "; ".join(f"{s.get('group', kind)}: {s['status']}"
-                          + (f" ({s['reason']})" if "reason" in s else "") for s in summaries)),
+            "status": MetadataValue.text("; ".join(
+                f"{o.group}: {o.status}" + (f" ({o.reason})" if o.reason else "") for o in outcomes)),
         },
         check_results=[check],
     )
@@ -297,6 +257,10 @@ def _check(name: str, asset_name: str, failures: list[str], checked: int, detail
         description="; ".join(failures) if failures else (
             f"{checked} master(s) checked" if checked else "no master made: nothing to check"),
         metadata={"detail": MetadataValue.json(detail)})
+
+
+def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
+    return [o.calibration for o in outcomes if o.calibration is not None]
 
 
 # Shared by the three masters: stacking is memory-heavy, so its steps share an instance-wide pool.
@@ -318,16 +282,16 @@ _MASTER_ASSET = dict(
 def master_bias(context: AssetExecutionContext, config: MasterConfig,
                 home: ReductionHomeResource) -> MaterializeResult:
     """Master bias frames (e-) of one night and instrument, one per binning."""
-    summaries, masters = build_partition_masters(context, "bias", config, home)
+    outcomes = partition_masters(context, "bias", config, home)
     instrument = home.registry()[split_key(context.partition_key)[0]]
     failures, detail = [], {}
-    for row in masters:
+    for row in _current(outcomes):
         measured = row.statistics.get("read_noise_e")
         detail[row.path] = measured
         if measured is None or abs(measured / instrument.read_noise - 1) > READ_NOISE_TOLERANCE:
             failures.append(f"{row.path}: read noise {measured} e- vs {instrument.read_noise} e- expected")
-    return _result("bias", summaries, _check("read_noise_consistent", "master_bias", failures,
-                                             len(masters), detail))
+    return _result("bias", outcomes, _check("read_noise_consistent", "master_bias", failures,
+                                            len(_current(outcomes)), detail))
 
 
 @asset(
@@ -342,9 +306,9 @@ def master_dark(context: AssetExecutionContext, config: MasterConfig,
                 home: ReductionHomeResource) -> MaterializeResult:
     """Master darks of one night and instrument: e-/s per binning, or e- per exposure time for
     cameras whose darks include the bias."""
-    summaries, masters = build_partition_masters(context, "dark", config, home)
+    outcomes = partition_masters(context, "dark", config, home)
     failures, detail = [], {}
-    for row in masters:
+    for row in _current(outcomes):
         median = row.statistics.get("median")
         noise = row.statistics.get("median_error") or 0.0
         detail[row.path] = {"median": median, "median_error": noise, "exptime": row.exptime}
@@ -355,8 +319,8 @@ def master_dark(context: AssetExecutionContext, config: MasterConfig,
                 failures.append(f"{row.path}: negative level {median:.1f} e-")
         elif median < -3 * max(noise, 1e-6) or median > MAX_DARK_RATE:
             failures.append(f"{row.path}: median dark current {median:.4g} e-/s is implausible")
-    return _result("dark", summaries, _check("dark_current_plausible", "master_dark", failures,
-                                             len(masters), detail))
+    return _result("dark", outcomes, _check("dark_current_plausible", "master_dark", failures,
+                                            len(_current(outcomes)), detail))
 
 
 @asset(
@@ -370,9 +334,9 @@ def master_dark(context: AssetExecutionContext, config: MasterConfig,
 def master_flat(context: AssetExecutionContext, config: MasterConfig,
                 home: ReductionHomeResource) -> MaterializeResult:
     """Master flats (normalised to 1) of one night and instrument, per binning and filter."""
-    summaries, masters = build_partition_masters(context, "flat", config, home)
+    outcomes = partition_masters(context, "flat", config, home)
     failures, detail = [], {}
-    for row in masters:
+    for row in _current(outcomes):
         level = row.statistics.get("illuminated_level")
         bad = row.statistics.get("bad_fraction")
         detail[row.path] = {"illuminated_level": level, "bad_fraction": bad}
@@ -380,5 +344,5 @@ def master_flat(context: AssetExecutionContext, config: MasterConfig,
             failures.append(f"{row.path}: illuminated level {level}")
         if bad is None or bad > MAX_FLAT_BAD_FRACTION:
             failures.append(f"{row.path}: {100 * (bad or 1):.1f}% bad pixels")
-    return _result("flat", summaries, _check("flat_normalised", "master_flat", failures,
-                                             len(masters), detail))
+    return _result("flat", outcomes, _check("flat_normalised", "master_flat", failures,
+                                            len(_current(outcomes)), detail))

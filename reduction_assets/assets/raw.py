@@ -10,7 +10,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from reduction_assets.catalog.queries import partition_counts
+from reduction_assets.catalog.reports import partition_counts
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.ingest import Ingestor, IngestReport
 from reduction_assets.landing import decode_name, route_landing_file, scan_landing

@@ -1,13 +1,10 @@
 """Reduced science frames: one calibrated, source-catalogued FITS per raw science frame."""
 
-import hashlib
-import json
-import warnings
-from pathlib import Path
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -21,191 +18,142 @@ from dagster import (
     asset,
 )
 from pydantic import Field
-from sqlalchemy import select
 
 import reduction_assets
-from reduction_assets.catalog import Calibration, Product, RawFrame
-from reduction_assets.catalog.integrity import mark_calibration_stale
-from reduction_assets.catalog.models import utcnow
-from reduction_assets.catalog.queries import CALIBRATION_TYPES, select_for_frame
+from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, used
+from reduction_assets.catalog import Catalog, Product, RawFrame
+from reduction_assets.catalog.calibrations import CalibrationChoice, select_for_frame
+from reduction_assets.catalog.products import (
+    NOT_REDUCIBLE,
+    REDUCED,
+    find_product,
+    products_of,
+    record_product,
+)
+from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.fits.headers import binning_from_header, card_text
-from reduction_assets.fits.products import read_master, reduced_hdul
+from reduction_assets.fits.products import provenance_cards, reduced_hdul, write_hdul
+from reduction_assets.fits.reading import read_image
+from reduction_assets.instruments import Instrument
+from reduction_assets.keys import reduced_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
     calibration_window_mapping,
     night_instrument_partitions,
     split_key,
 )
-from reduction_assets.reduction.science import Master, NotReducible, ScienceSettings, calibrate_science
+from reduction_assets.provenance import calibrations_payload, fingerprint, step_version
+from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import extract_sources
+from reduction_assets.reduction.wcs import sky_positions, trimmed_wcs_header
 from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.storage import Integrity, LocalStore
+from reduction_assets.storage import Integrity, ObjectStore
 
+UP_TO_DATE = "up_to_date"
 # Plausibility bounds of the (non-blocking) checks.
 MAX_SOURCES_PER_MEGAPIXEL = 50000
 
 
 class ReducedConfig(Config):
     full_refresh: bool = Field(default=False, description="reduce every frame again")
-    calibration_window_nights: int = Field(
-        default=CALIBRATION_WINDOW_NIGHTS, description="calibrations may come from this many nights "
-        "before the frame's")
     detection_threshold: float = Field(default=5.0, description="source detection, x ERR")
 
 
-def fingerprint_of(frame: RawFrame, chosen: dict[str, Calibration] | str, config: ReducedConfig) -> str:
-    payload = {
-        "raw": frame.checksum,
-        "calibrations": ({k: [c.id, c.checksum] for k, c in sorted(chosen.items())}
-                         if isinstance(chosen, dict) else chosen),
-        "settings": {"threshold": config.detection_threshold, "science": repr(ScienceSettings())},
-        "version": reduction_assets.__version__,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+@dataclass
+class FrameOutcome:
+    frame: str
+    status: str  # reduced, up_to_date, not_reducible
+    reason: str | None = None
+    path: str | None = None
+    sources: int | None = None
+    ages: dict[str, int] | None = None
+
+    def summary(self) -> dict:
+        return {key: value for key, value in vars(self).items() if value is not None}
 
 
-def _wcs_of_trimmed(header: fits.Header, imaging) -> fits.Header | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        wcs = WCS(header)
-    if not wcs.has_celestial:
-        return None
-    return wcs.slice(imaging).to_header()
+@dataclass
+class _Run:
+    """What every frame of a partition run shares."""
+
+    instrument: Instrument
+    config: ReducedConfig
+    catalog: Catalog
+    raw_store: ObjectStore
+    products: ObjectStore
+    masters: VerifiedMasters
 
 
-def _upsert(session, frame: RawFrame, **values) -> Product:
-    row = session.scalars(select(Product).where(Product.kind == "reduced",
-                                                Product.raw_frame_id == frame.id)).first()
-    if row is None:
-        row = Product(kind="reduced", raw_frame_id=frame.id, instrument=frame.instrument,
-                      night=frame.night, created_at=utcnow())
-    for key, value in values.items():
-        setattr(row, key, value)
-    row.software_version = reduction_assets.__version__
-    row.updated_at = utcnow()
-    session.add(row)
-    return row
+def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
+    """Reduce one science frame unless its product is up to date; never raises for one frame."""
+    with run.catalog.session() as session:
+        choice = select_for_frame(session, frame, run.instrument, CALIBRATION_WINDOW_NIGHTS)
+        existing = find_product(session, frame)
+    digest = fingerprint("reduced", raw=frame.checksum, missing=choice.missing,
+                         calibrations=calibrations_payload(
+                             {kind: used(kind, c) for kind, c in choice.calibrations.items()}),
+                         settings={"threshold": run.config.detection_threshold,
+                                   "science": repr(ScienceSettings())})
+    if (existing is not None and existing.fingerprint == digest and not run.config.full_refresh
+            and (existing.status != REDUCED
+                 or run.products.check(existing.path, existing.checksum) is Integrity.OK)):
+        return FrameOutcome(frame.original_name, UP_TO_DATE)
+    reason = choice.missing
+    if reason is None:
+        state = run.raw_store.check(frame.store_path, frame.checksum)
+        if state is not Integrity.OK:
+            reason = (f"the stored raw file {frame.store_path} is {state.value}: "
+                      "`reduction-assets verify --repair` restores it from landing/")
+    if reason is None:
+        try:
+            return _reduce_and_record(run, frame, choice, digest)
+        except (NotReducible, DamagedMaster) as err:
+            reason = str(err)
+        except Exception as err:
+            log.exception("reducing %s failed", frame.original_name)
+            reason = f"reduction failed: {type(err).__name__}: {err}"
+    log.warning("%s not reducible: %s", frame.original_name, reason)
+    # The masters it would have used are kept, so the calibration sensor only returns to this frame
+    # when they change.
+    ids = {kind: c.id for kind, c in choice.calibrations.items()}
+    with run.catalog.session() as session:
+        record_product(session, frame, _version(), status=NOT_REDUCIBLE, reason=reason, path=None,
+                       checksum=None, fingerprint=digest, bias_id=ids.get("bias"),
+                       dark_id=ids.get("dark"), flat_id=ids.get("flat"), calibration_age={},
+                       fallback=False, statistics={})
+    return FrameOutcome(frame.original_name, NOT_REDUCIBLE, reason=reason)
 
 
-class _Masters:
-    """Masters read once per run, each verified against its catalog checksum before first use."""
-
-    def __init__(self, catalog, products: LocalStore):
-        self.catalog = catalog
-        self.products = products
-        self.cache: dict[int, Master] = {}
-
-    def __call__(self, calibration: Calibration) -> Master:
-        if calibration.id not in self.cache:
-            state = self.products.check(calibration.path, calibration.checksum)
-            if state is not Integrity.OK:
-                with self.catalog.session() as session:
-                    mark_calibration_stale(session, calibration.id)
-                raise NotReducible(
-                    f"master {calibration.type} {calibration.id} ({calibration.path}) is {state.value}: "
-                    "it is marked for rebuilding, and this frame is redone after it")
-            self.cache[calibration.id] = read_master(self.products.path_for(calibration.path))
-        return self.cache[calibration.id]
+def _version() -> str:
+    return f"{reduction_assets.__version__} {step_version('reduced')}"
 
 
-def reduce_partition(context, config: ReducedConfig, home: ReductionHomeResource) -> list[dict]:
-    """Reduce every science frame of the partition whose fingerprint changed; one summary each.
-
-    A frame that cannot be reduced (no calibration, a damaged input, bad pixel data, or any error in
-    its reduction) is recorded as not reducible with its reason; the other frames go on.
-    """
-    instrument_name, night = split_key(context.partition_key)
-    instrument = home.registry()[instrument_name]
-    catalog = home.catalog()
-    raw_store = home.raw_store()
-    products = home.product_store()
-    masters = _Masters(catalog, products)
-    summaries = []
-    with catalog.session() as session:
-        frames = list(session.scalars(select(RawFrame).where(
-            RawFrame.instrument == instrument_name, RawFrame.night == night,
-            RawFrame.frame_type == "science", RawFrame.bad.is_(False)).order_by(RawFrame.date_obs)))
-        session.expunge_all()
-    for frame in frames:
-        with catalog.session() as session:
-            chosen = select_for_frame(session, frame, instrument.darks_include_bias,
-                                      config.calibration_window_nights)
-            existing = session.scalars(select(Product).where(
-                Product.kind == "reduced", Product.raw_frame_id == frame.id)).first()
-            if isinstance(chosen, dict):
-                session.expunge_all()
-        fingerprint = fingerprint_of(frame, chosen, config)
-        if (existing is not None and existing.fingerprint == fingerprint and not config.full_refresh
-                and (existing.status != "reduced"
-                     or products.check(existing.path, existing.checksum) is Integrity.OK)):
-            summaries.append({"frame": frame.original_name, "status": "up to date",
-                              "product": existing.status})
-            continue
-        reason = None
-        if isinstance(chosen, str):
-            reason = chosen
-        else:
-            state = raw_store.check(frame.store_path, frame.checksum)
-            if state is not Integrity.OK:
-                reason = (f"the stored raw file {frame.store_path} is {state.value}: "
-                          "`reduction-assets verify --repair` restores it from landing/")
-        if reason is None:
-            try:
-                summary = _reduce_one(frame, chosen, fingerprint, raw_store.path_for(frame.store_path),
-                                      instrument, config, masters, products, catalog)
-            except NotReducible as err:
-                reason = str(err)
-            except Exception as err:
-                context.log.exception("reducing %s failed", frame.original_name)
-                reason = f"reduction failed: {type(err).__name__}: {err}"
-            else:
-                summaries.append({"frame": frame.original_name, "status": "reduced", **summary})
-                continue
-        context.log.warning("%s not reducible: %s", frame.original_name, reason)
-        # The calibrations it would have used are kept, so the calibration sensor only returns to
-        # this frame when they change.
-        ids = {kind: c.id for kind, c in chosen.items()} if isinstance(chosen, dict) else {}
-        with catalog.session() as session:
-            _upsert(session, frame, status="not_reducible", reason=reason, path=None, checksum=None,
-                    fingerprint=fingerprint, bias_id=ids.get("bias"), dark_id=ids.get("dark"),
-                    flat_id=ids.get("flat"), calibration_age={}, fallback=False, statistics={})
-        summaries.append({"frame": frame.original_name, "status": "not reducible", "reason": reason})
-    return summaries
-
-
-def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, masters, products, catalog):
-    with fits.open(raw_path, memmap=False) as hdul:
-        header = hdul[0].header.copy()
-        raw = np.asarray(hdul[0].data, dtype=np.float32)
-    geometry = instrument.geometry(raw.shape, binning_from_header(instrument, header))
+def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, digest: str) -> FrameOutcome:
+    masters = {kind: run.masters(calibration) for kind, calibration in choice.calibrations.items()}
+    with run.raw_store.open(frame.store_path) as stream:
+        header, raw = read_image(stream)
+    binning = binning_from_header(run.instrument, header)
+    geometry = run.instrument.geometry(raw.shape, binning)
     if geometry is None:
-        raise NotReducible(f"raw shape {raw.shape} is not a readout of {instrument.name}")
+        raise NotReducible(f"raw shape {raw.shape} is not a readout of {run.instrument.name}")
+    image_shape = (geometry.imaging[0].stop - geometry.imaging[0].start,
+                   geometry.imaging[1].stop - geometry.imaging[1].start)
     calibrated = calibrate_science(
-        raw, instrument=instrument, geometry=geometry, exptime=frame.exptime,
-        bias=masters(chosen["bias"]) if "bias" in chosen else None, dark=masters(chosen["dark"]),
-        flat=masters(chosen["flat"]),
-        bad_pixels=instrument.bad_pixel_mask(
-            (geometry.imaging[0].stop - geometry.imaging[0].start,
-             geometry.imaging[1].stop - geometry.imaging[1].start),
-            binning_from_header(instrument, header)))
+        raw, instrument=run.instrument, geometry=geometry, exptime=frame.exptime,
+        bias=masters.get("bias"), dark=masters["dark"], flat=masters["flat"],
+        bad_pixels=run.instrument.bad_pixel_mask(image_shape, binning))
     sources, source_stats = extract_sources(calibrated.sci, calibrated.err, calibrated.dq,
-                                            threshold=config.detection_threshold)
-    wcs_header = _wcs_of_trimmed(header, geometry.imaging)
+                                            threshold=run.config.detection_threshold)
+    wcs_header = trimmed_wcs_header(header, geometry.imaging)
     if wcs_header is not None and len(sources):
-        ra, dec = WCS(wcs_header).all_pix2world(sources["x"], sources["y"], 0)
-        sources["ra"], sources["dec"] = ra, dec
-    ages = {kind: (frame.night - c.night).days for kind, c in chosen.items()}
+        sources["ra"], sources["dec"] = sky_positions(wcs_header, sources["x"], sources["y"])
     provenance = {
-        "SOFTVER": (reduction_assets.__version__, "reduction_assets version"),
-        "FINGERPR": fingerprint,
+        **provenance_cards(software_version=reduction_assets.__version__,
+                           step_version=step_version("reduced"), fingerprint=digest, night=frame.night,
+                           used={kind: used(kind, c) for kind, c in choice.calibrations.items()}),
         "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
     }
-    for kind, calibration in chosen.items():
-        tag = kind.upper()[:4]
-        provenance[f"{tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
-        provenance[f"{tag}FILE"] = card_text(Path(calibration.path).name)
-        provenance[f"{tag}AGE"] = (ages[kind], f"nights between frame and master {kind}")
     clean = calibrated.dq == 0
     statistics = {
         **calibrated.statistics, **source_stats,
@@ -213,28 +161,29 @@ def _reduce_one(frame, chosen, fingerprint, raw_path, instrument, config, master
         "nonpositive_err": float(np.count_nonzero(~(calibrated.err > 0))),
         "pixels": float(calibrated.sci.size),
     }
-    key = f"reduced/{frame.instrument}/{frame.night.isoformat()}/{Path(frame.store_path).stem}_red.fits"
     hdul = reduced_hdul(header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header,
                         provenance)
-    staged = products.stage_product(key, lambda path: hdul.writeto(path, checksum=True, overwrite=True))
-    fallback = any(age > 0 for age in ages.values())
+    staged = run.products.stage(reduced_key(frame.instrument, frame.night, frame.store_path),
+                                functools.partial(write_hdul, hdul))
+    ages = {kind: (frame.night - c.night).days for kind, c in choice.calibrations.items()}
+    ids = {kind: c.id for kind, c in choice.calibrations.items()}
     try:
-        # The row and the file change together: the file is published inside the transaction
-        # that records its checksum (a crash in between leaves a mismatch the next run redoes).
-        with catalog.session() as session:
-            _upsert(session, frame, status="reduced", reason=None, path=key, checksum=staged.checksum,
-                    fingerprint=fingerprint, bias_id=chosen["bias"].id if "bias" in chosen else None,
-                    dark_id=chosen["dark"].id, flat_id=chosen["flat"].id, calibration_age=ages,
-                    fallback=fallback, statistics=statistics)
-            session.flush()
+        # The row and the file change together: the file is published inside the transaction that
+        # records its checksum (a crash in between leaves a mismatch the next run redoes).
+        with run.catalog.session() as session:
+            record_product(session, frame, _version(), status=REDUCED, reason=None, path=staged.key,
+                           checksum=staged.checksum, fingerprint=digest, bias_id=ids.get("bias"),
+                           dark_id=ids["dark"], flat_id=ids["flat"], calibration_age=ages,
+                           fallback=any(age > 0 for age in ages.values()), statistics=statistics)
             staged.publish()
     finally:
         staged.discard()
-    return {"path": key, "sources": int(source_stats["n_sources"]), "fallback": fallback, "ages": ages}
+    return FrameOutcome(frame.original_name, REDUCED, path=staged.key,
+                        sources=int(source_stats["n_sources"]), ages=ages)
 
 
 def _checks(rows: list[Product]) -> list[AssetCheckResult]:
-    reduced = [r for r in rows if r.status == "reduced"]
+    reduced = [r for r in rows if r.status == REDUCED]
     nan = [r.path for r in reduced if r.statistics.get("nan_in_clean_sci", 0) > 0]
     err = [r.path for r in reduced if r.statistics.get("nonpositive_err", 0) > 0]
     implausible = []
@@ -261,7 +210,7 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
     partitions_def=night_instrument_partitions,
     deps=[AssetKey("raw_frames"),
           *[AssetDep(f"master_{kind}", partition_mapping=calibration_window_mapping())
-            for kind in CALIBRATION_TYPES]],
+            for kind in ("bias", "dark", "flat")]],
     group_name="science",
     kinds={"fits"},
     tags={"reduction_assets/family": "science"},
@@ -277,21 +226,24 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
 def reduced_frames(context: AssetExecutionContext, config: ReducedConfig,
                    home: ReductionHomeResource) -> MaterializeResult:
     """Reduced science frames of one night and instrument (SCI e-, ERR, DQ, CAT), with provenance."""
-    summaries = reduce_partition(context, config, home)
     instrument, night = split_key(context.partition_key)
-    with home.catalog().session() as session:
-        rows = list(session.scalars(select(Product).where(
-            Product.kind == "reduced", Product.instrument == instrument, Product.night == night)))
-        session.expunge_all()
-    counts = {status: sum(1 for s in summaries if s["status"] == status)
-              for status in ("reduced", "up to date", "not reducible")}
+    catalog, products = home.catalog(), home.product_store()
+    run = _Run(home.registry()[instrument], config, catalog, home.raw_store(), products,
+               VerifiedMasters(catalog, products))
+    with catalog.session() as session:
+        frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
+    outcomes = [_reduce_frame(run, frame, context.log) for frame in frames]
+    with catalog.session() as session:
+        rows = products_of(session, instrument, night)
+    counts = {status: sum(1 for o in outcomes if o.status == status)
+              for status in (REDUCED, UP_TO_DATE, NOT_REDUCIBLE)}
     return MaterializeResult(
         metadata={
-            "reduced": MetadataValue.int(counts["reduced"]),
-            "up_to_date": MetadataValue.int(counts["up to date"]),
-            "not_reducible": MetadataValue.int(counts["not reducible"]),
+            "reduced": MetadataValue.int(counts[REDUCED]),
+            "up_to_date": MetadataValue.int(counts[UP_TO_DATE]),
+            "not_reducible": MetadataValue.int(counts[NOT_REDUCIBLE]),
             "fallback_calibrations": MetadataValue.int(sum(1 for r in rows if r.fallback)),
-            "frames": MetadataValue.json(summaries),
+            "frames": MetadataValue.json([o.summary() for o in outcomes]),
         },
         check_results=_checks(rows),
     )

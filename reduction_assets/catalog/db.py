@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from reduction_assets.catalog.models import Base, InstrumentRow, utcnow
 from reduction_assets.instruments import Registry
@@ -17,6 +18,18 @@ from reduction_assets.instruments import Registry
 
 def default_catalog_url(home: Path) -> str:
     return f"sqlite:///{home / 'catalog.sqlite'}"
+
+
+# Callers catch these by the catalog's names: nothing outside catalog/ imports SQLAlchemy.
+DuplicateRow = IntegrityError  # a unique constraint refused an insert: someone else recorded it first
+
+# Transient database errors (a locked SQLite file, a dropped PostgreSQL connection) are retried.
+retry_transient = retry(
+    retry=retry_if_exception_type(OperationalError),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    reraise=True,
+)
 
 
 class CatalogUnavailable(RuntimeError):

@@ -1,30 +1,45 @@
-"""Writing and reading the project's FITS products (multi-extension: SCI, ERR, DQ, tables)."""
+"""Writing the project's FITS products (multi-extension: SCI, ERR, DQ, tables), with one family of
+provenance keywords for masters and reduced frames alike."""
 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
 from reduction_assets.fits.headers import ascii_text, card_text
+from reduction_assets.provenance import UsedCalibration
+from reduction_assets.reduction.dq import describe_bits
 from reduction_assets.reduction.masters import MasterProduct
 
 
-def master_hdul(
-    product: MasterProduct,
-    *,
-    instrument: str,
-    night: dt.date,
-    binning: str,
-    filter: str,
-    fingerprint: str,
-    software_version: str,
-    calibrations_used: dict[str, str],
-) -> fits.HDUList:
+def provenance_cards(*, software_version: str, step_version: str, fingerprint: str,
+                     night: dt.date, used: Mapping[str, UsedCalibration]) -> dict[str, object]:
+    """The provenance keywords of every product: versions, fingerprint, and per master used
+    ``{TAG}ID`` (catalog id), ``{TAG}FILE`` (its file name) and ``{TAG}AGE`` (nights older than the
+    product's night), TAG being BIAS, DARK, FLAT or ZERO (the pedestal of bias-less flats)."""
+    cards: dict[str, object] = {
+        "SOFTVER": (software_version, "reduction_assets version"),
+        "STEPVER": (step_version, "version of the step that made this product"),
+        "FINGERPR": fingerprint,  # sha256 of inputs, masters, settings and step: no room for a comment
+    }
+    for kind, calibration in used.items():
+        cards[f"{calibration.tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
+        cards[f"{calibration.tag}FILE"] = card_text(PurePosixPath(calibration.key).name)
+        cards[f"{calibration.tag}AGE"] = ((night - calibration.night).days,
+                                         f"nights between product and master {kind}")
+    return cards
+
+
+def master_hdul(product: MasterProduct, *, instrument: str, night: dt.date, binning: str, filter: str,
+                provenance: Mapping[str, object]) -> fits.HDUList:
     """A master as FITS: primary header with provenance, SCI, ERR, DQ and an INPUTS table."""
+    master = product.master
     primary = fits.PrimaryHDU()
     h = primary.header
     h["CALTYPE"] = (product.kind.upper(), "master calibration type")
@@ -33,14 +48,12 @@ def master_hdul(
     h["BINNING"] = binning
     if filter:
         h["FILTER"] = filter
-    if product.exptime is not None:
-        h["EXPTIME"] = (product.exptime, "[s] applies at this time only")
-    h["BUNIT"] = {"bias": "electron", "dark": "electron" if product.exptime else "electron/s",
+    if master.exptime:
+        h["EXPTIME"] = (master.exptime, "[s] applies at this time only")
+    h["BUNIT"] = {"bias": "electron", "dark": "electron" if master.exptime else "electron/s",
                   "flat": ""}[product.kind]
     h["NCOMBINE"] = (len(product.inputs), "frames combined")
-    h["SOFTVER"] = (software_version, "reduction_assets version")
-    h["FINGERPR"] = fingerprint  # sha256 of inputs, calibrations, settings, version
-    for key, value in calibrations_used.items():
+    for key, value in provenance.items():
         h[key] = value
     for i, frame in enumerate(product.inputs, start=1):
         h[f"IMCMB{i:03d}"] = card_text(frame.name)
@@ -54,22 +67,11 @@ def master_hdul(
          "exptime": np.array([f.exptime for f in product.inputs], dtype=np.float64)})
     return fits.HDUList([
         primary,
-        fits.ImageHDU(product.data.astype(np.float32), name="SCI"),
-        fits.ImageHDU(product.error.astype(np.float32), name="ERR"),
-        fits.ImageHDU(product.dq.astype(np.uint16), name="DQ"),
+        fits.ImageHDU(master.data.astype(np.float32), name="SCI"),
+        fits.ImageHDU(master.error.astype(np.float32), name="ERR"),
+        _dq_hdu(master.dq),
         fits.BinTableHDU(inputs, name="INPUTS"),
     ])
-
-
-def read_master(path: Path):
-    """A master's SCI, ERR, DQ and exposure time as a :class:`reduction_assets.reduction.science.Master`."""
-    from reduction_assets.reduction.science import Master
-
-    with fits.open(path, memmap=False) as hdul:
-        return Master(data=np.asarray(hdul["SCI"].data, dtype=np.float32),
-                      error=np.asarray(hdul["ERR"].data, dtype=np.float32),
-                      dq=np.asarray(hdul["DQ"].data, dtype=np.uint16),
-                      exptime=float(hdul[0].header.get("EXPTIME", 0.0)))
 
 
 # Keywords of the raw primary header that describe its data, not the observation.
@@ -84,7 +86,7 @@ def reduced_hdul(
     dq: np.ndarray,
     sources: np.ndarray,
     wcs_header: fits.Header | None,
-    provenance: dict[str, object],
+    provenance: Mapping[str, object],
 ) -> fits.HDUList:
     """A reduced frame: the raw observation header plus provenance, SCI (e-), ERR, DQ and CAT."""
     primary = fits.PrimaryHDU()
@@ -102,10 +104,18 @@ def reduced_hdul(
     sci_hdu.header["BUNIT"] = "electron"
     err_hdu = fits.ImageHDU(err.astype(np.float32), name="ERR")
     err_hdu.header["BUNIT"] = "electron"
-    dq_hdu = fits.ImageHDU(dq.astype(np.uint16), name="DQ")
-    dq_hdu.header["COMMENT"] = ("DQ bits: 1 no data, 2 low count, 4 hot, 8 low response, "
-                                "16 high response, 32 saturated, 64 bad pixel, 128 cosmic ray")
     cat_hdu = fits.BinTableHDU(Table(sources), name="CAT")
     cat_hdu.header["COMMENT"] = ("x, y: 0-based pixels of SCI; flux, flux_err: e- in a circular "
                                  "aperture; fwhm: pixels; flag: sep flags, 256 = saturated")
-    return fits.HDUList([primary, sci_hdu, err_hdu, dq_hdu, cat_hdu])
+    return fits.HDUList([primary, sci_hdu, err_hdu, _dq_hdu(dq), cat_hdu])
+
+
+def _dq_hdu(dq: np.ndarray) -> fits.ImageHDU:
+    hdu = fits.ImageHDU(dq.astype(np.uint16), name="DQ")
+    hdu.header["COMMENT"] = "DQ bits: " + describe_bits()
+    return hdu
+
+
+def write_hdul(hdul: fits.HDUList, stream: BinaryIO) -> None:
+    """Write a product to a binary stream, with FITS CHECKSUM/DATASUM cards."""
+    hdul.writeto(stream, checksum=True)

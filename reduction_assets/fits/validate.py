@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -14,6 +13,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
+from reduction_assets.checksums import sha256_of
 from reduction_assets.fits.headers import (
     BAD_HEADER,
     COMPRESSED,
@@ -31,15 +31,6 @@ from reduction_assets.fits.headers import (
 from reduction_assets.instruments import Registry
 
 BLOCK = 2880
-_CHUNK = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from reduction_assets.kernels.combine import (
     CombineResult,
     combine,
 )
-from reduction_assets.kernels.streaming import combine_blocks, combine_files
+from reduction_assets.kernels.streaming import combine_blocks
 
 __all__ = [
     "BANZAI_MAD_TO_SIGMA",
@@ -14,5 +14,4 @@ __all__ = [
     "CombineResult",
     "combine",
     "combine_blocks",
-    "combine_files",
 ]

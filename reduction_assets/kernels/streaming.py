@@ -1,17 +1,15 @@
-"""Memory-bounded combining: frames are read in blocks of rows, so peak memory stays within a budget.
+"""Memory-bounded combining: frames are supplied in blocks of rows, so peak memory stays within a
+budget whatever the number of frames (one block of rows of every frame plus the full-size outputs).
 
-Only one block of rows of every frame is in memory at a time (plus the full-size outputs), whatever
-the number of frames. Files are memory-mapped and unmapped block by block, so the pages of the
-frames do not accumulate either.
+Where the rows come from is the caller's business (``reduction_assets.fits.reading`` reads them
+from FITS files, memory-mapped and unmapped block by block).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
-from astropy.io import fits
 
 from reduction_assets.kernels.combine import CombineResult, combine
 
@@ -77,54 +75,3 @@ def combine_blocks(
         error[r0:r1] = result.error
         n_used[r0:r1] = result.n_used
     return CombineResult(data=data, n_used=n_used, error=error)
-
-
-def read_fits_rows(path: Path, r0: int, r1: int, hdu: int | str = 0) -> np.ndarray:
-    """Rows r0:r1 of an image HDU as float32 (BSCALE/BZERO applied, BLANK as NaN).
-
-    The file is memory-mapped and unmapped again on return. astropy refuses to memory-map scaled
-    integer images, so the scaling (which is exact in float32 for 16-bit data) is applied here.
-    """
-    with fits.open(path, memmap=True, do_not_scale_image_data=True) as hdul:
-        image = hdul[hdu]
-        header = image.header
-        rows = np.array(image.section[r0:r1])
-    values = rows.astype(np.float32)
-    if rows.dtype.kind in "iu" and "BLANK" in header:
-        values[rows == header["BLANK"]] = np.nan
-    bscale = header.get("BSCALE", 1.0)
-    bzero = header.get("BZERO", 0.0)
-    if bscale != 1.0:
-        values *= np.float32(bscale)
-    if bzero != 0.0:
-        values += np.float32(bzero)
-    return values
-
-
-def fits_image_shape(path: Path, hdu: int | str = 0) -> tuple[int, int]:
-    header = fits.getheader(path, hdu)
-    return int(header["NAXIS2"]), int(header["NAXIS1"])
-
-
-def combine_files(
-    paths: Sequence[Path],
-    method: str,
-    *,
-    hdu: int | str = 0,
-    memory_budget: int = 1 << 30,
-    **combine_options,
-) -> CombineResult:
-    """Combine FITS images from files in row blocks within ``memory_budget`` bytes.
-
-    All images must have the same shape; raises ValueError naming the first that does not.
-    """
-    if not paths:
-        raise ValueError("no files to combine")
-    shape = fits_image_shape(paths[0], hdu)
-    for path in paths[1:]:
-        other = fits_image_shape(path, hdu)
-        if other != shape:
-            raise ValueError(f"{Path(path).name} has shape {other}, {Path(paths[0]).name} has {shape}")
-    return combine_blocks(
-        lambda k, r0, r1: read_fits_rows(paths[k], r0, r1, hdu), len(paths), shape, method,
-        memory_budget=memory_budget, **combine_options)

@@ -1,10 +1,14 @@
-"""Master bias, dark and flat from raw calibration frames (pure: files in, arrays out).
+"""Master bias, dark and flat from raw calibration frames (pure: frames in through a reader, arrays out).
 
-Each candidate frame is first inspected on its own (one frame in memory): overscan levels, a robust
-level of the calibrated image, its saturated fraction and a hash of its pixels. Frames that would
-poison the master are rejected with a reason (marked bad, wrong shape, duplicate pixels, a level far
-from the others, saturated or too faint flats, darks without exposure time). The survivors are then
-combined in row blocks within a memory budget.
+The work is in three parts:
+
+1. **inspection**: each candidate frame on its own (one frame in memory): overscan levels, a robust
+   level of the calibrated image, its saturated fraction and a hash of its pixels;
+2. **rejection rules**, kept as data per master type (as BANZAI keeps its calibration rules): frames
+   marked bad, darks without exposure time, frames of another shape, duplicate pixels, flats that are
+   unlit, saturated or too faint, and frames whose level is far from the others';
+3. **combination and post-processing**: the survivors are combined in row blocks within a memory
+   budget, then flagged and described per type.
 
 Units: masters of bias are in electrons (e-), of dark in e-/s (or e- at their own exposure time for
 cameras whose darks include the bias), of flat dimensionless (illuminated level 1).
@@ -13,18 +17,15 @@ cameras whose darks include the bias), of flat dimensionless (illuminated level 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
-from astropy.io import fits
 from astropy.stats import mad_std
 
-from reduction_assets.fits.headers import binning_from_header
 from reduction_assets.instruments import Geometry, Instrument
-from reduction_assets.kernels import combine_blocks
-from reduction_assets.kernels.streaming import read_fits_rows
+from reduction_assets.kernels import CombineResult, combine_blocks
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.dq import DQ
 
@@ -33,15 +34,37 @@ Kind = Literal["bias", "dark", "flat"]
 
 @dataclass(frozen=True)
 class InputFrame:
-    """One raw calibration frame offered to a master."""
+    """One raw calibration frame offered to a master, as the catalog describes it."""
 
     name: str
-    path: Path
+    key: str  # where the reader finds it
     checksum: str
     exptime: float  # s
     date_obs: str
+    shape: tuple[int, int]  # (ny, nx) of the raw data
+    binning: tuple[int, int]  # (x, y)
     bad: bool = False
     bad_reason: str | None = None
+
+
+class FrameReader(Protocol):
+    """Gives the raw pixel values (ADU, float32) of input frames."""
+
+    def read(self, frame: InputFrame) -> np.ndarray:
+        """The whole raw frame."""
+
+    def read_rows(self, frame: InputFrame, first: int, stop: int) -> np.ndarray:
+        """Rows ``first:stop`` of the raw frame."""
+
+
+@dataclass(frozen=True)
+class Master:
+    """A master calibration as arrays on the trimmed imaging area."""
+
+    data: np.ndarray  # float32: e- (bias), e-/s or e- (dark), 1 (flat)
+    error: np.ndarray  # float32, standard error of data
+    dq: np.ndarray  # uint16, DQ bits
+    exptime: float = 0.0  # s; for darks that include the bias: the exposure time they apply to
 
 
 @dataclass(frozen=True)
@@ -67,14 +90,11 @@ class MasterSettings:
 @dataclass
 class MasterProduct:
     kind: Kind
-    data: np.ndarray  # float32
-    error: np.ndarray  # float32, standard error of data
-    dq: np.ndarray  # uint16, DQ bits
-    n_used: np.ndarray  # int32
+    master: Master
+    n_used: np.ndarray  # int32, frames that entered each pixel
     inputs: list[InputFrame]
-    rejected: list[tuple[str, str]]
+    rejected: list[tuple[str, str]]  # (frame name, reason)
     statistics: dict[str, float]
-    exptime: float | None = None  # for masters applying at one exposure time only
 
 
 @dataclass
@@ -86,17 +106,14 @@ class NoMaster:
 
 
 @dataclass
-class _Inspected:
+class Inspected:
+    """What inspection learnt of one frame."""
+
     frame: InputFrame
     overscan: np.ndarray | None  # ADU per row
-    level: float  # robust level of the calibrated image (unit of the combined stack before scaling)
+    level: float  # robust level of the calibrated image (illuminated level for flats)
     saturated_fraction: float
     pixel_hash: str
-
-
-def _read_full(path: Path) -> np.ndarray:
-    with fits.open(path, memmap=False) as hdul:
-        return np.asarray(hdul[0].data, dtype=np.float32)
 
 
 class _Calibrator:
@@ -131,6 +148,61 @@ class _Calibrator:
         return image.astype(np.float32, copy=False)
 
 
+# --- rejection rules: each returns the reason to reject, or None ---------------------------------
+
+MetadataRule = Callable[[InputFrame], str | None]
+FrameRule = Callable[[Inspected, Instrument, MasterSettings], str | None]
+
+
+def _marked_bad(frame: InputFrame) -> str | None:
+    return f"marked bad: {frame.bad_reason or 'no reason given'}" if frame.bad else None
+
+
+def _no_exposure_time(frame: InputFrame) -> str | None:
+    return f"dark with EXPTIME {frame.exptime:g} s gives no dark current" if frame.exptime <= 0 else None
+
+
+def _unlit(item: Inspected, instrument: Instrument, settings: MasterSettings) -> str | None:
+    if np.isfinite(item.level) and item.level > 0:
+        return None
+    return f"zero or negative illumination ({item.level:.1f} e-)"
+
+
+def _saturated(item: Inspected, instrument: Instrument, settings: MasterSettings) -> str | None:
+    if item.saturated_fraction <= settings.max_saturated_fraction:
+        return None
+    return (f"saturated: {100 * item.saturated_fraction:.2f}% of pixels at {instrument.saturation:g} "
+            "ADU")
+
+
+def _too_faint(item: Inspected, instrument: Instrument, settings: MasterSettings) -> str | None:
+    if item.level >= settings.min_flat_level:
+        return None
+    return f"too faint: level {item.level:.0f} e- < {settings.min_flat_level:g} e-"
+
+
+def _bias_level_floor(instrument: Instrument, items: list[Inspected]) -> float:
+    return instrument.read_noise
+
+
+def _dark_level_floor(instrument: Instrument, items: list[Inspected]) -> float:
+    if instrument.darks_include_bias:
+        return instrument.read_noise + 0.05 * abs(float(np.median([item.level for item in items])))
+    return instrument.read_noise / max(min(item.frame.exptime for item in items), 1.0)
+
+
+# Rules on what the catalog knows, before any pixel is read.
+METADATA_RULES: dict[Kind, tuple[MetadataRule, ...]] = {
+    "bias": (_marked_bad,), "dark": (_marked_bad, _no_exposure_time), "flat": (_marked_bad,)}
+# Rules on one inspected frame.
+FRAME_RULES: dict[Kind, tuple[FrameRule, ...]] = {
+    "bias": (), "dark": (), "flat": (_unlit, _saturated, _too_faint)}
+# Frames whose level is far from the others' (with at least three frames to tell): the floor keeps
+# frames in when all levels agree better than the noise can tell apart. Flats are scaled instead.
+LEVEL_OUTLIER_FLOOR: dict[Kind, Callable[[Instrument, list[Inspected]], float] | None] = {
+    "bias": _bias_level_floor, "dark": _dark_level_floor, "flat": None}
+
+
 def _robust_outliers(levels: np.ndarray, nsigma: float, floor: float) -> np.ndarray:
     """Indices whose level is further than max(nsigma x robust scatter, floor) from the median."""
     centre = np.median(levels)
@@ -139,42 +211,136 @@ def _robust_outliers(levels: np.ndarray, nsigma: float, floor: float) -> np.ndar
     return np.flatnonzero(np.abs(levels - centre) > limit)
 
 
+def _majority_shape(frames: list[InputFrame], rejected: list[tuple[str, str]]) -> list[InputFrame]:
+    if not frames:
+        return frames
+    labels, counts = np.unique([f"{f.shape[0]}x{f.shape[1]}" for f in frames], return_counts=True)
+    majority = tuple(int(v) for v in labels[np.argmax(counts)].split("x"))
+    for frame in frames:
+        if frame.shape != majority:
+            rejected.append((frame.name, f"shape {frame.shape} differs from the group's {majority}"))
+    return [frame for frame in frames if frame.shape == majority]
+
+
+def _inspect(frames: list[InputFrame], reader: FrameReader, calibrator: _Calibrator, kind: Kind,
+             instrument: Instrument, settings: MasterSettings,
+             rejected: list[tuple[str, str]]) -> tuple[list[Inspected], float]:
+    """Inspect each frame (one in memory at a time); returns the survivors and, for biases, the read
+    noise measured from the first pair (e-)."""
+    inspected: list[Inspected] = []
+    seen_pixels: dict[str, str] = {}
+    first_bias: np.ndarray | None = None
+    read_noise_e = float("nan")
+    for frame in frames:
+        raw = reader.read(frame)
+        pixel_hash = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+        if pixel_hash in seen_pixels:
+            rejected.append((frame.name, f"duplicate pixel data of {seen_pixels[pixel_hash]}"))
+            continue
+        seen_pixels[pixel_hash] = frame.name
+        levels = calibrator.overscan(raw)
+        image = calibrator.rows_in_electrons(raw, levels, 0, raw.shape[0], frame.exptime)
+        if kind == "bias" and np.isnan(read_noise_e):
+            # The classic estimate: the scatter of the difference of two bias frames, over sqrt(2).
+            if first_bias is None:
+                first_bias = image
+            else:
+                read_noise_e = float(mad_std(image - first_bias, ignore_nan=True) / np.sqrt(2.0))
+                first_bias = None
+        item = Inspected(
+            frame=frame, overscan=levels,
+            level=calibrate.illuminated_level(image, threshold=settings.flat_threshold)
+            if kind == "flat" else float(np.nanmedian(image)),
+            saturated_fraction=float(np.mean(raw[calibrator.geometry.imaging] >= instrument.saturation)),
+            pixel_hash=pixel_hash)
+        reason = next((r for r in (rule(item, instrument, settings) for rule in FRAME_RULES[kind]) if r),
+                      None)
+        if reason:
+            rejected.append((frame.name, reason))
+        else:
+            inspected.append(item)
+    floor_of = LEVEL_OUTLIER_FLOOR[kind]
+    if floor_of is not None and len(inspected) >= 3:
+        levels = np.array([item.level for item in inspected])
+        floor = floor_of(instrument, inspected)
+        for index in sorted(_robust_outliers(levels, settings.outlier_sigma, floor), reverse=True):
+            item = inspected.pop(index)
+            rejected.append((item.frame.name, f"level {item.level:.3g} far from the others' median "
+                             f"{np.median(levels):.3g}"))
+    return inspected, read_noise_e
+
+
+# --- post-processing per type ---------------------------------------------------------------------
+
+def _finish_bias(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
+                 settings: MasterSettings, read_noise_e: float):
+    values = result.data[dq == 0]
+    statistics = {"median": float(np.median(values)), "robust_std": float(mad_std(values)),
+                  "read_noise_e": read_noise_e}
+    return result.data, result.error, statistics
+
+
+def _finish_dark(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
+                 settings: MasterSettings, read_noise_e: float):
+    good = dq == 0
+    values = result.data[good]
+    centre = float(np.median(values))
+    spread = float(mad_std(values))
+    hot = (result.data > centre + settings.hot_sigma * max(spread, 1e-6)) & good
+    dq[hot] |= np.uint16(DQ.HOT)
+    statistics = {"median": centre, "robust_std": spread, "hot_pixels": float(hot.sum()),
+                  "median_error": float(np.median(result.error[good])) if good.any() else float("nan")}
+    return result.data, result.error, statistics
+
+
+def _finish_flat(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
+                 settings: MasterSettings, read_noise_e: float):
+    good = dq == 0
+    level = calibrate.illuminated_level(result.data, threshold=settings.flat_threshold)
+    data = calibrate.normalise_flat(result.data, level)
+    error = (result.error / np.float32(level)).astype(np.float32)
+    dq[(data < 0.5) & good] |= np.uint16(DQ.LOW_RESPONSE)
+    dq[(data > 1.5) & good] |= np.uint16(DQ.HIGH_RESPONSE)
+    finite = data[np.isfinite(data)]
+    statistics = {
+        "median": float(np.median(finite)),
+        "illuminated_level": float(calibrate.illuminated_level(data, threshold=settings.flat_threshold)),
+        "bad_fraction": float(np.mean(dq != 0)),
+        "mean_input_level_e": float(np.mean([item.level for item in inspected]))}
+    return data, error, statistics
+
+
+FINISH = {"bias": _finish_bias, "dark": _finish_dark, "flat": _finish_flat}
+
+
 def build_master(
     kind: Kind,
     frames: list[InputFrame],
+    reader: FrameReader,
     instrument: Instrument,
     settings: MasterSettings = MasterSettings(),
     *,
     bias: np.ndarray | None = None,
     dark: np.ndarray | None = None,
 ) -> MasterProduct | NoMaster:
-    """Build one master from raw frames of one instrument, binning (and filter or exposure time).
+    """Build one master from raw frames of one instrument and calibration key.
 
     ``bias`` (e-) is subtracted from darks and flats, ``dark`` (e-/s) scaled and subtracted from
     flats; both on the trimmed imaging area. Returns :class:`NoMaster` with the reason when fewer
     than ``settings.min_frames`` frames survive the rejections.
     """
     rejected: list[tuple[str, str]] = []
-    candidates = [f for f in frames if not f.bad]
-    rejected += [(f.name, f"marked bad: {f.bad_reason or 'no reason given'}") for f in frames if f.bad]
-    if kind == "dark":
-        for f in [f for f in candidates if f.exptime <= 0]:
-            rejected.append((f.name, f"dark with EXPTIME {f.exptime:g} s gives no dark current"))
-        candidates = [f for f in candidates if f.exptime > 0]
-    shapes = {}
-    for f in candidates:
-        header = fits.getheader(f.path)
-        shapes[f.name] = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-    if candidates:
-        values, counts = np.unique([f"{s[0]}x{s[1]}" for s in shapes.values()], return_counts=True)
-        majority = tuple(int(v) for v in values[np.argmax(counts)].split("x"))
-        for f in [f for f in candidates if shapes[f.name] != majority]:
-            rejected.append((f.name, f"shape {shapes[f.name]} differs from the group's {majority}"))
-        candidates = [f for f in candidates if shapes[f.name] == majority]
+    candidates = []
+    for frame in frames:
+        reason = next((r for r in (rule(frame) for rule in METADATA_RULES[kind]) if r), None)
+        if reason:
+            rejected.append((frame.name, reason))
+        else:
+            candidates.append(frame)
+    candidates = _majority_shape(candidates, rejected)
     if not candidates:
         return NoMaster(kind, "no usable frames", rejected, len(frames))
-    raw_shape = shapes[candidates[0].name]
-    binning = _binning_of(instrument, candidates[0].path)
+    raw_shape, binning = candidates[0].shape, candidates[0].binning
     geometry = instrument.geometry(raw_shape, binning)
     if geometry is None:
         return NoMaster(kind, f"shape {raw_shape} is not a readout of {instrument.name}", rejected,
@@ -186,117 +352,28 @@ def build_master(
             return NoMaster(kind, f"the master {name} has shape {calibration.shape}, the frames "
                             f"{image_shape}", rejected, len(frames))
     calibrator = _Calibrator(kind, instrument, geometry, settings, bias, dark)
-
-    inspected: list[_Inspected] = []
-    seen_pixels: dict[str, str] = {}
-    first_bias: np.ndarray | None = None
-    read_noise_e = float("nan")
-    for f in candidates:
-        raw = _read_full(f.path)
-        pixel_hash = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
-        if pixel_hash in seen_pixels:
-            rejected.append((f.name, f"duplicate pixel data of {seen_pixels[pixel_hash]}"))
-            continue
-        seen_pixels[pixel_hash] = f.name
-        levels = calibrator.overscan(raw)
-        image = calibrator.rows_in_electrons(raw, levels, 0, raw.shape[0], f.exptime)
-        if kind == "bias" and np.isnan(read_noise_e):
-            # The classic estimate: the scatter of the difference of two bias frames, over sqrt(2).
-            if first_bias is None:
-                first_bias = image
-            else:
-                read_noise_e = float(mad_std(image - first_bias, ignore_nan=True) / np.sqrt(2.0))
-                first_bias = None
-        imaging_raw = raw[geometry.imaging]
-        inspected.append(_Inspected(
-            frame=f, overscan=levels,
-            level=calibrate.illuminated_level(image, threshold=settings.flat_threshold)
-            if kind == "flat" else float(np.nanmedian(image)),
-            saturated_fraction=float(np.mean(imaging_raw >= instrument.saturation)),
-            pixel_hash=pixel_hash))
-
-    if kind == "flat":
-        keep = []
-        for item in inspected:
-            if not (np.isfinite(item.level) and item.level > 0):
-                rejected.append((item.frame.name, f"zero or negative illumination ({item.level:.1f} e-)"))
-            elif item.saturated_fraction > settings.max_saturated_fraction:
-                rejected.append((item.frame.name, f"saturated: {100 * item.saturated_fraction:.2f}% of "
-                                 f"pixels at {instrument.saturation:g} ADU"))
-            elif item.level < settings.min_flat_level:
-                rejected.append((item.frame.name, f"too faint: level {item.level:.0f} e- < "
-                                 f"{settings.min_flat_level:g} e-"))
-            else:
-                keep.append(item)
-        inspected = keep
-    elif len(inspected) >= 3:
-        levels = np.array([item.level for item in inspected])
-        # A floor keeps frames in when all levels agree better than the noise can tell apart.
-        if kind == "bias":
-            floor = instrument.read_noise
-        elif instrument.darks_include_bias:
-            floor = instrument.read_noise + 0.05 * abs(float(np.median(levels)))
-        else:
-            floor = instrument.read_noise / max(min(item.frame.exptime for item in inspected), 1.0)
-        for index in sorted(_robust_outliers(levels, settings.outlier_sigma, floor), reverse=True):
-            item = inspected.pop(index)
-            rejected.append((item.frame.name, f"level {item.level:.3g} far from the others' median "
-                             f"{np.median(levels):.3g}"))
-
+    inspected, read_noise_e = _inspect(candidates, reader, calibrator, kind, instrument, settings,
+                                       rejected)
     if len(inspected) < settings.min_frames:
         return NoMaster(kind, f"not enough frames: {len(inspected)} usable of {len(frames)}, need "
                         f"{settings.min_frames}", rejected, len(frames))
 
-    scales = None
-    if kind == "flat":
-        scales = 1.0 / np.array([item.level for item in inspected])
-
     def read_block(k: int, r0: int, r1: int) -> np.ndarray:
         item = inspected[k]
-        raw_rows = read_fits_rows(item.frame.path, r0, r1)
+        raw_rows = reader.read_rows(item.frame, r0, r1)
         return calibrator.rows_in_electrons(raw_rows, item.overscan, r0, r1, item.frame.exptime)
 
+    scales = 1.0 / np.array([item.level for item in inspected]) if kind == "flat" else None
     result = combine_blocks(
         read_block, len(inspected), image_shape, settings.method, memory_budget=settings.memory_budget,
         sigma_low=settings.sigma, sigma_high=settings.sigma, max_iters=settings.max_iters,
         scale=settings.scale, scales=scales)
-    data, error = result.data, result.error
     dq = np.zeros(image_shape, dtype=np.uint16)
     dq[result.n_used == 0] |= np.uint16(DQ.NO_DATA)
     dq[result.n_used < 2] |= np.uint16(DQ.LOW_COUNT)
-    statistics: dict[str, float] = {"n_frames": float(len(inspected))}
-    good = dq == 0
-    if kind == "flat":
-        level = calibrate.illuminated_level(data, threshold=settings.flat_threshold)
-        data = calibrate.normalise_flat(data, level)
-        error = (error / np.float32(level)).astype(np.float32)
-        dq[(data < 0.5) & good] |= np.uint16(DQ.LOW_RESPONSE)
-        dq[(data > 1.5) & good] |= np.uint16(DQ.HIGH_RESPONSE)
-        finite = data[np.isfinite(data)]
-        statistics.update(
-            median=float(np.median(finite)),
-            illuminated_level=float(calibrate.illuminated_level(data, threshold=settings.flat_threshold)),
-            bad_fraction=float(np.mean(dq != 0)),
-            mean_input_level_e=float(np.mean([item.level for item in inspected])))
-    elif kind == "dark":
-        values = data[good]
-        centre = float(np.median(values))
-        spread = float(mad_std(values))
-        hot = (data > centre + settings.hot_sigma * max(spread, 1e-6)) & good
-        dq[hot] |= np.uint16(DQ.HOT)
-        statistics.update(median=centre, robust_std=spread, hot_pixels=float(hot.sum()),
-                          median_error=float(np.median(error[good])) if good.any() else float("nan"))
-    else:
-        values = data[good]
-        statistics.update(median=float(np.median(values)), robust_std=float(mad_std(values)),
-                          read_noise_e=read_noise_e)
-    exptime = None
-    if kind == "dark" and instrument.darks_include_bias:
-        exptime = float(inspected[0].frame.exptime)
-    return MasterProduct(kind=kind, data=data, error=error, dq=dq, n_used=result.n_used,
+    data, error, statistics = FINISH[kind](result, dq, inspected, settings, read_noise_e)
+    exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias \
+        else 0.0
+    return MasterProduct(kind=kind, master=Master(data, error, dq, exptime), n_used=result.n_used,
                          inputs=[item.frame for item in inspected], rejected=rejected,
-                         statistics=statistics, exptime=exptime)
-
-
-def _binning_of(instrument: Instrument, path: Path) -> tuple[int, int]:
-    return binning_from_header(instrument, fits.getheader(path))
+                         statistics={"n_frames": float(len(inspected)), **statistics})

@@ -23,16 +23,7 @@ import numpy as np
 from reduction_assets.instruments import Geometry, Instrument
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.dq import DQ
-
-
-@dataclass(frozen=True)
-class Master:
-    """A master calibration as arrays on the trimmed imaging area."""
-
-    data: np.ndarray
-    error: np.ndarray
-    dq: np.ndarray
-    exptime: float = 0.0  # for darks that include the bias: the exposure time they apply to
+from reduction_assets.reduction.masters import Master
 
 
 @dataclass(frozen=True)

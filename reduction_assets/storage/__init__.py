@@ -1,5 +1,14 @@
-"""Product, raw and archive stores behind one small interface (local directories now, S3 later)."""
+"""Raw, quarantine and product stores behind one small interface (local directories; S3 next)."""
 
-from reduction_assets.storage.local import Integrity, LocalStore, StagedObject, StoreError
+from reduction_assets.storage.base import (
+    Integrity,
+    MissingObject,
+    ObjectStore,
+    StagedObject,
+    StoreError,
+    write_object,
+)
+from reduction_assets.storage.local import LocalStore
 
-__all__ = ["Integrity", "LocalStore", "StagedObject", "StoreError"]
+__all__ = ["Integrity", "LocalStore", "MissingObject", "ObjectStore", "StagedObject", "StoreError",
+           "write_object"]

@@ -1,9 +1,8 @@
-"""A content-verified store in a local directory."""
+"""A content-verified store in a local directory (the embedded default)."""
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import os
 import shutil
 import stat
@@ -11,69 +10,67 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
-from reduction_assets.fits.validate import sha256_of
+from reduction_assets.checksums import sha256_of, sha256_of_stream
 from reduction_assets.home import make_dirs
+from reduction_assets.storage.base import Integrity, MissingObject, StoreError
 
 # Stored objects are immutable: read-only for everyone who may read them.
 OBJECT_MODE = 0o444
 TEMPORARY_PREFIX = ".incoming-"
-
-
-class StoreError(RuntimeError):
-    """A store operation could not be completed without losing or corrupting data."""
-
-
-class Integrity(enum.Enum):
-    """What a stored object is, compared with the checksum the catalog holds for it."""
-
-    OK = "ok"
-    MISSING = "missing"
-    MISMATCH = "checksum_mismatch"
+_CHUNK = 1 << 20
 
 
 class LocalStore:
-    """Files under ``root`` addressed by relative POSIX keys (``lcosim/2026-11-20/x.fits``)."""
+    """Objects as files under ``root``; writes go to a temporary file beside the target and are
+    renamed into place, so readers never see a partial object."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def path_for(self, key: str) -> Path:
+    def _path(self, key: str) -> Path:
         pure = PurePosixPath(key)
         if pure.is_absolute() or any(part in ("", ".", "..") for part in pure.parts):
             raise StoreError(f"store key {key!r} is not a plain relative path")
         return self.root.joinpath(*pure.parts)
 
+    def describe(self, key: str) -> str:
+        return str(self._path(key))
+
     def exists(self, key: str) -> bool:
-        return self.path_for(key).exists()
+        return self._path(key).exists()
 
     def check(self, key: str, checksum: str | None) -> Integrity:
-        """Whether the object at ``key`` exists and hashes to ``checksum`` (SHA-256)."""
-        path = self.path_for(key)
         try:
-            actual = sha256_of(path)
+            actual = sha256_of(self._path(key))
         except FileNotFoundError:
             return Integrity.MISSING
         return Integrity.OK if actual == checksum else Integrity.MISMATCH
 
-    def put_file(self, source: Path, key: str, checksum: str, *, replace: bool = False) -> Path:
-        """Copy ``source`` to ``key`` atomically and verify the copy's SHA-256 equals ``checksum``.
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError as err:
+            raise MissingObject(f"{key} is not in the store at {self.root}") from err
+        with handle:
+            yield handle
 
-        Idempotent: an existing object with the same checksum is kept. An object with other content
-        is replaced when ``replace`` (a damaged copy being restored), else :class:`StoreError` is
-        raised (raw data is never overwritten). The source is never touched, and the copy is never
-        readable by more users than the source.
-        """
-        target = self.path_for(key)
+    def put_file(self, source: Path, key: str, checksum: str, *, replace: bool = False) -> None:
+        """Copy ``source`` to ``key`` atomically and verify the copy (see the protocol). The copy is
+        never readable by more users than the source."""
+        target = self._path(key)
         if target.exists():
             if sha256_of(target) == checksum:
-                return target
+                return
             if not replace:
                 raise StoreError(f"{key} already holds different content")
         mode = OBJECT_MODE & stat.S_IMODE(os.stat(source).st_mode)
-        with self._temporary(target) as temp:
+        temp = self._temporary(target)
+        try:
             with open(temp, "wb") as out, open(source, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+                shutil.copyfileobj(src, out, _CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
             copied = sha256_of(temp)
@@ -81,73 +78,59 @@ class LocalStore:
                 raise StoreError(f"copy of {source.name} does not verify: {copied} != {checksum}")
             os.chmod(temp, mode)
             os.replace(temp, target)
-        return target
+        finally:
+            temp.unlink(missing_ok=True)
 
-    def stage_product(self, key: str, write: Callable[[Path], None]) -> StagedObject:
-        """Write a product through ``write(path)`` to a temporary file beside ``key``, flush it to
-        disk and hash it; :meth:`StagedObject.publish` moves it into place atomically.
-
-        Splitting the write from the publication lets the caller record the checksum in the catalog
-        in the same transaction that publishes the file (see ``catalog.publish``).
-        """
-        target = self.path_for(key)
-        make_dirs(target.parent)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY_PREFIX)
-        os.close(handle)
-        temp = Path(temp_name)
+    def stage(self, key: str, write: Callable[[BinaryIO], None]) -> LocalStagedObject:
+        """Write through ``write(stream)`` to a temporary file beside ``key``, flush it to disk and
+        hash it; :meth:`LocalStagedObject.publish` renames it into place."""
+        target = self._path(key)
+        temp = self._temporary(target)
         try:
-            write(temp)
-            with open(temp, "rb") as written:
-                os.fsync(written.fileno())
-            checksum = sha256_of(temp)
+            with open(temp, "w+b") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+                out.seek(0)
+                checksum = sha256_of_stream(out)
             os.chmod(temp, OBJECT_MODE)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return StagedObject(key=key, checksum=checksum, temp=temp, target=target)
-
-    def write_product(self, key: str, write: Callable[[Path], None]) -> str:
-        """Write and publish a product at once; returns its SHA-256."""
-        staged = self.stage_product(key, write)
-        staged.publish()
-        return staged.checksum
-
-    def leftovers(self, older_than_seconds: float = 0.0) -> Iterator[Path]:
-        """Temporary files of interrupted writes (``.incoming-*``) older than the given age."""
-        if not self.root.is_dir():
-            return
-        limit = time.time() - older_than_seconds
-        for folder, _dirs, files in os.walk(self.root):
-            for name in files:
-                if name.startswith(TEMPORARY_PREFIX):
-                    path = Path(folder) / name
-                    with contextlib.suppress(FileNotFoundError):
-                        if path.lstat().st_mtime <= limit:
-                            yield path
+        return LocalStagedObject(key=key, checksum=checksum, temp=temp, target=target)
 
     def keys(self) -> Iterator[str]:
-        """Every stored object's key (temporary files excluded)."""
+        for path in self._walk():
+            if not path.name.startswith(TEMPORARY_PREFIX):
+                yield path.relative_to(self.root).as_posix()
+
+    def leftovers(self, older_than_seconds: float = 0.0) -> Iterator[str]:
+        limit = time.time() - older_than_seconds
+        for path in self._walk():
+            if path.name.startswith(TEMPORARY_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.lstat().st_mtime <= limit:
+                        yield path.relative_to(self.root).as_posix()
+
+    def remove(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def _walk(self) -> Iterator[Path]:
         if not self.root.is_dir():
             return
         for folder, dirs, files in os.walk(self.root):
             dirs.sort()
             for name in sorted(files):
-                if not name.startswith(TEMPORARY_PREFIX):
-                    yield (Path(folder) / name).relative_to(self.root).as_posix()
+                yield Path(folder) / name
 
-    @contextlib.contextmanager
-    def _temporary(self, target: Path) -> Iterator[Path]:
+    def _temporary(self, target: Path) -> Path:
         make_dirs(target.parent)
-        handle, temp_name = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY_PREFIX)
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=TEMPORARY_PREFIX)
         os.close(handle)
-        temp = Path(temp_name)
-        try:
-            yield temp
-        finally:
-            temp.unlink(missing_ok=True)
+        return Path(name)
 
 
-class StagedObject:
+class LocalStagedObject:
     """A product written and hashed beside its final place, not yet visible under its key."""
 
     def __init__(self, *, key: str, checksum: str, temp: Path, target: Path):
@@ -157,7 +140,6 @@ class StagedObject:
         self._target = target
 
     def publish(self) -> None:
-        """Move the product into place atomically, replacing an older version."""
         os.replace(self._temp, self._target)
 
     def discard(self) -> None:

@@ -12,7 +12,7 @@ from reduction_assets.assets.calibrations import master_bias, master_dark, maste
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
-from reduction_assets.fits.validate import sha256_of
+from reduction_assets.checksums import sha256_of
 from reduction_assets.partitions import partition_key
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
@@ -64,7 +64,11 @@ def test_masters_are_fits_with_sci_err_dq_and_their_inputs(home, built):
         assert [h.name for h in hdul] == ["PRIMARY", "SCI", "ERR", "DQ", "INPUTS"]
         header = hdul[0].header
         assert header["CALTYPE"] == "DARK" and header["NCOMBINE"] == 5 and header["BUNIT"] == "electron/s"
-        assert header["BIAS_ID"] == str(next(r.id for r in calibrations(home) if r.type == "bias"))
+        bias = next(r for r in calibrations(home) if r.type == "bias")
+        # The one provenance family of every product: {TAG}ID, {TAG}FILE, {TAG}AGE.
+        assert (header["BIASID"], header["BIASFILE"], header["BIASAGE"]) == (
+            bias.id, bias.path.rsplit("/", 1)[-1], 0)
+        assert header["STEPVER"] == "master/1" and header["FINGERPR"] == row.fingerprint
         names = [header[f"IMCMB{i:03d}"] for i in range(1, 6)]
         sums = [header[f"ICSUM{i:03d}"] for i in range(1, 6)]
         assert names == [entry["name"] for entry in row.inputs]
@@ -84,7 +88,7 @@ def test_rematerializing_an_unchanged_night_rebuilds_nothing(home, built):
     again = run_partition(home)
     after = {r.id: (r.checksum, r.updated_at) for r in calibrations(home)}
     assert after == before
-    assert {s["status"] for s in metadata(again, "master_flat")["summary"].value} == {"up to date"}
+    assert {s["status"] for s in metadata(again, "master_flat")["summary"].value} == {"up_to_date"}
 
 
 def test_full_refresh_rebuilds_in_place(home, built):
@@ -128,7 +132,7 @@ def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_
     bias = next(r for r in calibrations(home) if r.type == "bias")
     assert dark.night == next_night and bias.night == NIGHT
     with fits.open(home.products / dark.path) as hdul:
-        assert hdul[0].header["BIAS_ID"] == str(bias.id)
+        assert hdul[0].header["BIASID"] == bias.id and hdul[0].header["BIASAGE"] == 1
     summary = metadata(result, "master_dark")["summary"].value[0]
     assert summary["notes"] == [f"bias from {NIGHT}"]
 
@@ -165,7 +169,7 @@ def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registr
     dark = next(r for r in calibrations(home) if r.type == "dark")
     with fits.open(home.products / flat.path) as hdul:
         master = hdul["SCI"].data
-        zero_id = hdul[0].header.get("ZERO_ID")
+        zero_id = hdul[0].header.get("ZEROID")
     injected = night.truth.flats["clear"]
     good = np.ones(master.shape, bool)
     good[:, night.truth.bad_columns] = False
@@ -174,4 +178,4 @@ def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registr
     slope = np.polyfit(injected[good], master[good], 1)[0]
     assert slope == pytest.approx(1.0, abs=0.02)
     assert np.median(master[good] / injected[good]) == pytest.approx(1.0, abs=0.003)
-    assert zero_id == str(dark.id)
+    assert zero_id == dark.id

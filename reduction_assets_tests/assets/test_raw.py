@@ -64,7 +64,7 @@ def test_a_night_is_ingested_with_counts_by_type_and_filter(home, lcosim_night):
 
 
 def test_stored_copies_verify_against_their_checksums(home, lcosim_night):
-    from reduction_assets.fits.validate import sha256_of
+    from reduction_assets.checksums import sha256_of
     run_raw(home, deliver(lcosim_night.frames[:3], home.landing))
     for row in rows(home, RawFrame):
         assert sha256_of(home.raw / row.store_path) == row.checksum

@@ -7,7 +7,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from reduction_assets.catalog import Catalog, CatalogUnavailable, InstrumentRow, RawFrame
-from reduction_assets.catalog.queries import progress_rows, quarantine_rows
+from reduction_assets.catalog.reports import progress_rows, quarantine_rows
 from reduction_assets.ingest import Ingestor
 from reduction_assets.storage import LocalStore
 from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixture)

@@ -3,7 +3,8 @@
 import datetime as dt
 
 from reduction_assets.catalog import Calibration
-from reduction_assets.catalog.queries import CalibrationCriteria, NoCalibration, select_calibration
+from reduction_assets.catalog.calibrations import CalibrationCriteria, NoCalibration, select_calibration
+from reduction_assets.instruments import CalibrationKey
 from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixture)
 
 NIGHT = dt.date(2026, 11, 20)
@@ -20,11 +21,10 @@ def add(catalog, night, type="flat", filter="rp", binning="1x1", bad=False, vali
         return row.id
 
 
-def select(catalog, **overrides):  # noqa: F811
-    criteria = dict(type="flat", instrument="lcosim", night=NIGHT, binning="1x1", filter="rp")
-    criteria.update(overrides)
+def select(catalog, window_nights=7, **key):  # noqa: F811
+    key = CalibrationKey(**{"type": "flat", "binning": "1x1", "filter": "rp", **key})
     with catalog.session() as session:
-        found = select_calibration(session, CalibrationCriteria(**criteria))
+        found = select_calibration(session, CalibrationCriteria(key, "lcosim", NIGHT, window_nights))
         return found if isinstance(found, NoCalibration) else found.id
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction_assets.kernels import combine, combine_blocks, combine_files
-from reduction_assets.kernels.streaming import read_fits_rows, rows_per_block
+from reduction_assets.fits.reading import combine_files, read_rows
+from reduction_assets.kernels import combine, combine_blocks
+from reduction_assets.kernels.streaming import rows_per_block
 
 
 def write_frames(folder, n, shape=(64, 48), seed=0, dtype=np.float32):
@@ -33,7 +34,7 @@ def test_blocks_give_the_same_result_as_one_stack(tmp_path):
 def test_scaled_16_bit_files_are_read_exactly(tmp_path):
     raw = np.random.default_rng(1).integers(0, 65535, (10, 12), dtype=np.uint16)
     fits.PrimaryHDU(raw).writeto(tmp_path / "raw.fits")  # stored as int16 + BZERO 32768
-    np.testing.assert_array_equal(read_fits_rows(tmp_path / "raw.fits", 2, 7), raw[2:7].astype(np.float32))
+    np.testing.assert_array_equal(read_rows(tmp_path / "raw.fits", 2, 7), raw[2:7].astype(np.float32))
 
 
 def test_peak_memory_stays_within_the_budget_whatever_the_number_of_frames(tmp_path):

@@ -7,28 +7,20 @@ from astropy.stats import mad_std
 from astropy.wcs import WCS
 
 from reduction_assets.reduction.dq import DQ
-from reduction_assets.reduction.masters import InputFrame, build_master
-from reduction_assets.reduction.science import Master, NotReducible, calibrate_science
+from reduction_assets.reduction.masters import Master
+from reduction_assets.reduction.science import NotReducible, calibrate_science
 from reduction_assets.reduction.sources import SATURATED_SOURCE, extract_sources
 from reduction_assets.simulate import _render_stars
-
-
-def inputs(night, kind, filter_name=None):
-    return [InputFrame(p.name, p, "0" * 64, f.exptime, f.date_obs) for p, f in zip(night.frames,
-            night.truth.frames) if f.frame_type == kind and (filter_name is None or f.filter == filter_name)]
-
-
-def as_master(product):
-    return Master(product.data, product.error, product.dq)
+from reduction_assets_tests.reduction.frames import build, inputs
 
 
 @pytest.fixture(scope="module")
 def reduced(registry, lcosim_night):
     """Every rp science frame of the night, reduced, with the model of what was injected."""
     lco, truth = registry["lcosim"], lcosim_night.truth
-    bias = build_master("bias", inputs(lcosim_night, "bias"), lco)
-    dark = build_master("dark", inputs(lcosim_night, "dark"), lco, bias=bias.data)
-    flat = build_master("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias.data, dark=dark.data)
+    bias = build("bias", inputs(lcosim_night, "bias"), lco).master
+    dark = build("dark", inputs(lcosim_night, "dark"), lco, bias=bias.data).master
+    flat = build("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias.data, dark=dark.data).master
     frames = []
     for index, (path, frame) in enumerate(zip(lcosim_night.frames, truth.frames)):
         if frame.frame_type != "science" or frame.filter != "rp":
@@ -37,7 +29,7 @@ def reduced(registry, lcosim_night):
         header = fits.getheader(path)
         geometry = lco.geometry(raw.shape, (1, 1))
         result = calibrate_science(raw, instrument=lco, geometry=geometry, exptime=frame.exptime,
-                                   bias=as_master(bias), dark=as_master(dark), flat=as_master(flat))
+                                   bias=bias, dark=dark, flat=flat)
         stars = truth.stars[truth.stars["target"] == frame.target]
         x, y = WCS(header).all_world2pix(stars["ra"], stars["dec"], 0)
         model = (_render_stars((128, 128), x, y, stars["rate_rp"], 3.0 / 2.3548) + 20.0) * frame.exptime
@@ -116,7 +108,7 @@ def test_exptime_zero_is_not_reducible(registry, lcosim_night, reduced):
     raw = fits.getdata(lcosim_night.frames[-1]).astype(np.float32)
     with pytest.raises(NotReducible, match="EXPTIME 0"):
         calibrate_science(raw, instrument=lco, geometry=lco.geometry(raw.shape, (1, 1)), exptime=0.0,
-                          bias=as_master(bias), dark=as_master(dark), flat=as_master(flat))
+                          bias=bias, dark=dark, flat=flat)
 
 
 def test_a_master_of_the_wrong_shape_is_not_reducible(registry, lcosim_night, reduced):
@@ -126,4 +118,4 @@ def test_a_master_of_the_wrong_shape_is_not_reducible(registry, lcosim_night, re
     small = Master(flat.data[:64, :64], flat.error[:64, :64], flat.dq[:64, :64])
     with pytest.raises(NotReducible, match="master flat has shape"):
         calibrate_science(raw, instrument=lco, geometry=lco.geometry(raw.shape, (1, 1)), exptime=60.0,
-                          bias=as_master(bias), dark=as_master(dark), flat=small)
+                          bias=bias, dark=dark, flat=small)

@@ -1,0 +1,43 @@
+"""What the asset families share: reading masters that are verified first, and how a catalog row
+of a master is recorded as provenance."""
+
+from __future__ import annotations
+
+from reduction_assets.catalog import Calibration, Catalog
+from reduction_assets.catalog.integrity import mark_calibration_stale
+from reduction_assets.fits.reading import read_master
+from reduction_assets.provenance import UsedCalibration
+from reduction_assets.reduction.masters import Master
+from reduction_assets.storage import Integrity, ObjectStore
+
+
+class DamagedMaster(Exception):
+    """A master's file is missing or does not match its checksum; it was marked for rebuilding."""
+
+
+class VerifiedMasters:
+    """Masters read once per run, each checked against its catalog checksum before first use. A
+    damaged one is marked stale (with the products made from it) and raises :class:`DamagedMaster`."""
+
+    def __init__(self, catalog: Catalog, products: ObjectStore):
+        self.catalog = catalog
+        self.products = products
+        self._cache: dict[int, Master] = {}
+
+    def __call__(self, calibration: Calibration) -> Master:
+        if calibration.id not in self._cache:
+            state = self.products.check(calibration.path, calibration.checksum)
+            if state is not Integrity.OK:
+                with self.catalog.session() as session:
+                    mark_calibration_stale(session, calibration.id)
+                raise DamagedMaster(
+                    f"the master {calibration.type} {calibration.id} ({calibration.path}) is "
+                    f"{state.value}: it is marked for rebuilding, with what was made from it")
+            with self.products.open(calibration.path) as stream:
+                self._cache[calibration.id] = read_master(stream)
+        return self._cache[calibration.id]
+
+
+def used(kind: str, calibration: Calibration) -> UsedCalibration:
+    return UsedCalibration(kind=kind, id=calibration.id, key=calibration.path, night=calibration.night,
+                           checksum=calibration.checksum)

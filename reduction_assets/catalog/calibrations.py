@@ -1,0 +1,185 @@
+"""Master calibrations in the catalog: grouping raw frames into masters, recording masters, and
+choosing the master for a frame (BANZAI's model: declared keys, not bad, validity, nearest night).
+
+Grouping and selection use the same key, :meth:`reduction_assets.instruments.Instrument.calibration_key`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from reduction_assets.catalog.models import Calibration, RawFrame, utcnow
+from reduction_assets.catalog.raw import raw_frames_of
+from reduction_assets.instruments import CalibrationKey, Instrument
+
+
+@dataclass(frozen=True)
+class CalibrationCriteria:
+    """What a frame needs of a master: its key, the instrument, and the nights it may come from."""
+
+    key: CalibrationKey
+    instrument: str
+    night: dt.date
+    window_nights: int
+
+    @property
+    def first_night(self) -> dt.date:
+        return self.night - dt.timedelta(days=self.window_nights)
+
+    def describe(self) -> str:
+        parts = [f"type={self.key.type}", f"instrument={self.instrument}", f"binning={self.key.binning}"]
+        if self.key.filter:
+            parts.append(f"filter={self.key.filter}")
+        if self.key.exptime:
+            parts.append(f"exptime={self.key.exptime:g}s")
+        parts.append(f"nights {self.first_night}..{self.night}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class NoCalibration:
+    """Why no master qualified: the criteria and what the catalog holds for this instrument."""
+
+    criteria: CalibrationCriteria
+    available: list[dict[str, Any]]
+
+    @property
+    def message(self) -> str:
+        held = "; ".join(_held(c) for c in self.available[:10]) or "nothing"
+        return f"no calibration matches {self.criteria.describe()}; the catalog holds: {held}"
+
+
+def _held(master: dict[str, Any]) -> str:
+    key = CalibrationKey(master["type"], master["binning"], master["filter"], master["exptime"])
+    return f"{master['type']} {master['night']} {key.label()}{' BAD' if master['bad'] else ''}"
+
+
+def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calibration | NoCalibration:
+    """The best master for a frame: same key, not marked bad, inside a certified validity range when
+    one exists, night within ``window_nights`` before the frame's night; nearest night first, same
+    night best. Detached from the session."""
+    key = criteria.key
+    query = (
+        select(Calibration)
+        .where(
+            Calibration.type == key.type,
+            Calibration.instrument == criteria.instrument,
+            Calibration.binning == key.binning,
+            Calibration.filter == key.filter,
+            Calibration.exptime == key.exptime,
+            Calibration.bad.is_(False),
+            Calibration.night.between(criteria.first_night, criteria.night),
+            or_(Calibration.valid_from.is_(None), Calibration.valid_from <= criteria.night),
+            or_(Calibration.valid_to.is_(None), Calibration.valid_to >= criteria.night),
+        )
+        .order_by(Calibration.night.desc(), Calibration.id.desc())
+    )
+    found = session.scalars(query).first()
+    if found is not None:
+        session.expunge(found)
+        return found
+    held = session.scalars(
+        select(Calibration).where(Calibration.instrument == criteria.instrument,
+                                  Calibration.type == key.type)
+        .order_by(Calibration.night.desc()).limit(20))
+    return NoCalibration(criteria, [
+        {"id": c.id, "type": c.type, "night": c.night.isoformat(), "binning": c.binning,
+         "filter": c.filter, "exptime": c.exptime, "bad": c.bad} for c in held])
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    """The masters chosen for a science frame, by type, or why it cannot have them."""
+
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+    missing: str | None = None  # the reason, when a needed master is missing
+
+
+def select_for_frame(session: Session, frame: RawFrame, instrument: Instrument,
+                     window_nights: int) -> CalibrationChoice:
+    """The masters a science frame needs (:meth:`Instrument.calibrations_needed`), each chosen by
+    :func:`select_calibration` with the frame's :meth:`Instrument.calibration_key`."""
+    if frame.filter is None:
+        return CalibrationChoice(missing="no filter in the header: a flat cannot be chosen")
+    chosen: dict[str, Calibration] = {}
+    for kind in instrument.calibrations_needed():
+        key = instrument.calibration_key(kind, binning=frame.binning, filter=frame.filter,
+                                         exptime=frame.exptime)
+        found = select_calibration(session, CalibrationCriteria(key, frame.instrument, frame.night,
+                                                                window_nights))
+        if isinstance(found, NoCalibration):
+            return CalibrationChoice(calibrations=chosen, missing=found.message)
+        chosen[kind] = found
+    return CalibrationChoice(calibrations=chosen)
+
+
+def shortest_dark(session: Session, instrument: str, binning: str, night: dt.date,
+                  window_nights: int) -> Calibration | None:
+    """The shortest good master dark of the window, nearest night first: cameras without bias frames
+    take the pedestal of their flats from it."""
+    first = night - dt.timedelta(days=window_nights)
+    found = session.scalars(
+        select(Calibration).where(
+            Calibration.type == "dark", Calibration.instrument == instrument,
+            Calibration.binning == binning, Calibration.bad.is_(False),
+            Calibration.night.between(first, night))
+        .order_by(Calibration.exptime, Calibration.night.desc())).first()
+    if found is not None:
+        session.expunge(found)
+    return found
+
+
+@dataclass(frozen=True)
+class FrameGroup:
+    """The raw frames of one partition that make one master."""
+
+    key: CalibrationKey
+    frames: list[RawFrame]
+
+
+def calibration_groups(session: Session, instrument: Instrument, night: dt.date,
+                       kind: str) -> list[FrameGroup]:
+    """The partition's raw frames of ``kind`` grouped by calibration key, in key order."""
+    groups: dict[CalibrationKey, list[RawFrame]] = defaultdict(list)
+    for frame in raw_frames_of(session, instrument.name, night, kind):
+        groups[instrument.calibration_key(kind, binning=frame.binning, filter=frame.filter,
+                                          exptime=frame.exptime)].append(frame)
+    order = sorted(groups, key=lambda key: (key.binning, key.filter, key.exptime))
+    return [FrameGroup(key, groups[key]) for key in order]
+
+
+def _master_of(key: CalibrationKey, instrument: str, night: dt.date):
+    return select(Calibration).where(
+        Calibration.type == key.type, Calibration.instrument == instrument,
+        Calibration.night == night, Calibration.binning == key.binning,
+        Calibration.filter == key.filter, Calibration.exptime == key.exptime)
+
+
+def find_calibration(session: Session, key: CalibrationKey, instrument: str,
+                     night: dt.date) -> Calibration | None:
+    """The master of a partition with this key, if one was recorded (detached)."""
+    found = session.scalars(_master_of(key, instrument, night)).first()
+    if found is not None:
+        session.expunge(found)
+    return found
+
+
+def record_calibration(session: Session, key: CalibrationKey, instrument: str, night: dt.date,
+                       **values: Any) -> Calibration:
+    """Insert or update the master of a partition with this key; returns the row (flushed)."""
+    row = session.scalars(_master_of(key, instrument, night)).first()
+    if row is None:
+        row = Calibration(type=key.type, instrument=instrument, night=night, binning=key.binning,
+                          filter=key.filter, exptime=key.exptime)
+        session.add(row)
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    session.flush()
+    return row

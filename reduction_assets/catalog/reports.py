@@ -1,0 +1,94 @@
+"""Reports of the catalog for operators: per-partition counts, progress tables, the quarantine."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame
+from reduction_assets.catalog.products import REDUCED
+
+
+def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
+    rows = session.execute(
+        select(RawFrame.frame_type, func.count()).where(
+            RawFrame.instrument == instrument, RawFrame.night == night).group_by(RawFrame.frame_type)
+    ).all()
+    by_type = dict(rows)
+    return {"raw": sum(by_type.values()), "by_type": by_type}
+
+
+def progress_rows(
+    session: Session, start: dt.date, end: dt.date, instruments: list[str]
+) -> list[dict[str, Any]]:
+    """One row per night in [start, end] and instrument: what has been ingested so far."""
+    def grouped(query):
+        return {(inst, night): value for inst, night, value in session.execute(query).all()}
+
+    in_range = lambda column_night: column_night.between(start, end)  # noqa: E731
+    raw = session.execute(
+        select(RawFrame.instrument, RawFrame.night, func.count(), func.max(RawFrame.date_obs))
+        .where(in_range(RawFrame.night), RawFrame.instrument.in_(instruments))
+        .group_by(RawFrame.instrument, RawFrame.night)).all()
+    raw_by_key = {(inst, night): (count, last) for inst, night, count, last in raw}
+    duplicates = grouped(
+        select(RawDuplicate.instrument, RawDuplicate.night, func.count())
+        .where(in_range(RawDuplicate.night), RawDuplicate.instrument.in_(instruments))
+        .group_by(RawDuplicate.instrument, RawDuplicate.night))
+    quarantined = grouped(
+        select(Quarantine.instrument, Quarantine.night, func.count())
+        .where(in_range(Quarantine.night), Quarantine.instrument.in_(instruments),
+               Quarantine.resolved_at.is_(None))
+        .group_by(Quarantine.instrument, Quarantine.night))
+    masters = grouped(
+        select(Calibration.instrument, Calibration.night, func.count())
+        .where(in_range(Calibration.night), Calibration.instrument.in_(instruments),
+               Calibration.bad.is_(False))
+        .group_by(Calibration.instrument, Calibration.night))
+    reduced = grouped(
+        select(Product.instrument, Product.night, func.count())
+        .where(in_range(Product.night), Product.instrument.in_(instruments),
+               Product.kind == REDUCED, Product.status == REDUCED)
+        .group_by(Product.instrument, Product.night))
+    rows = []
+    night = start
+    while night <= end:
+        for instrument in instruments:
+            count, last = raw_by_key.get((instrument, night), (0, None))
+            rows.append({
+                "night": night.isoformat(),
+                "instrument": instrument,
+                "raw": count,
+                "duplicates": duplicates.get((instrument, night), 0),
+                "quarantined": quarantined.get((instrument, night), 0),
+                "last_raw_time": last.isoformat() if last else None,
+                "masters": masters.get((instrument, night), 0),
+                "reduced": reduced.get((instrument, night), 0),
+            })
+        night += dt.timedelta(days=1)
+    return rows
+
+
+def quarantine_rows(session: Session, include_resolved: bool = False) -> list[dict[str, Any]]:
+    query = select(Quarantine).order_by(Quarantine.quarantined_at, Quarantine.id)
+    if not include_resolved:
+        query = query.where(Quarantine.resolved_at.is_(None))
+    return [
+        {
+            "id": row.id,
+            "quarantined_at": row.quarantined_at.isoformat(),
+            "original_path": row.original_path,
+            "reason": row.reason,
+            "message": row.message,
+            "instrument": row.instrument,
+            "night": row.night.isoformat() if row.night else None,
+            "checksum": row.checksum,
+            "copy_path": row.copy_path,
+            "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+            "resolution": row.resolution,
+        }
+        for row in session.scalars(query)
+    ]

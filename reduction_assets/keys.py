@@ -1,0 +1,42 @@
+"""Store keys: the one place that names stored objects, deterministically (as PypeIt names its
+calibrations: from type, setup and date), from sanitised values only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import PurePosixPath
+
+from reduction_assets.fits.headers import FrameInfo, sanitise
+from reduction_assets.instruments import CalibrationKey
+
+
+def raw_name(info: FrameInfo, checksum: str) -> str:
+    """``lcosim_20261120_science_rp_M_74_20261121T013000_<sha12>.fits``"""
+    parts = [info.instrument, info.night.strftime("%Y%m%d"), info.frame_type]
+    if info.filter:
+        parts.append(sanitise(info.filter, max_length=16))
+    if info.object and info.frame_type == "science":
+        parts.append(sanitise(info.object, max_length=32))
+    parts.append(info.date_obs.strftime("%Y%m%dT%H%M%S"))
+    parts.append(checksum[:12])
+    return "_".join(parts) + ".fits"
+
+
+def raw_key(info: FrameInfo, checksum: str) -> str:
+    """Key of a raw frame in the raw store: ``<instrument>/<night>/<raw_name>``."""
+    return f"{info.instrument}/{info.night.isoformat()}/{raw_name(info, checksum)}"
+
+
+def master_key(instrument: str, night: dt.date, key: CalibrationKey) -> str:
+    """Key of a master in the product store: ``masters/<instrument>/<night>/<name>.fits``."""
+    parts = [instrument, night.strftime("%Y%m%d"), key.type, key.binning]
+    if key.filter:
+        parts.append(sanitise(key.filter, max_length=16))
+    if key.exptime:
+        parts.append(f"{key.exptime:g}s")
+    return f"masters/{instrument}/{night.isoformat()}/{'_'.join(parts)}.fits"
+
+
+def reduced_key(instrument: str, night: dt.date, raw_key: str) -> str:
+    """Key of a reduced frame: ``reduced/<instrument>/<night>/<raw stem>_red.fits``."""
+    return f"reduced/{instrument}/{night.isoformat()}/{PurePosixPath(raw_key).stem}_red.fits"
