@@ -33,9 +33,10 @@ demo: setup
 	$(BIN)/reduction-assets --home $(DEMO_HOME) progress $(DEMO_NIGHT)
 	$(BIN)/reduction-assets --home $(DEMO_HOME) quarantine
 
-# Lint first (ruff.toml), then the whole suite.
+# Lint and formatting first (ruff.toml), then the whole suite.
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest reduction_assets_tests
 
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames).

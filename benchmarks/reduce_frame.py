@@ -54,17 +54,23 @@ def ccdproc_reduce(raw, header, geometry, gain, read_noise, bias, dark, flat, ex
         warnings.simplefilter("ignore")
         start = time.perf_counter()
         processed = ccdproc.ccd_process(
-            ccd, oscan=geometry.fits_section(geometry.overscan), oscan_median=True,
-            trim=geometry.fits_section(geometry.imaging), error=True, gain=gain * u.electron / u.adu,
+            ccd,
+            oscan=geometry.fits_section(geometry.overscan),
+            oscan_median=True,
+            trim=geometry.fits_section(geometry.imaging),
+            error=True,
+            gain=gain * u.electron / u.adu,
             readnoise=read_noise * u.electron,
             master_bias=CCDData(bias, unit=u.electron),
-            dark_frame=CCDData(dark, unit=u.electron), dark_exposure=1.0 * u.s,
-            data_exposure=exptime * u.s, dark_scale=True,
-            master_flat=CCDData(flat, unit=u.dimensionless_unscaled))
+            dark_frame=CCDData(dark, unit=u.electron),
+            dark_exposure=1.0 * u.s,
+            data_exposure=exptime * u.s,
+            dark_scale=True,
+            master_flat=CCDData(flat, unit=u.dimensionless_unscaled),
+        )
         steps.append(("ccdproc ccd_process (overscan..flat, error)", time.perf_counter() - start))
         start = time.perf_counter()
-        ccdproc.cosmicray_lacosmic(processed, sigclip=4.5, objlim=5.0, gain_apply=False,
-                                   readnoise=read_noise)
+        ccdproc.cosmicray_lacosmic(processed, sigclip=4.5, objlim=5.0, gain_apply=False, readnoise=read_noise)
         steps.append(("ccdproc cosmicray_lacosmic", time.perf_counter() - start))
     return steps
 
@@ -75,14 +81,29 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     lco = load_registry()["lcosim"]
     with tempfile.TemporaryDirectory() as folder:
-        night = simulate_night(lco, dt.date(2026, 11, 20), Path(folder), SimulationConfig(
-            size=(args.size, args.size), seed=5, n_bias=3, n_dark=3, n_flat=3, filters=("rp",),
-            n_targets=1, n_dither=1))
+        night = simulate_night(
+            lco,
+            dt.date(2026, 11, 20),
+            Path(folder),
+            SimulationConfig(
+                size=(args.size, args.size),
+                seed=5,
+                n_bias=3,
+                n_dark=3,
+                n_flat=3,
+                filters=("rp",),
+                n_targets=1,
+                n_dither=1,
+            ),
+        )
         truth = night.truth
 
         def inputs(kind):
-            return [InputFrame(p.name, p, "0" * 64, f.exptime, f.date_obs)
-                    for p, f in zip(night.frames, truth.frames) if f.frame_type == kind]
+            return [
+                InputFrame(p.name, p, "0" * 64, f.exptime, f.date_obs)
+                for p, f in zip(night.frames, truth.frames)
+                if f.frame_type == kind
+            ]
 
         bias = build_master("bias", inputs("bias"), lco)
         dark = build_master("dark", inputs("dark"), lco, bias=bias.data)
@@ -95,29 +116,58 @@ def main(argv=None) -> int:
         raw = timed(ours, "read raw FITS", lambda: fits.getdata(science).astype(np.float32))
         header = fits.getheader(science)
         geometry = lco.geometry(raw.shape, (1, 1))
-        electrons = timed(ours, "overscan, trim, gain", lambda: calibrate.to_electrons(calibrate.trim(
-            calibrate.subtract_overscan(raw, calibrate.overscan_levels(raw, geometry.overscan)),
-            geometry.imaging), lco.gain))
+        electrons = timed(
+            ours,
+            "overscan, trim, gain",
+            lambda: calibrate.to_electrons(
+                calibrate.trim(
+                    calibrate.subtract_overscan(raw, calibrate.overscan_levels(raw, geometry.overscan)),
+                    geometry.imaging,
+                ),
+                lco.gain,
+            ),
+        )
         electrons = timed(ours, "bias", lambda: calibrate.subtract_bias(electrons, bias.data))
-        electrons = timed(ours, "dark (scaled by exposure)",
-                          lambda: calibrate.subtract_dark(electrons, dark.data, exptime))
-        variance = timed(ours, "variance plane", lambda: (
-            lco.read_noise ** 2 + bias.error ** 2 + (dark.error * exptime) ** 2
-            + np.clip(electrons, 0, None)).astype(np.float32))
+        electrons = timed(
+            ours, "dark (scaled by exposure)", lambda: calibrate.subtract_dark(electrons, dark.data, exptime)
+        )
+        variance = timed(
+            ours,
+            "variance plane",
+            lambda: (
+                lco.read_noise**2 + bias.error**2 + (dark.error * exptime) ** 2 + np.clip(electrons, 0, None)
+            ).astype(np.float32),
+        )
         sci = timed(ours, "flat", lambda: calibrate.normalise_flat(electrons, 1.0) / flat.data)
-        timed(ours, "cosmic rays (astroscrappy)", lambda: detect_cosmic_rays(
-            sci, variance, np.zeros(sci.shape, bool), lco.read_noise, ScienceSettings()))
+        timed(
+            ours,
+            "cosmic rays (astroscrappy)",
+            lambda: detect_cosmic_rays(
+                sci, variance, np.zeros(sci.shape, bool), lco.read_noise, ScienceSettings()
+            ),
+        )
         total_start = time.perf_counter()
-        result = calibrate_science(raw, instrument=lco, geometry=geometry, exptime=exptime,
-                                   bias=masters[0], dark=masters[1], flat=masters[2])
+        result = calibrate_science(
+            raw,
+            instrument=lco,
+            geometry=geometry,
+            exptime=exptime,
+            bias=masters[0],
+            dark=masters[1],
+            flat=masters[2],
+        )
         calibrate_total = time.perf_counter() - total_start
-        sources, _ = timed(ours, "sources (sep)",
-                           lambda: extract_sources(result.sci, result.err, result.dq))
-        timed(ours, "write FITS (SCI, ERR, DQ, CAT)", lambda: reduced_hdul(
-            header, result.sci, result.err, result.dq, sources, None, {}).writeto(
-            Path(folder) / "reduced.fits", overwrite=True))
-        theirs = ccdproc_reduce(raw, header, geometry, lco.gain, lco.read_noise, bias.data,
-                                dark.data, flat.data, exptime)
+        sources, _ = timed(ours, "sources (sep)", lambda: extract_sources(result.sci, result.err, result.dq))
+        timed(
+            ours,
+            "write FITS (SCI, ERR, DQ, CAT)",
+            lambda: reduced_hdul(header, result.sci, result.err, result.dq, sources, None, {}).writeto(
+                Path(folder) / "reduced.fits", overwrite=True
+            ),
+        )
+        theirs = ccdproc_reduce(
+            raw, header, geometry, lco.gain, lco.read_noise, bias.data, dark.data, flat.data, exptime
+        )
 
     steps_total = sum(seconds for _, seconds in ours)
     print(f"one {args.size}x{args.size} lcosim science frame, {len(sources)} sources, one run:")
@@ -131,8 +181,10 @@ def main(argv=None) -> int:
     ccd_total = sum(seconds for _, seconds in theirs)
     print(f"{'ccdproc, total (no source extraction)':48s} {ccd_total:9.3f}")
     ours_comparable = calibrate_total
-    print(f"ratio ccdproc / calibrate_science (same steps: calibration, error, cosmic rays): "
-          f"{ccd_total / ours_comparable:.2f}")
+    print(
+        f"ratio ccdproc / calibrate_science (same steps: calibration, error, cosmic rays): "
+        f"{ccd_total / ours_comparable:.2f}"
+    )
     return 0
 
 

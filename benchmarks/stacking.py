@@ -66,9 +66,16 @@ def ccdproc_combine(stack: np.ndarray):
     frames = [CCDData(frame, unit=u.adu) for frame in stack]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ccdproc.combine(frames, method="average", sigma_clip=True, sigma_clip_low_thresh=3,
-                               sigma_clip_high_thresh=3, sigma_clip_func=np.ma.median,
-                               sigma_clip_dev_func=np.ma.std, mem_limit=64e9)
+        return ccdproc.combine(
+            frames,
+            method="average",
+            sigma_clip=True,
+            sigma_clip_low_thresh=3,
+            sigma_clip_high_thresh=3,
+            sigma_clip_func=np.ma.median,
+            sigma_clip_dev_func=np.ma.std,
+            mem_limit=64e9,
+        )
 
 
 def astropy_clip(stack: np.ndarray):
@@ -107,8 +114,13 @@ def streaming(n: int, size: int, budget: int) -> dict:
         for k in range(n):
             frame = rng.normal(1000.0, 5.0, (size, size)).astype(np.float32)
             fits.PrimaryHDU(np.rint(frame).astype(np.uint16)).writeto(Path(folder) / f"f{k:03d}.fits")
-        out = subprocess.run([sys.executable, "-c", STREAM_CHILD, folder, str(budget)],
-                             capture_output=True, text=True, check=True, env=os.environ)
+        out = subprocess.run(
+            [sys.executable, "-c", STREAM_CHILD, folder, str(budget)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        )
     return json.loads(out.stdout)
 
 
@@ -116,11 +128,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--skip-ccdproc", action="store_true",
-                        help="ccdproc takes ~15 s and 5 GB at 50 frames")
-    parser.add_argument("--budget-mib", type=int, default=512,
-                        help="stacking budget of the streaming path; the process also holds ~225 MiB "
-                        "of Python, numpy, astropy and numba")
+    parser.add_argument(
+        "--skip-ccdproc", action="store_true", help="ccdproc takes ~15 s and 5 GB at 50 frames"
+    )
+    parser.add_argument(
+        "--budget-mib",
+        type=int,
+        default=512,
+        help="stacking budget of the streaming path; the process also holds ~225 MiB "
+        "of Python, numpy, astropy and numba",
+    )
     args = parser.parse_args(argv)
 
     tiny = make_stack(3, 64)
@@ -133,30 +150,39 @@ def main(argv=None) -> int:
         combine(stack[:, :8].copy(), "sigma_clip")
         rows = []
         candidates = [
-            ("reduction_assets sigma_clip (astropy definition)",
-             lambda stack=stack: combine(stack, "sigma_clip"), 5),
-            ("reduction_assets sigma_clip (BANZAI definition)",
-             lambda stack=stack: combine(stack, "sigma_clip", scale="mad", max_iters=1,
-                                         mad_factor=1.4826), 5),
+            (
+                "reduction_assets sigma_clip (astropy definition)",
+                lambda stack=stack: combine(stack, "sigma_clip"),
+                5,
+            ),
+            (
+                "reduction_assets sigma_clip (BANZAI definition)",
+                lambda stack=stack: combine(stack, "sigma_clip", scale="mad", max_iters=1, mad_factor=1.4826),
+                5,
+            ),
             ("reduction_assets median", lambda stack=stack: combine(stack, "median"), 5),
             ("astropy sigma_clip + mean", lambda stack=stack: astropy_clip(stack), 1),
             ("np.median(axis=0)", lambda stack=stack: np.median(stack, axis=0), 2),
             ("np.sum(axis=0) (bandwidth floor)", lambda stack=stack: np.sum(stack, axis=0), 5),
         ]
         if not args.skip_ccdproc:
-            candidates.insert(3, ("ccdproc.combine sigma clip + average",
-                                  lambda stack=stack: ccdproc_combine(stack), 1))
+            candidates.insert(
+                3, ("ccdproc.combine sigma clip + average", lambda stack=stack: ccdproc_combine(stack), 1)
+            )
         for name, function, repeat in candidates:
             seconds, peak = measure(function, repeat)
             rows.append((name, seconds, peak))
         ours = rows[0][1]
         floor = next(r[1] for r in rows if r[0].startswith("np.sum"))
-        print(f"\n{n} frames of {args.size}x{args.size} float32 "
-              f"({stack.nbytes / 2**20:.0f} MiB), best of repeats:")
+        print(
+            f"\n{n} frames of {args.size}x{args.size} float32 "
+            f"({stack.nbytes / 2**20:.0f} MiB), best of repeats:"
+        )
         print(f"{'method':52s} {'seconds':>9s} {'x ours':>8s} {'x np.sum':>9s} {'peak MiB':>9s}")
         for name, seconds, peak in rows:
-            print(f"{name:52s} {seconds:9.3f} {seconds / ours:8.2f} {seconds / floor:9.2f} "
-                  f"{peak / 2**20:9.0f}")
+            print(
+                f"{name:52s} {seconds:9.3f} {seconds / ours:8.2f} {seconds / floor:9.2f} {peak / 2**20:9.0f}"
+            )
         ccd = next((r[1] for r in rows if r[0].startswith("ccdproc")), None)
         if ccd is not None:
             print(f"target: ccdproc / ours = {ccd / ours:.1f} (>= 20)", end="; ")
@@ -165,9 +191,11 @@ def main(argv=None) -> int:
         gc.collect()
     n = max(args.frames)
     result = streaming(n, args.size, args.budget_mib * 2**20)
-    print(f"\nstreaming {n} frames of {args.size}x{args.size} from FITS files, budget "
-          f"{args.budget_mib} MiB: {result['seconds']:.2f} s, peak RSS {result['peak_rss'] / 2**20:.0f} MiB "
-          f"(after imports {result['rss_before'] / 2**20:.0f} MiB; target <= 1024 MiB)")
+    print(
+        f"\nstreaming {n} frames of {args.size}x{args.size} from FITS files, budget "
+        f"{args.budget_mib} MiB: {result['seconds']:.2f} s, peak RSS {result['peak_rss'] / 2**20:.0f} MiB "
+        f"(after imports {result['rss_before'] / 2**20:.0f} MiB; target <= 1024 MiB)"
+    )
     return 0
 
 

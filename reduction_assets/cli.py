@@ -29,13 +29,16 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max([len(c)] + [len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows])
-              for c in columns}
+    widths = {
+        c: max([len(c)] + [len(str(r.get(c) if r.get(c) is not None else "-")) for r in rows])
+        for c in columns
+    }
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines.append("  ".join("-" * widths[c] for c in columns))
     for row in rows:
-        lines.append("  ".join(
-            str(row.get(c) if row.get(c) is not None else "-").ljust(widths[c]) for c in columns))
+        lines.append(
+            "  ".join(str(row.get(c) if row.get(c) is not None else "-").ljust(widths[c]) for c in columns)
+        )
     return "\n".join(lines)
 
 
@@ -48,16 +51,26 @@ def cmd_simulate(args) -> int:
         print(f"unknown instrument {args.instrument!r}; known: {', '.join(registry.names)}", file=sys.stderr)
         return 2
     config = SimulationConfig(
-        size=args.size, binning=(args.binning, args.binning), seed=args.seed, n_bias=args.n_bias,
-        n_dark=args.n_dark, dark_exptime=args.dark_exptime, n_flat=args.n_flat, n_targets=args.n_targets,
-        n_dither=args.n_dither, science_exptime=args.science_exptime)
+        size=args.size,
+        binning=(args.binning, args.binning),
+        seed=args.seed,
+        n_bias=args.n_bias,
+        n_dark=args.n_dark,
+        dark_exptime=args.dark_exptime,
+        n_flat=args.n_flat,
+        n_targets=args.n_targets,
+        n_dither=args.n_dither,
+        science_exptime=args.science_exptime,
+    )
     try:
         night = simulate_night(registry[args.instrument], args.night, Path(args.out), config)
     except ValueError as err:
         print(f"simulate: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {len(night.frames)} frames of {args.instrument} night {args.night} to {args.out} "
-          f"(truth: {night.truth_path})")
+    print(
+        f"wrote {len(night.frames)} frames of {args.instrument} night {args.night} to {args.out} "
+        f"(truth: {night.truth_path})"
+    )
     return 0
 
 
@@ -66,26 +79,39 @@ def cmd_process(args) -> int:
 
     home = resolve_home(args.home)
     try:
-        outcome = process_landing(home, settle_seconds=args.settle_seconds,
-                                  max_wait_seconds=args.max_wait, lock_wait_seconds=args.wait,
-                                  log_level="DEBUG" if args.verbose else "WARNING")
+        outcome = process_landing(
+            home,
+            settle_seconds=args.settle_seconds,
+            max_wait_seconds=args.max_wait,
+            lock_wait_seconds=args.wait,
+            log_level="DEBUG" if args.verbose else "WARNING",
+        )
     except Interrupted as interrupted:
-        print(f"process: stopped by {interrupted}; the interrupted run is marked failed and its files "
-              "are retried by the next invocation", file=sys.stderr)
+        print(
+            f"process: stopped by {interrupted}; the interrupted run is marked failed and its files "
+            "are retried by the next invocation",
+            file=sys.stderr,
+        )
         return interrupted.exit_code
     if outcome.busy:
         return 0
     failed = outcome.failed
-    print(f"{len(outcome.runs)} runs executed, {len(failed)} failed, {len(outcome.skipped)} skipped "
-          f"(home {home.root})")
+    print(
+        f"{len(outcome.runs)} runs executed, {len(failed)} failed, {len(outcome.skipped)} skipped "
+        f"(home {home.root})"
+    )
     tick = outcome.last_tick
     if tick is not None and tick.not_open:
         nights = ", ".join(sorted(set(tick.not_open.values())))
-        print(f"{len(tick.not_open)} files belong to night {nights}, whose partition opens at the next "
-              "UTC midnight: the next invocation after that ingests them")
+        print(
+            f"{len(tick.not_open)} files belong to night {nights}, whose partition opens at the next "
+            "UTC midnight: the next invocation after that ingests them"
+        )
     if tick is not None and tick.ignored:
-        print(f"{len(tick.ignored)} landing entries are not arrivals (hidden, temporary or not regular "
-              "files): `reduction-assets quarantine --ignored` lists them")
+        print(
+            f"{len(tick.ignored)} landing entries are not arrivals (hidden, temporary or not regular "
+            "files): `reduction-assets quarantine --ignored` lists them"
+        )
     return 1 if failed else 0
 
 
@@ -118,8 +144,21 @@ def cmd_progress(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(_table(rows, ["night", "instrument", "raw", "duplicates", "quarantined", "masters",
-                            "reduced", "last_raw_time"]))
+        print(
+            _table(
+                rows,
+                [
+                    "night",
+                    "instrument",
+                    "raw",
+                    "duplicates",
+                    "quarantined",
+                    "masters",
+                    "reduced",
+                    "last_raw_time",
+                ],
+            )
+        )
     return 0
 
 
@@ -146,9 +185,15 @@ def _list_ignored(home, as_json: bool) -> int:
     from reduction_assets.landing import scan_landing
 
     now = time.time()
-    rows = [{"name": shown(entry.name), "reason": entry.reason, "size_bytes": entry.size,
-             "age_hours": round((now - entry.mtime_ns / 1e9) / 3600, 2)}
-            for entry in scan_landing(home.landing).ignored]
+    rows = [
+        {
+            "name": shown(entry.name),
+            "reason": entry.reason,
+            "size_bytes": entry.size,
+            "age_hours": round((now - entry.mtime_ns / 1e9) / 3600, 2),
+        }
+        for entry in scan_landing(home.landing).ignored
+    ]
     if as_json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -168,22 +213,28 @@ def cmd_verify(args) -> int:
     catalog = _catalog(home)
     try:
         with home.lock(wait_seconds=args.wait):
-            report = verify_home(home, catalog, repair=args.repair,
-                                 progress=lambda items: tqdm(items, desc="verify", unit="file",
-                                                             disable=args.json or None))
+            report = verify_home(
+                home,
+                catalog,
+                repair=args.repair,
+                progress=lambda items: tqdm(items, desc="verify", unit="file", disable=args.json or None),
+            )
     except HomeBusy as busy:
         print(f"verify: {busy}; try again later or pass --wait SECONDS", file=sys.stderr)
         return 3
-    rows = [{"store": f.store, "problem": f.problem, "key": f.key, "action": f.action}
-            for f in report.findings]
+    rows = [
+        {"store": f.store, "problem": f.problem, "key": f.key, "action": f.action} for f in report.findings
+    ]
     if args.json:
         print(json.dumps({"checked": report.checked, "findings": rows}, indent=2))
     else:
         if rows:
             print(_table(rows, ["store", "problem", "key", "action"]))
-        print(f"{report.checked} stored files checked, {len(report.findings)} findings, "
-              f"{len(report.unrepaired)} problems left"
-              + ("" if args.repair or not report.unrepaired else " (--repair acts on them)"))
+        print(
+            f"{report.checked} stored files checked, {len(report.findings)} findings, "
+            f"{len(report.unrepaired)} problems left"
+            + ("" if args.repair or not report.unrepaired else " (--repair acts on them)")
+        )
     return 1 if report.unrepaired else 0
 
 
@@ -196,9 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--instrument", required=True)
     sim.add_argument("--night", required=True, type=_date)
     sim.add_argument("--out", required=True)
-    sim.add_argument("--size", type=_size, help="unbinned imaging area NYxNX: one of the instrument's "
-                     "readout sizes or, for cameras that read windows, any window within the largest "
-                     "(default the smallest readout)")
+    sim.add_argument(
+        "--size",
+        type=_size,
+        help="unbinned imaging area NYxNX: one of the instrument's "
+        "readout sizes or, for cameras that read windows, any window within the largest "
+        "(default the smallest readout)",
+    )
     sim.add_argument("--binning", type=int, default=1)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--n-bias", type=int, default=5)
@@ -211,13 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     proc = sub.add_parser("process", help="process what is in landing/ now, as the daemon would")
-    proc.add_argument("--settle-seconds", type=float, default=5.0,
-                      help="a file must be unmodified this long before it is ingested")
-    proc.add_argument("--max-wait", type=float, default=600.0,
-                      help="give up waiting for unsettled files after this many seconds")
-    proc.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                      help="wait this long for another process working on the same home (default: "
-                      "exit at once, status 0, saying so)")
+    proc.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=5.0,
+        help="a file must be unmodified this long before it is ingested",
+    )
+    proc.add_argument(
+        "--max-wait",
+        type=float,
+        default=600.0,
+        help="give up waiting for unsettled files after this many seconds",
+    )
+    proc.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another process working on the same home (default: "
+        "exit at once, status 0, saying so)",
+    )
     proc.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     proc.set_defaults(func=cmd_process)
 
@@ -230,18 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     quar = sub.add_parser("quarantine", help="list quarantined files, oldest first")
     quar.add_argument("--all", action="store_true", help="include resolved (transient) entries")
-    quar.add_argument("--ignored", action="store_true",
-                      help="list landing entries that are not ingested: hidden files, temporary names "
-                      "of transfers (.part...), FIFOs and devices; old ones are stuck transfers")
+    quar.add_argument(
+        "--ignored",
+        action="store_true",
+        help="list landing entries that are not ingested: hidden files, temporary names "
+        "of transfers (.part...), FIFOs and devices; old ones are stuck transfers",
+    )
     quar.add_argument("--json", action="store_true")
     quar.set_defaults(func=cmd_quarantine)
 
     ver = sub.add_parser("verify", help="check every stored file against the catalog's checksums")
-    ver.add_argument("--repair", action="store_true",
-                     help="restore raw and quarantine copies from landing/, mark damaged masters and "
-                     "products for rebuilding, remove leftover temporary files")
-    ver.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait this long for a `process` working on the same home")
+    ver.add_argument(
+        "--repair",
+        action="store_true",
+        help="restore raw and quarantine copies from landing/, mark damaged masters and "
+        "products for rebuilding, remove leftover temporary files",
+    )
+    ver.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for a `process` working on the same home",
+    )
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=cmd_verify)
     return parser

@@ -27,8 +27,11 @@ def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
     if deployment == "embedded":
         return {"home": ReductionHomeResource(home=EnvVar("REDUCTION_HOME"))}
     if deployment == "production":
-        return {"home": ReductionHomeResource(home=EnvVar("REDUCTION_HOME"),
-                                              catalog_url=EnvVar("REDUCTION_CATALOG_URL"))}
+        return {
+            "home": ReductionHomeResource(
+                home=EnvVar("REDUCTION_HOME"), catalog_url=EnvVar("REDUCTION_CATALOG_URL")
+            )
+        }
     raise ValueError(f"{DEPLOYMENT_ENV}={deployment!r}: expected 'embedded' or 'production'")
 
 

@@ -120,8 +120,15 @@ class Home:
 
     def ensure(self) -> Home:
         """Create the folders and the Dagster instance config if missing (idempotent)."""
-        for folder in (self.root, self.landing, self.raw, self.products, self.quarantine, self.dagster,
-                       self.state):
+        for folder in (
+            self.root,
+            self.landing,
+            self.raw,
+            self.products,
+            self.quarantine,
+            self.dagster,
+            self.state,
+        ):
             make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"
         if not instance_yaml.exists():

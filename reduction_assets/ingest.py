@@ -102,18 +102,29 @@ class Ingestor:
             return
         except Exception as err:
             log.exception("validating %s failed unexpectedly", shown(name))
-            self._quarantine(name, path, FrameRejected(
-                reasons.VALIDATION_ERROR, f"validation failed: {type(err).__name__}: {err}"), report)
+            self._quarantine(
+                name,
+                path,
+                FrameRejected(reasons.VALIDATION_ERROR, f"validation failed: {type(err).__name__}: {err}"),
+                report,
+            )
             return
         info = frame.info
         if partition is not None and (info.instrument, info.night) != partition:
             report.other_partition.append((shown(name), f"{info.instrument}|{info.night.isoformat()}"))
             return
         if not self.night_in_range(info.night):
-            self._quarantine(name, path, FrameRejected(
-                reasons.NIGHT_OUT_OF_RANGE,
-                f"night {info.night} is outside the partitions this installation covers"), report,
-                info=info, frame=frame)
+            self._quarantine(
+                name,
+                path,
+                FrameRejected(
+                    reasons.NIGHT_OUT_OF_RANGE,
+                    f"night {info.night} is outside the partitions this installation covers",
+                ),
+                report,
+                info=info,
+                frame=frame,
+            )
             return
         self._record(name, path, frame, report)
 
@@ -138,26 +149,42 @@ class Ingestor:
                 else:
                     raw.record_duplicate(session, existing, name, frame.checksum)
                     report.duplicates.append((name, existing.original_name))
-                raw.resolve_quarantine(session, name, f"content already in raw frame {existing.id}",
-                                       TRANSIENT_REASONS)
+                raw.resolve_quarantine(
+                    session, name, f"content already in raw frame {existing.id}", TRANSIENT_REASONS
+                )
                 return
             conflict = raw.raw_frame_named(session, info.instrument, info.night, name)
             if conflict is not None:
                 rejected = FrameRejected(
                     reasons.NAME_CONFLICT,
                     f"{name} was ingested as raw frame {conflict.id} (sha256 {conflict.checksum[:12]}…) "
-                    f"and now arrives with different content (sha256 {frame.checksum[:12]}…)")
+                    f"and now arrives with different content (sha256 {frame.checksum[:12]}…)",
+                )
                 self._quarantine_in(session, name, path, rejected, report, info=info, frame=frame)
                 return
             key = raw_key(info, frame.checksum)
             self.raw_store.put_file(path, key, frame.checksum)
             row = raw.add_raw_frame(
-                session, instrument=info.instrument, night=info.night, frame_type=info.frame_type,
-                filter=info.filter, exptime=info.exptime, binning=info.binning_label,
-                date_obs=info.date_obs, object=info.object, ra=info.ra, dec=info.dec,
-                naxis1=info.shape[1], naxis2=info.shape[0], checksum=frame.checksum,
-                size_bytes=frame.state.size, store_path=key, original_name=name,
-                header=header_to_json(frame.header), normalised=info.as_json())
+                session,
+                instrument=info.instrument,
+                night=info.night,
+                frame_type=info.frame_type,
+                filter=info.filter,
+                exptime=info.exptime,
+                binning=info.binning_label,
+                date_obs=info.date_obs,
+                object=info.object,
+                ra=info.ra,
+                dec=info.dec,
+                naxis1=info.shape[1],
+                naxis2=info.shape[0],
+                checksum=frame.checksum,
+                size_bytes=frame.state.size,
+                store_path=key,
+                original_name=name,
+                header=header_to_json(frame.header),
+                normalised=info.as_json(),
+            )
             raw.resolve_quarantine(session, name, f"ingested as raw frame {row.id}")
         report.ingested.append(name)
         report.by_type_filter[(info.frame_type, info.filter or "-")] += 1
@@ -167,11 +194,19 @@ class Ingestor:
         def write():
             with self.catalog.session() as session:
                 self._quarantine_in(session, name, path, rejected, report, info=info, frame=frame)
+
         write()
 
-    def _quarantine_in(self, session, name: str, path: Path | None, rejected: FrameRejected,
-                       report: IngestReport, info: FrameInfo | None = None,
-                       frame: ValidatedFrame | None = None) -> None:
+    def _quarantine_in(
+        self,
+        session,
+        name: str,
+        path: Path | None,
+        rejected: FrameRejected,
+        report: IngestReport,
+        info: FrameInfo | None = None,
+        frame: ValidatedFrame | None = None,
+    ) -> None:
         """Record a refused file once per (name, reason, size, mtime) and keep a verified copy."""
         name = shown(name)
         state = frame.state if frame else None
@@ -187,8 +222,12 @@ class Ingestor:
             return
         checksum = frame.checksum if frame else None
         copy_key = None
-        if path is not None and state is not None and state.size > 0 and \
-                rejected.reason not in TRANSIENT_REASONS:
+        if (
+            path is not None
+            and state is not None
+            and state.size > 0
+            and rejected.reason not in TRANSIENT_REASONS
+        ):
             try:
                 checksum = checksum or sha256_of(path)
                 copy_key = f"{checksum[:16]}-{sanitise(Path(name).name, max_length=96)}"
@@ -197,9 +236,17 @@ class Ingestor:
                 log.warning("could not keep a copy of quarantined %s: %s", name, err)
                 copy_key = None
         raw.add_quarantine(
-            session, original_path=name, reason=rejected.reason, message=rejected.message,
-            instrument=instrument, night=night, checksum=checksum, size_bytes=size, mtime_ns=mtime_ns,
-            copy_path=copy_key)
+            session,
+            original_path=name,
+            reason=rejected.reason,
+            message=rejected.message,
+            instrument=instrument,
+            night=night,
+            checksum=checksum,
+            size_bytes=size,
+            mtime_ns=mtime_ns,
+            copy_path=copy_key,
+        )
 
     def _best_route(self, path: Path | None) -> tuple[str | None, dt.date | None]:
         if path is None:

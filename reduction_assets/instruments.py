@@ -30,9 +30,7 @@ class RegistryError(ValueError):
     """The instrument registry file is malformed."""
 
 
-def night_of(
-    utc: dt.datetime, *, longitude: float | None = None, timezone: str | None = None
-) -> dt.date:
+def night_of(utc: dt.datetime, *, longitude: float | None = None, timezone: str | None = None) -> dt.date:
     """The observing night an exposure belongs to: the local date at the noon before it.
 
     Parameters
@@ -53,9 +51,7 @@ def night_of(
     if timezone:
         local = utc.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
     elif longitude is not None:
-        local = utc.astimezone(dt.UTC).replace(tzinfo=None) + dt.timedelta(
-            hours=longitude / 15.0
-        )
+        local = utc.astimezone(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=longitude / 15.0)
     else:
         raise ValueError("night_of needs a site longitude or timezone")
     return (local - dt.timedelta(hours=12)).date()
@@ -151,16 +147,19 @@ class Instrument:
         bx, by = binning
         mask = np.zeros(shape, dtype=bool)
         for y0, y1, x0, x1 in self.bad_regions:
-            mask[y0 // by:-(-y1 // by), x0 // bx:-(-x1 // bx)] = True
+            mask[y0 // by : -(-y1 // by), x0 // bx : -(-x1 // bx)] = True
         return mask
 
-    def calibration_key(self, kind: str, *, binning: str, filter: str | None,
-                        exptime: float) -> CalibrationKey:
+    def calibration_key(
+        self, kind: str, *, binning: str, filter: str | None, exptime: float
+    ) -> CalibrationKey:
         """The key of a master of ``kind`` made from, or used for, a frame with these properties."""
         return CalibrationKey(
-            type=kind, binning=binning,
+            type=kind,
+            binning=binning,
             filter=(filter or "") if kind == "flat" else "",
-            exptime=float(exptime) if (kind == "dark" and self.darks_include_bias) else 0.0)
+            exptime=float(exptime) if (kind == "dark" and self.darks_include_bias) else 0.0,
+        )
 
     def calibrations_needed(self) -> tuple[str, ...]:
         """Master types a science frame of this camera needs (no bias where darks include it)."""
@@ -208,8 +207,9 @@ class Instrument:
     def fits_window(self, size: tuple[int, int]) -> bool:
         """Whether an unbinned imaging area (ny, nx) is a window this camera can read out."""
         ny, nx = size
-        return self.windows and any(1 <= ny <= full_y and 1 <= nx <= full_x
-                                    for full_y, full_x in self.readout_sizes)
+        return self.windows and any(
+            1 <= ny <= full_y and 1 <= nx <= full_x for full_y, full_x in self.readout_sizes
+        )
 
     def expected_shapes(self, binning: tuple[int, int]) -> str:
         """The raw shapes (ny, nx) this camera writes at ``binning``, in words."""
@@ -249,16 +249,41 @@ class Registry:
 # Every key the registry knows, at each level: anything else is a typo that would otherwise be silently
 # ignored (``darks_include_bais: true`` read as false).
 INSTRUMENT_KEYS = {
-    "description", "site", "match", "keywords", "frame_types", "filters", "default_filter", "gain",
-    "read_noise", "saturation", "pixel_scale", "readout_sizes", "windows", "binnings", "overscan",
-    "darks_include_bias", "bad_regions",
+    "description",
+    "site",
+    "match",
+    "keywords",
+    "frame_types",
+    "filters",
+    "default_filter",
+    "gain",
+    "read_noise",
+    "saturation",
+    "pixel_scale",
+    "readout_sizes",
+    "windows",
+    "binnings",
+    "overscan",
+    "darks_include_bias",
+    "bad_regions",
 }
 SITE_KEYS = {"name", "longitude", "latitude", "timezone"}
 OVERSCAN_KEYS = {"side", "width"}
 # Normalised quantities a camera's header keywords can be mapped to.
 QUANTITIES = {
-    "instrument", "frame_type", "date_obs", "day_obs", "exptime", "filter", "object", "ra", "dec",
-    "binning", "binning_x", "binning_y", "gain",
+    "instrument",
+    "frame_type",
+    "date_obs",
+    "day_obs",
+    "exptime",
+    "filter",
+    "object",
+    "ra",
+    "dec",
+    "binning",
+    "binning_x",
+    "binning_y",
+    "gain",
 }
 
 
@@ -321,8 +346,10 @@ def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
     unknown = sorted(set(frame_types.values()) - set(FRAME_TYPES))
     if unknown:
         raise reader.error(f"frame types {unknown} not in {FRAME_TYPES}")
-    keywords = {str(k): str(v) for k, v in
-                reader.known(reader.require(entry, "keywords"), QUANTITIES, "keywords").items()}
+    keywords = {
+        str(k): str(v)
+        for k, v in reader.known(reader.require(entry, "keywords"), QUANTITIES, "keywords").items()
+    }
     for needed in ("frame_type", "date_obs", "exptime"):
         if needed not in keywords:
             raise reader.error(f"keywords.{needed} is required")
@@ -334,8 +361,9 @@ def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
         reader.known(overscan_entry, OVERSCAN_KEYS, "overscan")
         if overscan_entry.get("side") not in ("left", "right"):
             raise reader.error("overscan.side must be left or right")
-        overscan = Overscan(side=overscan_entry["side"], width=int(reader.number(overscan_entry, "width",
-                                                                                 "overscan.")))
+        overscan = Overscan(
+            side=overscan_entry["side"], width=int(reader.number(overscan_entry, "width", "overscan."))
+        )
     return Instrument(
         name=name,
         description=str(entry.get("description", "")),

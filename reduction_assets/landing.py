@@ -48,7 +48,7 @@ def encode_name(name: str) -> str:
 
 def decode_name(text: str) -> str:
     if text.startswith(_BYTES_PREFIX):
-        return os.fsdecode(bytes.fromhex(text[len(_BYTES_PREFIX):]))
+        return os.fsdecode(bytes.fromhex(text[len(_BYTES_PREFIX) :]))
     return text
 
 
@@ -113,8 +113,9 @@ def _ignore(scan: LandingScan, landing: Path, path: Path, reason: str, st=None) 
         st = st or path.lstat()
     except FileNotFoundError:
         return
-    scan.ignored.append(IgnoredEntry(path.relative_to(landing).as_posix(), reason, st.st_size,
-                                     st.st_mtime_ns))
+    scan.ignored.append(
+        IgnoredEntry(path.relative_to(landing).as_posix(), reason, st.st_size, st.st_mtime_ns)
+    )
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,9 @@ def resolve_in_landing(landing: Path, relative: str) -> Path:
     except FileNotFoundError:
         return candidate  # reported as vanished by whoever opens it
     if not stat.S_ISREG(mode):
-        raise FrameRejected(NOT_A_REGULAR_FILE, f"{shown(relative)!r} leads to a FIFO, socket, device "
-                            "or folder, not a file")
+        raise FrameRejected(
+            NOT_A_REGULAR_FILE, f"{shown(relative)!r} leads to a FIFO, socket, device or folder, not a file"
+        )
     return candidate
 
 

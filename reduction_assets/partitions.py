@@ -44,12 +44,17 @@ def calibration_window_mapping(nights: int = CALIBRATION_WINDOW_NIGHTS) -> Multi
     # every code-location load tells operators nothing they can act on.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
-        return MultiPartitionMapping({
-            "night": DimensionPartitionMapping(
-                "night", TimeWindowPartitionMapping(
-                    start_offset=-nights, end_offset=0, allow_nonexistent_upstream_partitions=True)),
-            "instrument": DimensionPartitionMapping("instrument", IdentityPartitionMapping()),
-        })
+        return MultiPartitionMapping(
+            {
+                "night": DimensionPartitionMapping(
+                    "night",
+                    TimeWindowPartitionMapping(
+                        start_offset=-nights, end_offset=0, allow_nonexistent_upstream_partitions=True
+                    ),
+                ),
+                "instrument": DimensionPartitionMapping("instrument", IdentityPartitionMapping()),
+            }
+        )
 
 
 def partition_key(instrument: str, night: dt.date | str) -> MultiPartitionKey:

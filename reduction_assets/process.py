@@ -85,8 +85,9 @@ def instance_for(home: Home) -> DagsterInstance:
         return DagsterInstance.from_config(str(home.dagster))
     except Exception as err:
         cause = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise InstanceUnavailable(f"cannot open the Dagster instance in {home.dagster}: "
-                                  f"{type(err).__name__}: {cause.strip()}") from err
+        raise InstanceUnavailable(
+            f"cannot open the Dagster instance in {home.dagster}: {type(err).__name__}: {cause.strip()}"
+        ) from err
 
 
 def check_catalog(home: Home, catalog_url: str | None = None) -> None:
@@ -107,8 +108,9 @@ class _SignalWatch:
     thread marks it failed, frees its slots and ends the process.
     """
 
-    def __init__(self, instance: DagsterInstance, echo: Callable[[str], None],
-                 grace: float = INTERRUPT_GRACE_SECONDS):
+    def __init__(
+        self, instance: DagsterInstance, echo: Callable[[str], None], grace: float = INTERRUPT_GRACE_SECONDS
+    ):
         self.instance = instance
         self.echo = echo
         self.grace = grace
@@ -199,10 +201,20 @@ def process_landing(
                 with _SignalWatch(instance, echo) as watch:
                     outcome.reaped = reap_dead_process_runs(instance, home, holding_lock=True)
                     for run in outcome.reaped:
-                        echo(f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
-                             f"freed {run.freed_slots} pool slots")
-                    _process_until_idle(home, instance, watch, outcome, settle_seconds=settle_seconds,
-                                        max_wait_seconds=max_wait_seconds, log_level=log_level, echo=echo)
+                        echo(
+                            f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
+                            f"freed {run.freed_slots} pool slots"
+                        )
+                    _process_until_idle(
+                        home,
+                        instance,
+                        watch,
+                        outcome,
+                        settle_seconds=settle_seconds,
+                        max_wait_seconds=max_wait_seconds,
+                        log_level=log_level,
+                        echo=echo,
+                    )
             finally:
                 instance.dispose()
     except HomeBusy as busy:
@@ -211,8 +223,17 @@ def process_landing(
     return outcome
 
 
-def _process_until_idle(home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome,
-                        *, settle_seconds: float, max_wait_seconds: float, log_level: str, echo) -> None:
+def _process_until_idle(
+    home: Home,
+    instance: DagsterInstance,
+    watch: _SignalWatch,
+    outcome: ProcessOutcome,
+    *,
+    settle_seconds: float,
+    max_wait_seconds: float,
+    log_level: str,
+    echo,
+) -> None:
     from reduction_assets.definitions import build_definitions
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
@@ -231,8 +252,9 @@ def _process_until_idle(home: Home, instance: DagsterInstance, watch: _SignalWat
         if not requests and not tick.waiting and not tick.deferred:
             # Landing is quiet: frames reduced with an earlier night's calibrations may now
             # have nearer ones (the calibration sensor's work).
-            requests = [("calibration_sensor", r)
-                        for r in evaluate_recalibration(resource, busy).run_requests or []]
+            requests = [
+                ("calibration_sensor", r) for r in evaluate_recalibration(resource, busy).run_requests or []
+            ]
         executed = 0
         for sensor_name, request in requests:
             label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
@@ -250,11 +272,14 @@ def _process_until_idle(home: Home, instance: DagsterInstance, watch: _SignalWat
             watch.run_id = run_id
             try:
                 run = job.execute_in_process(
-                    run_config={**request.run_config, **loggers}, instance=instance,
-                    partition_key=request.partition_key, asset_selection=request.asset_selection,
-                    tags={**request.tags, **tags, RUN_KEY_TAG: request.run_key,
-                          SENSOR_NAME_TAG: sensor_name},
-                    run_id=run_id, raise_on_error=False)
+                    run_config={**request.run_config, **loggers},
+                    instance=instance,
+                    partition_key=request.partition_key,
+                    asset_selection=request.asset_selection,
+                    tags={**request.tags, **tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
+                    run_id=run_id,
+                    raise_on_error=False,
+                )
             finally:
                 watch.run_id = None
             outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
@@ -273,7 +298,9 @@ def _process_until_idle(home: Home, instance: DagsterInstance, watch: _SignalWat
             break
         if time.monotonic() > deadline:
             names = tick.waiting + list(tick.deferred)
-            echo(f"gave up waiting for {len(names)} files to settle or for runs in flight: "
-                 + ", ".join(names[:5]))
+            echo(
+                f"gave up waiting for {len(names)} files to settle or for runs in flight: "
+                + ", ".join(names[:5])
+            )
             break
         time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))

@@ -27,11 +27,28 @@ _FITS_WRITERS = ("reduction_assets.fits.products",)
 _CALIBRATION = ("reduction_assets.reduction.calibrate", "reduction_assets.reduction.dq")
 
 STEPS: dict[str, Step] = {
-    "master": Step(1, ("reduction_assets.reduction.masters", "reduction_assets.kernels.combine",
-                       "reduction_assets.kernels._combine_kernel", "reduction_assets.kernels.network",
-                       "reduction_assets.kernels.streaming", *_CALIBRATION, *_FITS_WRITERS)),
-    "reduced": Step(1, ("reduction_assets.reduction.science", "reduction_assets.reduction.sources",
-                        "reduction_assets.reduction.wcs", *_CALIBRATION, *_FITS_WRITERS)),
+    "master": Step(
+        1,
+        (
+            "reduction_assets.reduction.masters",
+            "reduction_assets.kernels.combine",
+            "reduction_assets.kernels._combine_kernel",
+            "reduction_assets.kernels.network",
+            "reduction_assets.kernels.streaming",
+            *_CALIBRATION,
+            *_FITS_WRITERS,
+        ),
+    ),
+    "reduced": Step(
+        1,
+        (
+            "reduction_assets.reduction.science",
+            "reduction_assets.reduction.sources",
+            "reduction_assets.reduction.wcs",
+            *_CALIBRATION,
+            *_FITS_WRITERS,
+        ),
+    ),
 }
 
 

@@ -26,12 +26,15 @@ class ReductionHomeResource(ConfigurableResource):
     """Where this installation keeps its state, and the handles on it."""
 
     home: str | None = Field(
-        default=None, description="REDUCTION_HOME folder; default $REDUCTION_HOME or ~/reduction_home")
+        default=None, description="REDUCTION_HOME folder; default $REDUCTION_HOME or ~/reduction_home"
+    )
     catalog_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the catalog; default $REDUCTION_CATALOG_URL or SQLite in the home")
+        description="SQLAlchemy URL of the catalog; default $REDUCTION_CATALOG_URL or SQLite in the home",
+    )
     settle_seconds: float = Field(
-        default=5.0, description="a landing file must be unmodified this long before it is ingested")
+        default=5.0, description="a landing file must be unmodified this long before it is ingested"
+    )
 
     def layout(self) -> Home:
         return resolve_home(self.home).ensure()

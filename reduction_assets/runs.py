@@ -27,14 +27,23 @@ PID_TAG = "reduction_assets/pid"
 PROCESS_LAUNCHER = "process"
 
 # Runs that hold, or are about to hold, a worker and concurrency slots.
-IN_FLIGHT_STATUSES = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-                      DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+IN_FLIGHT_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def process_run_tags(home: Home) -> dict[str, str]:
     """Tags that identify a run executed by this `process` invocation."""
-    return {LAUNCHED_BY_TAG: PROCESS_LAUNCHER, HOST_TAG: socket.gethostname(), HOME_TAG: str(home.root),
-            PID_TAG: str(os.getpid())}
+    return {
+        LAUNCHED_BY_TAG: PROCESS_LAUNCHER,
+        HOST_TAG: socket.gethostname(),
+        HOME_TAG: str(home.root),
+        PID_TAG: str(os.getpid()),
+    }
 
 
 def partitions_in_flight(instance: DagsterInstance) -> set[str]:
@@ -44,13 +53,19 @@ def partitions_in_flight(instance: DagsterInstance) -> set[str]:
 
 
 def run_key_in_flight(instance: DagsterInstance, run_key: str) -> bool:
-    return bool(instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key},
-                                                     statuses=IN_FLIGHT_STATUSES), limit=1))
+    return bool(
+        instance.get_runs(
+            filters=RunsFilter(tags={RUN_KEY_TAG: run_key}, statuses=IN_FLIGHT_STATUSES), limit=1
+        )
+    )
 
 
 def run_key_succeeded(instance: DagsterInstance, run_key: str) -> bool:
-    return bool(instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key},
-                                                     statuses=[DagsterRunStatus.SUCCESS]), limit=1))
+    return bool(
+        instance.get_runs(
+            filters=RunsFilter(tags={RUN_KEY_TAG: run_key}, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -81,8 +96,10 @@ def reap_dead_process_runs(instance: DagsterInstance, home: Home, *, holding_loc
         if pid == str(os.getpid()):
             continue  # our own run, in flight in this very process
         instance.report_run_failed(
-            run, f"the `reduction-assets process` that executed this run (pid {pid} on "
-            f"{run.tags.get(HOST_TAG)}) is no longer alive; its pool slots are freed")
+            run,
+            f"the `reduction-assets process` that executed this run (pid {pid} on "
+            f"{run.tags.get(HOST_TAG)}) is no longer alive; its pool slots are freed",
+        )
         reaped.append(ReapedRun(run.run_id, run.status.value, pid, free_slots(instance, run.run_id)))
     return reaped
 
@@ -90,9 +107,12 @@ def reap_dead_process_runs(instance: DagsterInstance, home: Home, *, holding_loc
 def claimed_slots(instance: DagsterInstance, run_id: str | None = None) -> list[tuple[str, str]]:
     """(pool, run id) of every claimed concurrency slot, of one run or all."""
     storage = instance.event_log_storage
-    return [(key, slot.run_id) for key in sorted(storage.get_concurrency_keys())
-            for slot in storage.get_concurrency_info(key).claimed_slots
-            if run_id is None or slot.run_id == run_id]
+    return [
+        (key, slot.run_id)
+        for key in sorted(storage.get_concurrency_keys())
+        for slot in storage.get_concurrency_info(key).claimed_slots
+        if run_id is None or slot.run_id == run_id
+    ]
 
 
 def free_slots(instance: DagsterInstance, run_id: str) -> int:

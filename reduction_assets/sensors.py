@@ -1,6 +1,5 @@
 """The landing sensor: new files in landing/ become raw_frames runs, one per affected partition."""
 
-
 import hashlib
 import json
 import time
@@ -42,8 +41,9 @@ from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.runs import partitions_in_flight, reap_dead_process_runs
 
 CURSOR_VERSION = 1
-PARTITION_ASSETS = [AssetKey(name) for name in
-                    ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")]
+PARTITION_ASSETS = [
+    AssetKey(name) for name in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
+]
 
 
 def _stamp(state: FileState) -> str:
@@ -171,13 +171,16 @@ def landing_tick_result(tick: LandingTick, files: dict[str, FileState]) -> Senso
         for (instrument, night), names in sorted(tick.by_partition.items())
     ]
     if tick.rejects:
-        requests.append(RunRequest(
-            run_key=_run_key("landing_rejects", tick.rejects, files),
-            asset_selection=[AssetKey("landing_rejects")],
-            run_config={"ops": {"landing_rejects": {"config": {
-                "files": [encode_name(n) for n in tick.rejects]}}}},
-            tags={"reduction_assets/trigger": "landing_sensor"},
-        ))
+        requests.append(
+            RunRequest(
+                run_key=_run_key("landing_rejects", tick.rejects, files),
+                asset_selection=[AssetKey("landing_rejects")],
+                run_config={
+                    "ops": {"landing_rejects": {"config": {"files": [encode_name(n) for n in tick.rejects]}}}
+                },
+                tags={"reduction_assets/trigger": "landing_sensor"},
+            )
+        )
     if requests:
         return SensorResult(run_requests=requests, cursor=tick.cursor)
     return SensorResult(skip_reason=SkipReason(describe_idle_tick(tick)), cursor=tick.cursor)
@@ -205,15 +208,20 @@ def describe_idle_tick(tick: LandingTick) -> str:
     return reason + ")"
 
 
-def evaluate_landing(home: ReductionHomeResource, cursor: str | None,
-                     busy: Set[str] = frozenset()) -> tuple[LandingTick, SensorResult]:
+def evaluate_landing(
+    home: ReductionHomeResource, cursor: str | None, busy: Set[str] = frozenset()
+) -> tuple[LandingTick, SensorResult]:
     """One evaluation of the landing sensor's logic (shared by the sensor and `process`)."""
     landing = home.layout().landing
     registry = home.registry()
     scan = scan_landing(landing)
     tick = plan_landing_tick(
-        scan.files, cursor, settle_seconds=home.settle_seconds, busy=busy,
-        route=lambda name: route_landing_file(landing, name, registry))
+        scan.files,
+        cursor,
+        settle_seconds=home.settle_seconds,
+        busy=busy,
+        route=lambda name: route_landing_file(landing, name, registry),
+    )
     tick.ignored = scan.ignored
     return tick, landing_tick_result(tick, scan.files)
 
@@ -239,18 +247,25 @@ def landing_sensor(context: SensorEvaluationContext, home: ReductionHomeResource
     instance = _instance(context)
     if instance is not None:
         for run in reap_dead_process_runs(instance, home.layout(), holding_lock=False):
-            context.log.warning("marked run %s of a dead `process` (pid %s) failed; freed %d slots",
-                                run.run_id, run.pid, run.freed_slots)
+            context.log.warning(
+                "marked run %s of a dead `process` (pid %s) failed; freed %d slots",
+                run.run_id,
+                run.pid,
+                run.freed_slots,
+            )
         busy = partitions_in_flight(instance)
     tick, result = evaluate_landing(home, context.cursor, busy)
     if tick.waiting or tick.deferred or tick.not_open:
-        context.log.info("%d files waiting to settle, %d for a run in flight, %d for their night's "
-                         "partition", len(tick.waiting), len(tick.deferred), len(tick.not_open))
+        context.log.info(
+            "%d files waiting to settle, %d for a run in flight, %d for their night's partition",
+            len(tick.waiting),
+            len(tick.deferred),
+            len(tick.not_open),
+        )
     return result
 
 
-def evaluate_recalibration(home: ReductionHomeResource,
-                           busy: Set[str] = frozenset()) -> SensorResult:
+def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozenset()) -> SensorResult:
     """Requests runs for partitions whose frames now have nearer calibrations (reduced_frames) or
     that hold masters or products marked stale because their files were found damaged (the
     partition's masters too when one of them is stale). Partitions in ``busy`` wait: a run is
@@ -267,19 +282,28 @@ def evaluate_recalibration(home: ReductionHomeResource,
         stale = damaged.get((instrument, night))
         digest = hashlib.sha256(json.dumps([frames, stale and stale.version], sort_keys=True).encode())
         selection = PARTITION_ASSETS[1:] if stale and stale.masters else [AssetKey("reduced_frames")]
-        requests.append(RunRequest(
-            run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
-            partition_key=partition_key(instrument, night),
-            asset_selection=selection,
-            tags={"reduction_assets/trigger": "calibration_sensor",
-                  "reduction_assets/frames": str(len(frames)),
-                  "reduction_assets/rebuild": "masters" if stale and stale.masters else
-                  ("products" if stale else "none")}))
+        requests.append(
+            RunRequest(
+                run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
+                partition_key=partition_key(instrument, night),
+                asset_selection=selection,
+                tags={
+                    "reduction_assets/trigger": "calibration_sensor",
+                    "reduction_assets/frames": str(len(frames)),
+                    "reduction_assets/rebuild": "masters"
+                    if stale and stale.masters
+                    else ("products" if stale else "none"),
+                },
+            )
+        )
     if requests:
         return SensorResult(run_requests=requests)
-    return SensorResult(skip_reason=SkipReason(
-        "no reduced frame has a nearer calibration than the one it was reduced with, and nothing is "
-        "marked for rebuilding"))
+    return SensorResult(
+        skip_reason=SkipReason(
+            "no reduced frame has a nearer calibration than the one it was reduced with, and nothing is "
+            "marked for rebuilding"
+        )
+    )
 
 
 @sensor(

@@ -65,7 +65,7 @@ MIN_WINDOW = 32  # unbinned pixels: room for stars and dithers
 
 
 def flat_exptime(index: int) -> float:
-    return FIRST_FLAT_EXPTIME * FLAT_EXPTIME_GROWTH ** index
+    return FIRST_FLAT_EXPTIME * FLAT_EXPTIME_GROWTH**index
 
 
 def flat_sequence_seconds(n_flat: int) -> float:
@@ -120,12 +120,17 @@ class SimulationConfig:
         nights that cannot happen (exposures that overlap or do not fit their part of the night)."""
         size = tuple(self.size) if self.size else min(instrument.readout_sizes, key=lambda s: s[0] * s[1])
         if size not in instrument.readout_sizes and not (
-                instrument.fits_window(size) and min(size) >= MIN_WINDOW):
+            instrument.fits_window(size) and min(size) >= MIN_WINDOW
+        ):
             listed = ", ".join(f"{ny}x{nx}" for ny, nx in instrument.readout_sizes)
-            windows = (f", or a window of at least {MIN_WINDOW}x{MIN_WINDOW} within the largest"
-                       if instrument.windows else "")
-            raise ValueError(f"size {size[0]}x{size[1]} is not a readout of {instrument.name} "
-                             f"({listed}{windows})")
+            windows = (
+                f", or a window of at least {MIN_WINDOW}x{MIN_WINDOW} within the largest"
+                if instrument.windows
+                else ""
+            )
+            raise ValueError(
+                f"size {size[0]}x{size[1]} is not a readout of {instrument.name} ({listed}{windows})"
+            )
         if tuple(self.binning) not in instrument.binnings:
             raise ValueError(f"binning {self.binning} is not offered by {instrument.name}")
         for name in ("n_bias", "n_dark", "n_flat", "n_targets", "n_dither"):
@@ -142,23 +147,38 @@ class SimulationConfig:
     def _check_schedule(self, n_filters: int) -> None:
         """Each block of the night must end before the next begins (see :func:`simulate_night`)."""
         blocks = [
-            ("bias frames", self.n_bias * BIAS_SPACING, DARKS_START - BIAS_START,
-             f"--n-bias at most {(DARKS_START - BIAS_START) // BIAS_SPACING}"),
-            ("darks", self.n_dark * (self.dark_exptime + DARK_GAP), FLATS_START - DARKS_START,
-             "fewer or shorter darks"),
-            ("twilight flats", n_filters * flat_sequence_seconds(self.n_flat),
-             SCIENCE_START - FLATS_START,
-             f"--n-flat at most {max_flats(SCIENCE_START - FLATS_START, n_filters)} with {n_filters} "
-             "filters"),
+            (
+                "bias frames",
+                self.n_bias * BIAS_SPACING,
+                DARKS_START - BIAS_START,
+                f"--n-bias at most {(DARKS_START - BIAS_START) // BIAS_SPACING}",
+            ),
+            (
+                "darks",
+                self.n_dark * (self.dark_exptime + DARK_GAP),
+                FLATS_START - DARKS_START,
+                "fewer or shorter darks",
+            ),
+            (
+                "twilight flats",
+                n_filters * flat_sequence_seconds(self.n_flat),
+                SCIENCE_START - FLATS_START,
+                f"--n-flat at most {max_flats(SCIENCE_START - FLATS_START, n_filters)} with {n_filters} "
+                "filters",
+            ),
         ]
         for what, needed, available, advice in blocks:
             if needed > available:
-                raise ValueError(f"the {what} would take {needed / 3600:.1f} h, but the night has "
-                                 f"{available / 3600:.1f} h for them: {advice}")
+                raise ValueError(
+                    f"the {what} would take {needed / 3600:.1f} h, but the night has "
+                    f"{available / 3600:.1f} h for them: {advice}"
+                )
         n_science = self.n_targets * n_filters * self.n_dither
         if n_science and self.science_exptime > (SCIENCE_END - SCIENCE_START) / n_science:
-            raise ValueError(f"{n_science} science exposures of {self.science_exptime:g} s do not fit "
-                             f"the {(SCIENCE_END - SCIENCE_START) / 3600:g} h of the night")
+            raise ValueError(
+                f"{n_science} science exposures of {self.science_exptime:g} s do not fit "
+                f"the {(SCIENCE_END - SCIENCE_START) / 3600:g} h of the night"
+            )
 
 
 DEFAULT_FILTERS = {"lcosim": ("gp", "rp"), "noirsim": ("V", "R")}
@@ -208,31 +228,57 @@ class Truth:
 
     def save(self, path: Path) -> None:
         meta = {
-            "instrument": self.instrument, "night": self.night, "gain": self.gain,
-            "read_noise": self.read_noise, "bias_level": self.bias_level,
-            "frames": [asdict(f) for f in self.frames], "config": self.config,
+            "instrument": self.instrument,
+            "night": self.night,
+            "gain": self.gain,
+            "read_noise": self.read_noise,
+            "bias_level": self.bias_level,
+            "frames": [asdict(f) for f in self.frames],
+            "config": self.config,
             "filters": sorted(self.flats),
         }
         arrays = {f"flat_{name}": flat for name, flat in self.flats.items()}
         np.savez_compressed(
-            path, meta=np.array(json.dumps(meta)), bias=self.bias, dark_rate=self.dark_rate,
-            bad_columns=self.bad_columns, hot_pixels=self.hot_pixels, stars=self.stars,
-            cosmic_rays=self.cosmic_rays, **arrays)
+            path,
+            meta=np.array(json.dumps(meta)),
+            bias=self.bias,
+            dark_rate=self.dark_rate,
+            bad_columns=self.bad_columns,
+            hot_pixels=self.hot_pixels,
+            stars=self.stars,
+            cosmic_rays=self.cosmic_rays,
+            **arrays,
+        )
 
     @staticmethod
     def load(path: Path) -> Truth:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             return Truth(
-                instrument=meta["instrument"], night=meta["night"], gain=meta["gain"],
-                read_noise=meta["read_noise"], bias_level=meta["bias_level"], bias=data["bias"],
-                dark_rate=data["dark_rate"], flats={f: data[f"flat_{f}"] for f in meta["filters"]},
-                bad_columns=data["bad_columns"], hot_pixels=data["hot_pixels"], stars=data["stars"],
+                instrument=meta["instrument"],
+                night=meta["night"],
+                gain=meta["gain"],
+                read_noise=meta["read_noise"],
+                bias_level=meta["bias_level"],
+                bias=data["bias"],
+                dark_rate=data["dark_rate"],
+                flats={f: data[f"flat_{f}"] for f in meta["filters"]},
+                bad_columns=data["bad_columns"],
+                hot_pixels=data["hot_pixels"],
+                stars=data["stars"],
                 cosmic_rays=data["cosmic_rays"],
-                frames=[FrameTruth(**{**f, "crval": tuple(f["crval"]) if f["crval"] else None,
-                                      "crpix": tuple(f["crpix"]) if f["crpix"] else None})
-                        for f in meta["frames"]],
-                config=meta["config"])
+                frames=[
+                    FrameTruth(
+                        **{
+                            **f,
+                            "crval": tuple(f["crval"]) if f["crval"] else None,
+                            "crpix": tuple(f["crpix"]) if f["crpix"] else None,
+                        }
+                    )
+                    for f in meta["frames"]
+                ],
+                config=meta["config"],
+            )
 
 
 def _raw_value(mapping: dict[str, str], normalised: str) -> str:
@@ -265,7 +311,7 @@ def _render_stars(shape, xs, ys, fluxes, sigma) -> np.ndarray:
         xs0, xs1 = max(x0, 0), min(x0 + stamp.shape[1], nx)
         if ys0 >= ys1 or xs0 >= xs1:
             continue
-        image[ys0:ys1, xs0:xs1] += flux * stamp[ys0 - y0:ys1 - y0, xs0 - x0:xs1 - x0]
+        image[ys0:ys1, xs0:xs1] += flux * stamp[ys0 - y0 : ys1 - y0, xs0 - x0 : xs1 - x0]
     return image
 
 
@@ -288,7 +334,8 @@ class _Night:
         self.shape = (size[0] // by, size[1] // bx)
         self.geometry = instrument.geometry(
             (self.shape[0], self.shape[1] + (instrument.overscan.width if instrument.overscan else 0)),
-            (bx, by))
+            (bx, by),
+        )
         self.filters = config.filters or DEFAULT_FILTERS.get(instrument.name, ("clear",))
         self.saturation = min(instrument.saturation, 65535.0)
         self._build_detector()
@@ -361,8 +408,9 @@ class _Night:
                     self.cosmic_rays.append((index, yy, xx + geometry_offset, total / length))
         return hits
 
-    def expose(self, index: int, electrons_rate: np.ndarray | float, exptime: float,
-               extra: np.ndarray | float = 0.0) -> tuple[np.ndarray, float, int]:
+    def expose(
+        self, index: int, electrons_rate: np.ndarray | float, exptime: float, extra: np.ndarray | float = 0.0
+    ) -> tuple[np.ndarray, float, int]:
         c, rng = self.config, self.rng
         mean = np.asarray(electrons_rate) * exptime + extra + self.dark_rate * exptime
         electrons = rng.poisson(np.maximum(mean, 0.0)).astype(np.float64)
@@ -404,9 +452,20 @@ def simulate_night(
     (ny, nx) = sim.shape
     x0 = sim.geometry.imaging[1].start
 
-    def write(kind: str, data: np.ndarray, when: dt.datetime, exptime: float, filt: str | None,
-              obj: str | None, wcs: fits.Header | None, offset: float, n_cr: int, target=None,
-              crval=None, crpix=None) -> None:
+    def write(
+        kind: str,
+        data: np.ndarray,
+        when: dt.datetime,
+        exptime: float,
+        filt: str | None,
+        obj: str | None,
+        wcs: fits.Header | None,
+        offset: float,
+        n_cr: int,
+        target=None,
+        crval=None,
+        crpix=None,
+    ) -> None:
         seq = len(frames) + 1
         name = f"{instrument.name}_{night.strftime('%Y%m%d')}_{seq:04d}_{kind}.fits"
         header = fits.Header()
@@ -446,24 +505,44 @@ def simulate_night(
         path = out / name
         hdu.writeto(path, overwrite=True, output_verify="exception")
         frames.append(path)
-        truths.append(FrameTruth(
-            name=name, frame_type=kind, filter=filt, exptime=exptime,
-            date_obs=when.isoformat(timespec="milliseconds"), bias_offset=offset, target=target,
-            crval=crval, crpix=crpix, n_cosmic_rays=n_cr))
+        truths.append(
+            FrameTruth(
+                name=name,
+                frame_type=kind,
+                filter=filt,
+                exptime=exptime,
+                date_obs=when.isoformat(timespec="milliseconds"),
+                bias_offset=offset,
+                target=target,
+                crval=crval,
+                crpix=crpix,
+                n_cosmic_rays=n_cr,
+            )
+        )
 
     index = 0
     start = noon + dt.timedelta(seconds=BIAS_START)  # afternoon calibrations at 16:00 local
     bias_frames = 0 if instrument.darks_include_bias else c.n_bias
     for i in range(bias_frames):
         data, offset, n_cr = sim.expose(index, 0.0, 0.0)
-        write("bias", data, start + dt.timedelta(seconds=BIAS_SPACING * i), 0.0, None, None, None,
-              offset, n_cr)
+        write(
+            "bias", data, start + dt.timedelta(seconds=BIAS_SPACING * i), 0.0, None, None, None, offset, n_cr
+        )
         index += 1
     start = noon + dt.timedelta(seconds=DARKS_START)
     for i in range(c.n_dark):
         data, offset, n_cr = sim.expose(index, 0.0, c.dark_exptime)
-        write("dark", data, start + dt.timedelta(seconds=(c.dark_exptime + DARK_GAP) * i), c.dark_exptime,
-              None, None, None, offset, n_cr)
+        write(
+            "dark",
+            data,
+            start + dt.timedelta(seconds=(c.dark_exptime + DARK_GAP) * i),
+            c.dark_exptime,
+            None,
+            None,
+            None,
+            offset,
+            n_cr,
+        )
         index += 1
     start = noon + dt.timedelta(seconds=FLATS_START)
     for filt in sim.filters:
@@ -482,26 +561,49 @@ def simulate_night(
         offset_px = np.array([(dither % 3) - 1, ((dither // 3) % 3) - 1]) * c.dither_step
         offset_px = offset_px + sim.rng.normal(0, c.pointing_jitter, 2)
         cosd = math.cos(math.radians(target.dec))
-        crval = (target.ra - offset_px[0] * sim.pixel_scale_deg / cosd,
-                 target.dec + offset_px[1] * sim.pixel_scale_deg)
+        crval = (
+            target.ra - offset_px[0] * sim.pixel_scale_deg / cosd,
+            target.dec + offset_px[1] * sim.pixel_scale_deg,
+        )
         wcs_header = _wcs_header(crval, crpix, sim.pixel_scale_deg)
         mine = sim.stars[sim.stars["target"] == target.name]
         px, py = WCS(wcs_header).all_world2pix(mine["ra"], mine["dec"], 0)
         image = _render_stars(sim.shape, px - x0, py, mine[f"rate_{filt}"], sigma)
         rate = (c.sky_rate * sim.bx * sim.by + image) * sim.flats[filt]
         data, offset, n_cr = sim.expose(index, rate, c.science_exptime)
-        write("science", data, begin + spacing * k, c.science_exptime, filt, target.name, wcs_header,
-              offset, n_cr, target=target.name, crval=tuple(float(v) for v in crval),
-              crpix=tuple(float(v) for v in crpix))
+        write(
+            "science",
+            data,
+            begin + spacing * k,
+            c.science_exptime,
+            filt,
+            target.name,
+            wcs_header,
+            offset,
+            n_cr,
+            target=target.name,
+            crval=tuple(float(v) for v in crval),
+            crpix=tuple(float(v) for v in crpix),
+        )
         index += 1
 
     cr = np.array(sim.cosmic_rays, dtype=[("frame", "i4"), ("y", "i4"), ("x", "i4"), ("electrons", "f8")])
     truth = Truth(
-        instrument=instrument.name, night=night.isoformat(), gain=instrument.gain,
-        read_noise=instrument.read_noise, bias_level=c.bias_level, bias=sim.bias,
-        dark_rate=sim.dark_rate, flats=sim.flats, bad_columns=sim.bad_columns,
-        hot_pixels=sim.hot_pixels, stars=sim.stars, cosmic_rays=cr, frames=truths,
-        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()})
+        instrument=instrument.name,
+        night=night.isoformat(),
+        gain=instrument.gain,
+        read_noise=instrument.read_noise,
+        bias_level=c.bias_level,
+        bias=sim.bias,
+        dark_rate=sim.dark_rate,
+        flats=sim.flats,
+        bad_columns=sim.bad_columns,
+        hot_pixels=sim.hot_pixels,
+        stars=sim.stars,
+        cosmic_rays=cr,
+        frames=truths,
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(c).items()},
+    )
     truth_path = out / TRUTH_NAME
     truth.save(truth_path)
     return SimulatedNight(frames=frames, truth_path=truth_path, truth=truth)

@@ -56,11 +56,19 @@ class VerifyReport:
         return [f for f in self.findings if not f.repaired and f.problem != "not_in_catalog"]
 
 
-def verify_home(home: Home, catalog: Catalog, *, repair: bool = False,
-                progress: Callable[[Iterable], Iterable] = lambda items: items) -> VerifyReport:
+def verify_home(
+    home: Home,
+    catalog: Catalog,
+    *,
+    repair: bool = False,
+    progress: Callable[[Iterable], Iterable] = lambda items: items,
+) -> VerifyReport:
     """Check every file the catalog holds in ``home``'s stores; see the module docstring."""
-    stores = {RAW: LocalStore(home.raw), QUARANTINE: LocalStore(home.quarantine),
-              PRODUCTS: LocalStore(home.products)}
+    stores = {
+        RAW: LocalStore(home.raw),
+        QUARANTINE: LocalStore(home.quarantine),
+        PRODUCTS: LocalStore(home.products),
+    }
     report = VerifyReport()
     with catalog.session() as session:
         objects = stored_objects(session)
@@ -77,8 +85,11 @@ def verify_home(home: Home, catalog: Catalog, *, repair: bool = False,
         for key in store.leftovers(LEFTOVER_AGE_SECONDS):
             if repair:
                 store.remove(key)
-            report.findings.append(Finding(name, key, "leftover_temporary",
-                                           "removed" if repair else "would remove", repaired=repair))
+            report.findings.append(
+                Finding(
+                    name, key, "leftover_temporary", "removed" if repair else "would remove", repaired=repair
+                )
+            )
         known = {item.key for item in objects if item.store == name}
         for key in store.keys():  # noqa: SIM118 - a store, not a dict
             if key not in known:
@@ -96,11 +107,20 @@ def _restore(home: Home, store: ObjectStore, item: StoredObject, state: Integrit
             continue
         if repair:
             store.put_file(source, item.key, item.checksum, replace=True)
-        return Finding(item.store, item.key, state.value,
-                       f"{'restored' if repair else 'would restore'} from landing/{name}", repaired=repair)
-    return Finding(item.store, item.key, state.value,
-                   "cannot be restored: no file in landing/ has this content (sha256 "
-                   f"{item.checksum[:12]}…); landing names: {', '.join(item.sources) or 'none'}")
+        return Finding(
+            item.store,
+            item.key,
+            state.value,
+            f"{'restored' if repair else 'would restore'} from landing/{name}",
+            repaired=repair,
+        )
+    return Finding(
+        item.store,
+        item.key,
+        state.value,
+        "cannot be restored: no file in landing/ has this content (sha256 "
+        f"{item.checksum[:12]}…); landing names: {', '.join(item.sources) or 'none'}",
+    )
 
 
 def _mark_stale(catalog: Catalog, item: StoredObject, state: Integrity, repair: bool) -> Finding:

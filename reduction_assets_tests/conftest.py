@@ -15,8 +15,9 @@ from reduction_assets.instruments import load_registry
 from reduction_assets.simulate import SimulationConfig, simulate_night
 
 # The real frames live beside the repository (../shared/data/real), never inside it.
-REAL_DATA = Path(os.environ.get("REDUCTION_REAL_DATA",
-                                Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
+REAL_DATA = Path(
+    os.environ.get("REDUCTION_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+)
 REAL_ST7 = REAL_DATA / "st7-2019-10-28"
 NIGHT = dt.date(2026, 11, 20)
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -23,21 +23,53 @@ def cli(capsys, *argv) -> tuple[int, str]:
 
 
 def test_simulate_writes_frames_and_truth(tmp_path, capsys):
-    code, out = cli(capsys, "simulate", "--instrument", "noirsim", "--night", "2026-11-20",
-                    "--out", str(tmp_path), "--n-dither", "1", "--seed", "4")
+    code, out = cli(
+        capsys,
+        "simulate",
+        "--instrument",
+        "noirsim",
+        "--night",
+        "2026-11-20",
+        "--out",
+        str(tmp_path),
+        "--n-dither",
+        "1",
+        "--seed",
+        "4",
+    )
     assert code == 0 and "wrote 24 frames" in out
     assert (tmp_path / "truth.npz").exists() and len(list(tmp_path.glob("*.fits"))) == 24
 
 
 def test_simulate_refuses_a_size_the_camera_cannot_read_out(tmp_path, capsys):
-    code, out = cli(capsys, "simulate", "--instrument", "st7", "--night", "2026-11-20",
-                    "--out", str(tmp_path), "--size", "100x100")
+    code, out = cli(
+        capsys,
+        "simulate",
+        "--instrument",
+        "st7",
+        "--night",
+        "2026-11-20",
+        "--out",
+        str(tmp_path),
+        "--size",
+        "100x100",
+    )
     assert code == 2 and "[stderr]" in out and "not a readout of st7" in out
 
 
 def test_simulate_refuses_a_night_that_cannot_happen(tmp_path, capsys):
-    code, out = cli(capsys, "simulate", "--instrument", "lcosim", "--night", "2026-11-20",
-                    "--out", str(tmp_path), "--n-flat", "24")
+    code, out = cli(
+        capsys,
+        "simulate",
+        "--instrument",
+        "lcosim",
+        "--night",
+        "2026-11-20",
+        "--out",
+        str(tmp_path),
+        "--n-flat",
+        "24",
+    )
     assert code == 2 and "--n-flat at most 14" in out and not list(tmp_path.glob("*.fits"))
 
 
@@ -46,12 +78,29 @@ def test_process_ingests_landing_and_progress_reports_it(home, capsys, lcosim_ni
     (home.landing / "notes.txt").write_text("not a frame")
     code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
     assert code == 0 and "2 runs executed, 0 failed" in out
-    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-19", "2026-11-20",
-                    "--instrument", "lcosim", "--json")
+    code, out = cli(
+        capsys,
+        "--home",
+        str(home.root),
+        "progress",
+        "2026-11-19",
+        "2026-11-20",
+        "--instrument",
+        "lcosim",
+        "--json",
+    )
     rows = json.loads(out)
     assert [r["night"] for r in rows] == ["2026-11-19", "2026-11-20"]
-    assert set(rows[1]) >= {"night", "instrument", "raw", "duplicates", "quarantined", "last_raw_time",
-                            "masters", "reduced"}
+    assert set(rows[1]) >= {
+        "night",
+        "instrument",
+        "raw",
+        "duplicates",
+        "quarantined",
+        "last_raw_time",
+        "masters",
+        "reduced",
+    }
     assert (rows[0]["raw"], rows[1]["raw"]) == (0, 32)
     assert rows[1]["masters"] == 4  # bias, dark, and a flat in each of two filters
     assert rows[1]["reduced"] == 12  # two targets x two filters x three dithers
@@ -80,8 +129,16 @@ def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcos
 def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
     lines = out.strip().splitlines()
-    assert code == 0 and lines[0].split() == ["night", "instrument", "raw", "duplicates", "quarantined",
-                                              "masters", "reduced", "last_raw_time"]
+    assert code == 0 and lines[0].split() == [
+        "night",
+        "instrument",
+        "raw",
+        "duplicates",
+        "quarantined",
+        "masters",
+        "reduced",
+        "last_raw_time",
+    ]
     assert len(lines) == 2 + 3
 
 
@@ -93,11 +150,14 @@ def test_quarantine_lists_reasons_oldest_first(home, capsys, lcosim_night):
     (home.landing / "a_empty.fits").touch()
     (home.landing / "b_text.fits").write_text("hello")
     import os
+
     os.utime(home.landing / "a_empty.fits", (0, 0))
     os.utime(home.landing / "b_text.fits", (0, 0))
     cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
     code, out = cli(capsys, "--home", str(home.root), "quarantine", "--json")
     rows = json.loads(out)
     assert code == 0 and [(r["original_path"], r["reason"]) for r in rows] == [
-        ("a_empty.fits", "empty_file"), ("b_text.fits", "not_fits")]
+        ("a_empty.fits", "empty_file"),
+        ("b_text.fits", "not_fits"),
+    ]
     assert rows[0]["quarantined_at"] <= rows[1]["quarantined_at"] and rows[0]["message"]

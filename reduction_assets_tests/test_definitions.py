@@ -21,8 +21,17 @@ DEFS = defs()
 
 def test_definitions_hold_the_raw_assets_and_a_running_landing_sensor():
     keys = {spec.key for spec in DEFS.resolve_all_asset_specs()}
-    assert {AssetKey(name) for name in ("raw_frames", "landing_rejects", "master_bias", "master_dark",
-                                        "master_flat", "reduced_frames")} <= keys
+    assert {
+        AssetKey(name)
+        for name in (
+            "raw_frames",
+            "landing_rejects",
+            "master_bias",
+            "master_dark",
+            "master_flat",
+            "reduced_frames",
+        )
+    } <= keys
     assert DEFS.resolve_sensor_def("calibration_sensor").default_status.value == "RUNNING"
     sensor = DEFS.resolve_sensor_def("landing_sensor")
     assert sensor.default_status.value == "RUNNING"
@@ -37,8 +46,14 @@ def test_partitions_are_night_by_instrument_from_the_first_real_night():
 def test_dagster_definitions_validate_passes(tmp_path):
     env = {**os.environ, "REDUCTION_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
     dagster = Path(sys.executable).parent / "dagster"
-    result = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -47,9 +62,16 @@ def test_production_instance_config_names_the_psycopg2_scheme():
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     database = config["storage"]["postgres"]["postgres_db"]
     # Connection settings, the password above all, come from the environment, never the file.
-    assert all(database[key] == {"env": f"DAGSTER_PG_{name}"} for key, name in
-               [("username", "USERNAME"), ("password", "PASSWORD"), ("hostname", "HOST"),
-                ("db_name", "DB"), ("port", "PORT")])
+    assert all(
+        database[key] == {"env": f"DAGSTER_PG_{name}"}
+        for key, name in [
+            ("username", "USERNAME"),
+            ("password", "PASSWORD"),
+            ("hostname", "HOST"),
+            ("db_name", "DB"),
+            ("port", "PORT"),
+        ]
+    )
 
 
 def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
@@ -59,9 +81,13 @@ def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
     with admin.connect() as connection:
         connection.execute(text(f'create database "{db}"'))
     try:
-        for key, value in {"DAGSTER_PG_USERNAME": "postgres", "DAGSTER_PG_PASSWORD": "",
-                           "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_DB": db,
-                           "DAGSTER_PG_PORT": "5432"}.items():
+        for key, value in {
+            "DAGSTER_PG_USERNAME": "postgres",
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_DB": db,
+            "DAGSTER_PG_PORT": "5432",
+        }.items():
             monkeypatch.setenv(key, value)
         (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
         instance = DagsterInstance.from_config(str(tmp_path))
@@ -89,10 +115,12 @@ def test_masters_declare_the_calibration_window_on_earlier_nights():
 def test_every_master_has_a_blocking_check():
     from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
 
-    checks = {spec.name: spec.blocking for asset in (master_bias, master_dark, master_flat)
-              for spec in asset.check_specs}
-    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True,
-                      "flat_normalised": True}
+    checks = {
+        spec.name: spec.blocking
+        for asset in (master_bias, master_dark, master_flat)
+        for spec in asset.check_specs
+    }
+    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True, "flat_normalised": True}
 
 
 def test_reduced_frames_declare_the_window_on_all_three_masters():

@@ -43,7 +43,7 @@ def patch_card(source, target, keyword: bytes, card: bytes):
     """Copy of a FITS file with one 80-byte header card replaced byte for byte."""
     raw = bytearray(source.read_bytes())
     index = raw.find(keyword.ljust(8) + b"=")
-    raw[index:index + 80] = card.ljust(80)
+    raw[index : index + 80] = card.ljust(80)
     target.write_bytes(bytes(raw))
     age(target)
     return target
@@ -57,8 +57,12 @@ def reason_of(home, name):
 
 def test_a_header_with_naxis_999_is_refused_without_stopping_the_sensor(home, lcosim_night):
     good = deliver(frames_of(lcosim_night, "bias")[:1], home.landing)
-    patch_card(frames_of(lcosim_night, "bias")[1], home.landing / "naxis.fits", b"NAXIS",
-               b"NAXIS   =                  999")
+    patch_card(
+        frames_of(lcosim_night, "bias")[1],
+        home.landing / "naxis.fits",
+        b"NAXIS",
+        b"NAXIS   =                  999",
+    )
     _, requested = sensor_tick(home)
     assert requested == {"lcosim|2026-11-20": good, "rejects": ["naxis.fits"]}
     run_rejects(home, ["naxis.fits"])
@@ -66,8 +70,12 @@ def test_a_header_with_naxis_999_is_refused_without_stopping_the_sensor(home, lc
 
 
 def test_non_ascii_header_bytes_are_a_bad_header_not_truncation(home, lcosim_night):
-    patch_card(frames_of(lcosim_night, "bias")[0], home.landing / "umlaut.fits", b"INSTRUME",
-               "INSTRUME= 'lcosim  ü'".encode())
+    patch_card(
+        frames_of(lcosim_night, "bias")[0],
+        home.landing / "umlaut.fits",
+        b"INSTRUME",
+        "INSTRUME= 'lcosim  ü'".encode(),
+    )
     run_rejects(home, ["umlaut.fits"])
     reason, message = reason_of(home, "umlaut.fits")
     assert reason == "bad_header" and "byte 0xc3" in message and "INSTRUME" in message
@@ -78,7 +86,8 @@ def test_compressed_files_say_they_are_compressed(home, lcosim_night):
     (home.landing / "frame.fits.gz").write_bytes(gzip.compress(source.read_bytes()))
     with fits.open(source) as hdul:
         fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(hdul[0].data, hdul[0].header)]).writeto(
-            home.landing / "frame.fits.fz")
+            home.landing / "frame.fits.fz"
+        )
     for name in ("frame.fits.gz", "frame.fits.fz"):
         age(home.landing / name)
     _, requested = sensor_tick(home)
@@ -89,8 +98,9 @@ def test_compressed_files_say_they_are_compressed(home, lcosim_night):
     assert reason == "compressed" and "tile-compressed" in message and "funpack" in message
 
 
-def test_a_file_name_that_is_not_utf8_is_ingested_through_the_sensor_and_run_config(home, capsys,
-                                                                                   lcosim_night):
+def test_a_file_name_that_is_not_utf8_is_ingested_through_the_sensor_and_run_config(
+    home, capsys, lcosim_night
+):
     name = os.fsdecode(b"bias \xff\xfe.fits")
     deliver(frames_of(lcosim_night, "bias")[:1], home.landing, [name])
     result, requested = sensor_tick(home)
@@ -123,8 +133,11 @@ def test_fifos_hidden_and_unfinished_transfers_are_listed_not_skipped_silently(h
     import json
 
     listed = {row["name"]: row["reason"] for row in json.loads(capsys.readouterr().out)}
-    assert listed == {".hidden.fits": "hidden", "stuck.fits.part": "temporary_name",
-                      "pipe.fits": "not_a_regular_file"}
+    assert listed == {
+        ".hidden.fits": "hidden",
+        "stuck.fits.part": "temporary_name",
+        "pipe.fits": "not_a_regular_file",
+    }
     result, requested = sensor_tick(home)
     assert requested == {} and "3 ignored" in result.skip_reason.skip_message
 
@@ -154,8 +167,10 @@ def test_copies_never_widen_the_landing_files_permissions(home, lcosim_night):
     age(home.landing / "secret.fits")
     run_raw(home, names)
     run_rejects(home, ["secret.fits"])
-    modes = {row.original_name: stat.S_IMODE(os.stat(home.raw / row.store_path).st_mode)
-             for row in rows(home, RawFrame)}
+    modes = {
+        row.original_name: stat.S_IMODE(os.stat(home.raw / row.store_path).st_mode)
+        for row in rows(home, RawFrame)
+    }
     assert modes == {names[0]: 0o400, names[1]: 0o444}
     (copy,) = [q.copy_path for q in rows(home, Quarantine)]
     assert stat.S_IMODE(os.stat(home.quarantine / copy).st_mode) == 0o440
@@ -171,8 +186,11 @@ def test_under_umask_000_nothing_in_the_home_is_world_writable(tmp_path, lcosim_
         assert main(["--home", str(home.root), "process", "--settle-seconds", "0"]) == 0
     finally:
         os.umask(old)
-    writable = [p for p in home.root.rglob("*") if p != home.landing and home.landing not in p.parents
-                and os.lstat(p).st_mode & stat.S_IWOTH]
+    writable = [
+        p
+        for p in home.root.rglob("*")
+        if p != home.landing and home.landing not in p.parents and os.lstat(p).st_mode & stat.S_IWOTH
+    ]
     assert writable == []
     assert stat.S_IMODE(os.stat(home.raw).st_mode) == 0o755
 
@@ -209,9 +227,11 @@ def _products(home, model):
     return pairs
 
 
-def test_an_error_reducing_one_frame_leaves_it_not_reducible_and_the_rest_reduced(home, lcosim_night,
-                                                                                   monkeypatch):
+def test_an_error_reducing_one_frame_leaves_it_not_reducible_and_the_rest_reduced(
+    home, lcosim_night, monkeypatch
+):
     from reduction_assets.assets import science as science_assets
+
     real = science_assets.extract_sources
     calls = []
 

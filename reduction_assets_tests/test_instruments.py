@@ -81,13 +81,21 @@ instruments:
 """
 
 
-@pytest.mark.parametrize("line, message", [
-    ("    darks_include_bais: true\n",
-     "cams.yaml: instrument 'cam': unknown key darks_include_bais (did you mean 'darks_include_bias'?)"),
-    ("    windows: yes please\n",
-     "cams.yaml: instrument 'cam': windows = 'yes please' must be true or false"),
-    ("    gain: fast\n", "cams.yaml: instrument 'cam': gain = 'fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (
+            "    darks_include_bais: true\n",
+            "cams.yaml: instrument 'cam': unknown key darks_include_bais "
+            "(did you mean 'darks_include_bias'?)",
+        ),
+        (
+            "    windows: yes please\n",
+            "cams.yaml: instrument 'cam': windows = 'yes please' must be true or false",
+        ),
+        ("    gain: fast\n", "cams.yaml: instrument 'cam': gain = 'fast' is not a number"),
+    ],
+)
 def test_a_registry_typo_is_refused_naming_the_file_instrument_and_key(line, message):
     text = MINIMAL.replace("    gain: 1\n", "") + line if line.startswith("    gain") else MINIMAL + line
     with pytest.raises(RegistryError) as refused:
@@ -95,11 +103,17 @@ def test_a_registry_typo_is_refused_naming_the_file_instrument_and_key(line, mes
     assert str(refused.value) == message
 
 
-@pytest.mark.parametrize("find, replace, message", [
-    ("site: {longitude: 0}", "site: {longitude: 0, longtitude: 1}",
-     "unknown key site.longtitude (did you mean 'longitude'?)"),
-    ("binning: B}", "binning: B, filtre: F}", "unknown key keywords.filtre (did you mean 'filter'?)"),
-])
+@pytest.mark.parametrize(
+    "find, replace, message",
+    [
+        (
+            "site: {longitude: 0}",
+            "site: {longitude: 0, longtitude: 1}",
+            "unknown key site.longtitude (did you mean 'longitude'?)",
+        ),
+        ("binning: B}", "binning: B, filtre: F}", "unknown key keywords.filtre (did you mean 'filter'?)"),
+    ],
+)
 def test_typos_in_nested_mappings_are_refused(find, replace, message):
     with pytest.raises(RegistryError, match=re.escape(message)):
         parse_registry(MINIMAL.replace(find, replace), source="cams.yaml")

@@ -81,9 +81,12 @@ def test_a_master_damaged_after_its_run_marks_itself_and_its_products_for_rebuil
     flat = catalog_rows(home, Calibration, type="flat", filter="gp")[0]
     damage(home.products / flat.path)
     resource = ReductionHomeResource(home=str(home.root))
-    result = materialize([reduced_frames], partition_key=partition_key("lcosim", "2026-11-20"),
-                         resources={"home": resource},
-                         run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+    result = materialize(
+        [reduced_frames],
+        partition_key=partition_key("lcosim", "2026-11-20"),
+        resources={"home": resource},
+        run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}},
+    )
     assert result.success
     gp = [p for p in catalog_rows(home, Product) if p.flat_id == flat.id]
     assert {p.status for p in gp} == {"not_reducible"}
@@ -91,8 +94,9 @@ def test_a_master_damaged_after_its_run_marks_itself_and_its_products_for_rebuil
     assert catalog_rows(home, Calibration, id=flat.id)[0].fingerprint == ""
     # The calibration sensor asks for the partition's masters and reduced frames again.
     (request,) = evaluate_recalibration(resource).run_requests
-    assert request.partition_key == "lcosim|2026-11-20" and request.tags["reduction_assets/rebuild"] == \
-        "masters"
+    assert (
+        request.partition_key == "lcosim|2026-11-20" and request.tags["reduction_assets/rebuild"] == "masters"
+    )
     run_partition(home, [])
     assert {p.status for p in catalog_rows(home, Product)} == {"reduced"}
 
@@ -104,13 +108,19 @@ def test_a_corrupted_raw_copy_is_left_out_of_its_master_and_restored_by_verify(n
     run_partition(home, [])
     master = catalog_rows(home, Calibration, type="bias")[0]
     assert master.input_count == 4
-    assert any(r["frame"] == bias.original_name and "checksum_mismatch" in r["reason"]
-               for r in master.rejected)
+    assert any(
+        r["frame"] == bias.original_name and "checksum_mismatch" in r["reason"] for r in master.rejected
+    )
 
     code, report = cli_json(capsys, "--home", str(home.root), "verify", "--json")
     assert code == 1 and report["findings"] == [
-        {"store": "raw", "problem": "checksum_mismatch", "key": bias.store_path,
-         "action": f"would restore from landing/{bias.original_name}"}]
+        {
+            "store": "raw",
+            "problem": "checksum_mismatch",
+            "key": bias.store_path,
+            "action": f"would restore from landing/{bias.original_name}",
+        }
+    ]
     code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
     assert code == 0 and report["findings"][0]["action"] == f"restored from landing/{bias.original_name}"
     assert sha256_of(home.raw / bias.store_path) == bias.checksum
@@ -136,8 +146,9 @@ def test_verify_reports_what_cannot_be_restored_and_removes_leftover_temporaries
     found = {(f["store"], f["problem"], f["key"]): f["action"] for f in report["findings"]}
     assert code == 1 and report["checked"] == 32 + 4 + 12
     assert found[("raw", "missing", bias.store_path)].startswith("cannot be restored: no file in landing/")
-    assert found[("products", "checksum_mismatch", product.path)] == "marked for rebuilding in " \
-        "lcosim|2026-11-20"
+    assert (
+        found[("products", "checksum_mismatch", product.path)] == "marked for rebuilding in lcosim|2026-11-20"
+    )
     assert found[("products", "leftover_temporary", "reduced/.incoming-abandoned")] == "removed"
     assert found[("products", "not_in_catalog", "reduced/stray.fits")] == "left in place"
     assert not leftover.exists() and stray.exists()
@@ -165,9 +176,13 @@ def test_a_crash_between_publishing_a_product_and_committing_its_row_is_redone(n
 
         from reduction_assets.assets.science import reduced_frames
         from reduction_assets.partitions import partition_key
-        materialize([reduced_frames], partition_key=partition_key("lcosim", "2026-11-20"),
-                    resources={"home": ReductionHomeResource(home=str(home.root))},
-                    run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+
+        materialize(
+            [reduced_frames],
+            partition_key=partition_key("lcosim", "2026-11-20"),
+            resources={"home": ReductionHomeResource(home=str(home.root))},
+            run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}},
+        )
     monkeypatch.setattr(StagedObject, "publish", real_publish)
     (key,) = published
     (victim,) = [p for p in catalog_rows(home, Product) if p.path == key]
@@ -228,9 +243,14 @@ def test_a_concurrent_insert_of_the_same_frame_counts_as_already_ingested(home, 
     catalog.sync_instruments(load_registry())
 
     def ingestor():
-        return Ingestor(landing=home.landing, registry=load_registry(), catalog=catalog,
-                        raw_store=LocalStore(home.raw), quarantine_store=LocalStore(home.quarantine),
-                        night_in_range=night_in_range)
+        return Ingestor(
+            landing=home.landing,
+            registry=load_registry(),
+            catalog=catalog,
+            raw_store=LocalStore(home.raw),
+            quarantine_store=LocalStore(home.quarantine),
+            night_in_range=night_in_range,
+        )
 
     racing = ingestor()
     real_put = racing.raw_store.put_file

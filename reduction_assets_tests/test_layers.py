@@ -31,13 +31,30 @@ def files(*parts: str) -> list[Path]:
 
 
 def offending(paths: list[Path], prefixes: tuple[str, ...]) -> list[str]:
-    return sorted(f"{path.relative_to(PACKAGE)}: {name}" for path in paths for name in imports_of(path)
-                  if name.startswith(prefixes))
+    return sorted(
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in paths
+        for name in imports_of(path)
+        if name.startswith(prefixes)
+    )
 
 
-BELOW_DAGSTER = ("reduction", "kernels", "catalog", "fits", "storage", "simulate.py", "instruments.py",
-                 "checksums.py", "provenance.py", "keys.py", "home.py", "landing.py", "ingest.py",
-                 "verify.py")
+BELOW_DAGSTER = (
+    "reduction",
+    "kernels",
+    "catalog",
+    "fits",
+    "storage",
+    "simulate.py",
+    "instruments.py",
+    "checksums.py",
+    "provenance.py",
+    "keys.py",
+    "home.py",
+    "landing.py",
+    "ingest.py",
+    "verify.py",
+)
 
 
 @pytest.mark.parametrize("part", BELOW_DAGSTER)
@@ -46,14 +63,25 @@ def test_no_dagster_below_the_asset_layer(part):
 
 
 def test_kernels_read_no_files():
-    assert offending(files("kernels"),
-                     ("astropy.io", "reduction_assets.fits", "reduction_assets.storage")) == []
+    assert (
+        offending(files("kernels"), ("astropy.io", "reduction_assets.fits", "reduction_assets.storage")) == []
+    )
 
 
 def test_science_and_kernels_do_no_sql_and_no_io():
-    assert offending(files("reduction", "kernels"), (
-        "sqlalchemy", "reduction_assets.catalog", "astropy.io", "reduction_assets.fits",
-        "reduction_assets.storage")) == []
+    assert (
+        offending(
+            files("reduction", "kernels"),
+            (
+                "sqlalchemy",
+                "reduction_assets.catalog",
+                "astropy.io",
+                "reduction_assets.fits",
+                "reduction_assets.storage",
+            ),
+        )
+        == []
+    )
 
 
 def test_only_the_catalog_speaks_sql():
@@ -62,8 +90,14 @@ def test_only_the_catalog_speaks_sql():
 
 
 def test_assets_build_no_paths_from_the_home_but_the_landing_area():
-    store_folders = re.compile(r"(layout\(\)|home)\.(raw|products|quarantine)\b|\.(raw|products|quarantine)"
-                               r"\s*/|path_for|Path\(")
-    uses = [f"{p.relative_to(PACKAGE)}: {line.strip()}" for p in files("assets")
-            for line in p.read_text().splitlines() if store_folders.search(line)]
+    store_folders = re.compile(
+        r"(layout\(\)|home)\.(raw|products|quarantine)\b|\.(raw|products|quarantine)"
+        r"\s*/|path_for|Path\("
+    )
+    uses = [
+        f"{p.relative_to(PACKAGE)}: {line.strip()}"
+        for p in files("assets")
+        for line in p.read_text().splitlines()
+        if store_folders.search(line)
+    ]
     assert uses == []

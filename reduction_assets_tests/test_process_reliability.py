@@ -37,9 +37,22 @@ pytestmark = pytest.mark.slow
 
 def start_process(home: Home, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "reduction_assets.cli", "--home", str(home.root), "process",
-         "--settle-seconds", "0", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        [
+            sys.executable,
+            "-m",
+            "reduction_assets.cli",
+            "--home",
+            str(home.root),
+            "process",
+            "--settle-seconds",
+            "0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_process(home: Home, *extra: str, env: dict | None = None, timeout: float = 300):
@@ -89,9 +102,17 @@ def test_a_dead_process_run_holding_the_stacking_slot_is_reaped_and_the_night_co
     instance = instance_of(home.ensure())
     # What `kill -9` during master stacking leaves behind: a STARTED run of `process` that holds the
     # one slot of the stacking pool, and no process behind it.
-    dead = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
-                      tags={LAUNCHED_BY_TAG: PROCESS_LAUNCHER, HOST_TAG: socket.gethostname(),
-                            HOME_TAG: str(home.root), PID_TAG: "999999"})
+    dead = DagsterRun(
+        job_name="__ASSET_JOB",
+        run_id=str(uuid.uuid4()),
+        status=DagsterRunStatus.STARTED,
+        tags={
+            LAUNCHED_BY_TAG: PROCESS_LAUNCHER,
+            HOST_TAG: socket.gethostname(),
+            HOME_TAG: str(home.root),
+            PID_TAG: "999999",
+        },
+    )
     instance.add_run(dead)
     instance.event_log_storage.set_concurrency_slots("stacking", 1)
     instance.event_log_storage.claim_concurrency_slot("stacking", dead.run_id, "master_bias")
@@ -140,8 +161,7 @@ def test_sigint_while_waiting_for_files_to_settle_stops_at_once_with_130(home, l
 
 
 @pytest.mark.parametrize("kill_point", ["ingestion", "stacking", "reduction"])
-def test_kill_at_any_moment_then_rerun_ends_consistent_and_a_second_rerun_does_nothing(delivered,
-                                                                                        kill_point):
+def test_kill_at_any_moment_then_rerun_ends_consistent_and_a_second_rerun_does_nothing(delivered, kill_point):
     home = delivered
     home.ensure()
     instance = instance_of(home)
@@ -206,8 +226,9 @@ def test_frames_of_a_night_not_open_yet_do_not_make_process_wait(home, lcosim_ni
     from reduction_assets_tests.conftest import with_header
 
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    with_header(frames_of(lcosim_night, "bias")[0], home.landing / "early.fits",
-                DAY_OBS=tomorrow.strftime("%Y%m%d"))
+    with_header(
+        frames_of(lcosim_night, "bias")[0], home.landing / "early.fits", DAY_OBS=tomorrow.strftime("%Y%m%d")
+    )
     started = time.monotonic()
     code, out, err = run_process(home, "--max-wait", "120")
     assert code == 0, out + err
@@ -215,13 +236,17 @@ def test_frames_of_a_night_not_open_yet_do_not_make_process_wait(home, lcosim_ni
     assert f"1 files belong to night {tomorrow.isoformat()}, whose partition opens" in out
 
 
-@pytest.mark.parametrize("url, cause", [
-    ("postgresql+psycopg2://postgres@127.0.0.1:1/test", "Connection refused"),
-    ("postgresql://postgres@127.0.0.1:5432/test", "must name its driver"),
-    ("sqlite:////nonexistent/folder/catalog.sqlite", "unable to open database file"),
-])
-def test_a_catalog_that_cannot_be_used_gives_one_line_and_exit_2_before_any_run(home, lcosim_night,
-                                                                               url, cause):
+@pytest.mark.parametrize(
+    "url, cause",
+    [
+        ("postgresql+psycopg2://postgres@127.0.0.1:1/test", "Connection refused"),
+        ("postgresql://postgres@127.0.0.1:5432/test", "must name its driver"),
+        ("sqlite:////nonexistent/folder/catalog.sqlite", "unable to open database file"),
+    ],
+)
+def test_a_catalog_that_cannot_be_used_gives_one_line_and_exit_2_before_any_run(
+    home, lcosim_night, url, cause
+):
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     code, _, err = run_process(home, env={"REDUCTION_CATALOG_URL": url}, timeout=60)
     assert code == 2 and cause in err and len(err.strip().splitlines()) == 1, err

@@ -10,15 +10,19 @@ def test_a_change_to_a_steps_code_comes_with_a_new_version():
     recorded = json.loads(RECORD.read_text())
     for step, now in current().items():
         before = recorded.get(step)
-        assert before is not None, \
+        assert before is not None, (
             f"step {step} is new: run python -m reduction_assets_tests.step_code --update"
+        )
         if now["code"] != before["code"]:
             assert now["version"] != before["version"], (
                 f"the code of step {step!r} changed but its version is still {now['version']}: bump "
                 f"STEPS[{step!r}] in reduction_assets/provenance.py (its products are then redone), "
-                "then run python -m reduction_assets_tests.step_code --update")
-            raise AssertionError(f"step {step!r} is at version {now['version']}: record its code with "
-                                 "python -m reduction_assets_tests.step_code --update")
+                "then run python -m reduction_assets_tests.step_code --update"
+            )
+            raise AssertionError(
+                f"step {step!r} is at version {now['version']}: record its code with "
+                "python -m reduction_assets_tests.step_code --update"
+            )
         assert now["version"] == before["version"], f"update {RECORD.name} for step {step!r}"
 
 

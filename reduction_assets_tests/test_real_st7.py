@@ -117,17 +117,20 @@ def test_a_120s_spectrum_is_dark_corrected_with_the_120s_bias_including_dark(ing
     masters, home = ingested[3], ingested[4]
     st7 = registry["st7"]
     dark = read_master(home.products / masters[120.0].path)
-    unit_flat = Master(np.ones_like(dark.data), np.zeros_like(dark.data),
-                       np.zeros(dark.data.shape, np.uint16))
+    unit_flat = Master(
+        np.ones_like(dark.data), np.zeros_like(dark.data), np.zeros(dark.data.shape, np.uint16)
+    )
     raw = fits.getdata(REAL_ST7 / "EnifSpec.fit").astype(np.float32)
     geometry = st7.geometry(raw.shape, (1, 1))
-    result = calibrate_science(raw, instrument=st7, geometry=geometry, exptime=120.0, bias=None,
-                               dark=dark, flat=unit_flat)
+    result = calibrate_science(
+        raw, instrument=st7, geometry=geometry, exptime=120.0, bias=None, dark=dark, flat=unit_flat
+    )
     # The pedestal (~2260 e-) and the warm pixels go; what is left is light (spectrum, sky) and noise.
     assert abs(np.median(result.sci)) < 0.05 * np.median(dark.data)
     assert result.statistics["cosmic_ray_pixels"] < 0.01 * result.sci.size
     warm = dark.data > np.percentile(dark.data, 99.9)
     assert np.median(np.abs(result.sci[warm])) < 0.2 * np.median(dark.data[warm] - np.median(dark.data))
     with pytest.raises(NotReducible, match="cannot be scaled"):
-        calibrate_science(raw, instrument=st7, geometry=geometry, exptime=60.0, bias=None, dark=dark,
-                          flat=unit_flat)
+        calibrate_science(
+            raw, instrument=st7, geometry=geometry, exptime=60.0, bias=None, dark=dark, flat=unit_flat
+        )

@@ -58,10 +58,12 @@ def test_a_file_replaced_with_new_content_is_requested_again():
 
 
 def test_files_gone_from_landing_leave_the_cursor():
-    first = plan_landing_tick({"a.fits": state(), "b.fits": state()}, None, settle_seconds=0,
-                              route=route_all_to(), now=NOW)
-    later = plan_landing_tick({"b.fits": state()}, first.cursor, settle_seconds=0,
-                              route=route_all_to(), now=NOW)
+    first = plan_landing_tick(
+        {"a.fits": state(), "b.fits": state()}, None, settle_seconds=0, route=route_all_to(), now=NOW
+    )
+    later = plan_landing_tick(
+        {"b.fits": state()}, first.cursor, settle_seconds=0, route=route_all_to(), now=NOW
+    )
     assert list(json.loads(later.cursor)["requested"]) == ["b.fits"]
 
 
@@ -73,8 +75,9 @@ def test_unroutable_files_go_to_landing_rejects():
             raise FrameRejected("not_fits", "no")
         return Route("st7", NIGHT)
 
-    tick = plan_landing_tick({"bad.fits": state(), "ok.fits": state()}, None, settle_seconds=0,
-                             route=route, now=NOW)
+    tick = plan_landing_tick(
+        {"bad.fits": state(), "ok.fits": state()}, None, settle_seconds=0, route=route, now=NOW
+    )
     assert tick.rejects == ["bad.fits"]
     assert tick.by_partition == {("st7", "2026-11-20"): ["ok.fits"]}
 
@@ -90,8 +93,11 @@ def test_hidden_and_temporary_names_are_not_arrivals(tmp_path):
     assert sorted(scan.files) == ["frame.fits", "night1/frame5.fits"]
     # ... but none is skipped silently: each is listed with its reason.
     assert sorted((e.name, e.reason) for e in scan.ignored) == [
-        (".frame.fits.x7Yz", "hidden"), (".hidden", "hidden"), ("frame2.fits.part", "temporary_name"),
-        ("frame3.fits.tmp", "temporary_name")]
+        (".frame.fits.x7Yz", "hidden"),
+        (".hidden", "hidden"),
+        ("frame2.fits.part", "temporary_name"),
+        ("frame3.fits.tmp", "temporary_name"),
+    ]
 
 
 def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosim_night, noirsim_night):
@@ -108,8 +114,10 @@ def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosi
 
     idle = landing_sensor(build_sensor_context(cursor=result.cursor), home=resource)
     assert not idle.run_requests
-    assert "no new files" in idle.skip_reason.skip_message and "11 already requested" in \
-        idle.skip_reason.skip_message
+    assert (
+        "no new files" in idle.skip_reason.skip_message
+        and "11 already requested" in idle.skip_reason.skip_message
+    )
 
 
 def test_idle_tick_says_which_files_are_waiting(home, lcosim_night):
@@ -124,8 +132,9 @@ def test_a_night_whose_partition_does_not_exist_yet_is_asked_for_again_later():
     import datetime as dt
 
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    tick = plan_landing_tick({"early.fits": state()}, None, settle_seconds=0,
-                             route=lambda name: Route("lcosim", tomorrow), now=NOW)
+    tick = plan_landing_tick(
+        {"early.fits": state()}, None, settle_seconds=0, route=lambda name: Route("lcosim", tomorrow), now=NOW
+    )
     assert tick.by_partition == {} and tick.rejects == [] and tick.waiting == []
     assert tick.not_open == {"early.fits": tomorrow.isoformat()}
     assert json.loads(tick.cursor)["requested"] == {}
@@ -134,17 +143,25 @@ def test_a_night_whose_partition_does_not_exist_yet_is_asked_for_again_later():
 def test_a_night_before_the_first_partition_is_rejected():
     import datetime as dt
 
-    tick = plan_landing_tick({"old.fits": state()}, None, settle_seconds=0,
-                             route=lambda name: Route("lcosim", dt.date(2001, 1, 1)), now=NOW)
+    tick = plan_landing_tick(
+        {"old.fits": state()},
+        None,
+        settle_seconds=0,
+        route=lambda name: Route("lcosim", dt.date(2001, 1, 1)),
+        now=NOW,
+    )
     assert tick.rejects == ["old.fits"]
 
 
 def test_files_of_a_partition_with_a_run_in_flight_wait_for_it():
     files = {"a.fits": state(), "b.fits": state()}
-    tick = plan_landing_tick(files, None, settle_seconds=0, route=route_all_to(), now=NOW,
-                             busy={"lcosim|2026-11-20"})
-    assert tick.by_partition == {} and tick.deferred == {"a.fits": "lcosim|2026-11-20",
-                                                         "b.fits": "lcosim|2026-11-20"}
+    tick = plan_landing_tick(
+        files, None, settle_seconds=0, route=route_all_to(), now=NOW, busy={"lcosim|2026-11-20"}
+    )
+    assert tick.by_partition == {} and tick.deferred == {
+        "a.fits": "lcosim|2026-11-20",
+        "b.fits": "lcosim|2026-11-20",
+    }
     assert json.loads(tick.cursor)["requested"] == {}  # asked for again once the run is over
     later = plan_landing_tick(files, tick.cursor, settle_seconds=0, route=route_all_to(), now=NOW)
     assert later.by_partition == {("lcosim", "2026-11-20"): ["a.fits", "b.fits"]}
@@ -167,11 +184,23 @@ def test_the_daemons_sensor_reaps_dead_process_runs_and_waits_for_runs_in_flight
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
     with instance_for_test() as instance:
-        dead = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
-                          tags={LAUNCHED_BY_TAG: "process", HOST_TAG: socket.gethostname(),
-                                HOME_TAG: str(home.root), PID_TAG: "999999"})
-        busy = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
-                          tags={"dagster/partition": "lcosim|2026-11-20"})
+        dead = DagsterRun(
+            job_name="j",
+            run_id=str(uuid.uuid4()),
+            status=DagsterRunStatus.STARTED,
+            tags={
+                LAUNCHED_BY_TAG: "process",
+                HOST_TAG: socket.gethostname(),
+                HOME_TAG: str(home.root),
+                PID_TAG: "999999",
+            },
+        )
+        busy = DagsterRun(
+            job_name="j",
+            run_id=str(uuid.uuid4()),
+            status=DagsterRunStatus.STARTED,
+            tags={"dagster/partition": "lcosim|2026-11-20"},
+        )
         for run in (dead, busy):
             instance.add_run(run)
         instance.event_log_storage.set_concurrency_slots("stacking", 1)
@@ -194,9 +223,17 @@ def test_the_sensor_leaves_runs_of_a_live_process_alone(home):
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
     with instance_for_test() as instance, home.lock():  # a live `process` holds the home's lock
-        live = DagsterRun(job_name="j", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
-                          tags={LAUNCHED_BY_TAG: "process", HOST_TAG: socket.gethostname(),
-                                HOME_TAG: str(home.root), PID_TAG: "4242"})
+        live = DagsterRun(
+            job_name="j",
+            run_id=str(uuid.uuid4()),
+            status=DagsterRunStatus.STARTED,
+            tags={
+                LAUNCHED_BY_TAG: "process",
+                HOST_TAG: socket.gethostname(),
+                HOME_TAG: str(home.root),
+                PID_TAG: "4242",
+            },
+        )
         instance.add_run(live)
         landing_sensor(build_sensor_context(cursor=None, instance=instance), home=resource)
         assert instance.get_run_by_id(live.run_id).status == DagsterRunStatus.STARTED

@@ -23,8 +23,12 @@ def test_same_seed_gives_byte_identical_frames(tmp_path, registry, lcosim_night)
 
 
 def test_another_seed_gives_other_noise(tmp_path, registry, lcosim_night):
-    other = simulate_night(registry["lcosim"], NIGHT, tmp_path / "other", SimulationConfig(seed=12,
-                           n_dark=0, n_flat=0, n_dither=0))
+    other = simulate_night(
+        registry["lcosim"],
+        NIGHT,
+        tmp_path / "other",
+        SimulationConfig(seed=12, n_dark=0, n_flat=0, n_dither=0),
+    )
     assert not np.array_equal(_data(other.frames[0]), _data(lcosim_night.frames[0]))
 
 
@@ -61,8 +65,9 @@ def test_overscan_carries_the_bias_level_and_read_noise(registry, lcosim_night):
 
 def test_bias_frames_show_the_column_pattern(lcosim_night):
     truth = lcosim_night.truth
-    stack = np.mean([_data(p) - f.bias_offset for p, f in zip(frames_of(lcosim_night, "bias"),
-                                                             truth.frames)], axis=0)
+    stack = np.mean(
+        [_data(p) - f.bias_offset for p, f in zip(frames_of(lcosim_night, "bias"), truth.frames)], axis=0
+    )
     column_profile = stack[:, :128].mean(axis=0)
     true_profile = truth.bias[:, :128].mean(axis=0)
     assert np.std(true_profile) == pytest.approx(3.0, rel=0.3)
@@ -73,9 +78,13 @@ def test_bias_frames_show_the_column_pattern(lcosim_night):
 def test_dark_frames_measure_the_dark_rate_and_hot_pixels(registry, lcosim_night):
     lco, truth = registry["lcosim"], lcosim_night.truth
     frames = [f for f in truth.frames if f.frame_type == "dark"]
-    signal = np.median([
-        (_data(p)[:, :128] - truth.bias[:, :128] - f.bias_offset) * lco.gain / f.exptime
-        for p, f in zip(frames_of(lcosim_night, "dark"), frames)], axis=0)
+    signal = np.median(
+        [
+            (_data(p)[:, :128] - truth.bias[:, :128] - f.bias_offset) * lco.gain / f.exptime
+            for p, f in zip(frames_of(lcosim_night, "dark"), frames)
+        ],
+        axis=0,
+    )
     hot = np.zeros(signal.shape, bool)
     hot[tuple(truth.hot_pixels.T)] = True
     _, median, _ = sigma_clipped_stats(signal[~hot])
@@ -89,8 +98,9 @@ def test_flats_follow_the_injected_flat_field(lcosim_night):
     truth = lcosim_night.truth
     flats = [(p, f) for p, f in zip(lcosim_night.frames, truth.frames) if f.frame_type == "flat"]
     for name in ("gp", "rp"):
-        frames = [(_data(p)[:, :128] - truth.bias[:, :128] - f.bias_offset) for p, f in flats
-                  if f.filter == name]
+        frames = [
+            (_data(p)[:, :128] - truth.bias[:, :128] - f.bias_offset) for p, f in flats if f.filter == name
+        ]
         normalised = np.median([frame / np.median(frame) for frame in frames], axis=0)
         ratio = normalised / truth.flats[name]
         good = np.ones(ratio.shape, bool)
@@ -112,7 +122,7 @@ def test_stars_sit_where_the_header_wcs_puts_them(lcosim_night):
     brightest = np.argsort(stars[f"rate_{frame.filter}"] * inside)[-3:]
     for i in brightest:
         xi, yi = int(round(x[i])), int(round(y[i]))
-        cut = data[yi - 2:yi + 3, xi - 2:xi + 3]
+        cut = data[yi - 2 : yi + 3, xi - 2 : xi + 3]
         peak = np.unravel_index(np.argmax(cut), cut.shape)
         assert abs(peak[0] - 2) <= 1 and abs(peak[1] - 2) <= 1
 
@@ -142,8 +152,9 @@ def test_a_west_site_night_crosses_utc_midnight(registry, noirsim_night):
     dates = {dt.datetime.fromisoformat(f.date_obs).date() for f in noirsim_night.truth.frames}
     assert dates == {dt.date(2026, 11, 20), dt.date(2026, 11, 21)}
     site = registry["noirsim"].site
-    assert {site.night_of(dt.datetime.fromisoformat(f.date_obs)) for f in noirsim_night.truth.frames} \
-        == {NIGHT}
+    assert {site.night_of(dt.datetime.fromisoformat(f.date_obs)) for f in noirsim_night.truth.frames} == {
+        NIGHT
+    }
 
 
 def test_sizes_the_camera_cannot_read_out_are_refused(tmp_path, registry):
@@ -156,19 +167,25 @@ def test_sizes_the_camera_cannot_read_out_are_refused(tmp_path, registry):
 
 
 def test_a_window_of_a_camera_that_reads_windows_is_simulated(tmp_path, registry):
-    night = simulate_night(registry["lcosim"], NIGHT, tmp_path,
-                           SimulationConfig(size=(100, 60), n_bias=1, n_dark=1, n_flat=1, n_targets=1,
-                                            n_dither=1))
+    night = simulate_night(
+        registry["lcosim"],
+        NIGHT,
+        tmp_path,
+        SimulationConfig(size=(100, 60), n_bias=1, n_dark=1, n_flat=1, n_targets=1, n_dither=1),
+    )
     assert fits.getdata(night.frames[0]).shape == (100, 60 + 16)
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"n_flat": 24}, "--n-flat at most 14 with 2 filters"),
-    ({"n_dark": 10, "dark_exptime": 900.0}, "the darks would take 2.6 h, but the night has 2.0 h"),
-    ({"science_exptime": 3000.0}, "12 science exposures of 3000 s do not fit the 8 h of the night"),
-    ({"science_exptime": 0.0}, "science_exptime must be within 0..3600 s"),
-    ({"n_bias": 61}, "--n-bias at most 60"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"n_flat": 24}, "--n-flat at most 14 with 2 filters"),
+        ({"n_dark": 10, "dark_exptime": 900.0}, "the darks would take 2.6 h, but the night has 2.0 h"),
+        ({"science_exptime": 3000.0}, "12 science exposures of 3000 s do not fit the 8 h of the night"),
+        ({"science_exptime": 0.0}, "science_exptime must be within 0..3600 s"),
+        ({"n_bias": 61}, "--n-bias at most 60"),
+    ],
+)
 def test_nights_that_cannot_happen_are_refused_with_the_limit(tmp_path, registry, changes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         simulate_night(registry["lcosim"], NIGHT, tmp_path, SimulationConfig(**changes))

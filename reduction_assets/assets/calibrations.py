@@ -1,6 +1,5 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
-
 import functools
 from dataclasses import asdict, dataclass, field
 
@@ -61,9 +60,14 @@ class MasterConfig(Config):
 
     def settings(self) -> MasterSettings:
         return MasterSettings(
-            method=self.method, sigma=self.sigma, scale=self.scale, max_iters=self.max_iters,
-            min_frames=self.min_frames, memory_budget=self.memory_budget_mb * 2**20,
-            outlier_sigma=self.outlier_sigma)
+            method=self.method,
+            sigma=self.sigma,
+            scale=self.scale,
+            max_iters=self.max_iters,
+            min_frames=self.min_frames,
+            memory_budget=self.memory_budget_mb * 2**20,
+            outlier_sigma=self.outlier_sigma,
+        )
 
 
 @dataclass
@@ -93,8 +97,9 @@ class MasterOutcome:
     def summary(self) -> dict:
         row = {"group": self.group, "status": self.status}
         if self.calibration is not None:
-            row.update(id=self.calibration.id, inputs=self.calibration.input_count,
-                       path=self.calibration.path)
+            row.update(
+                id=self.calibration.id, inputs=self.calibration.input_count, path=self.calibration.path
+            )
         if self.reason:
             row.update(reason=self.reason, candidates=self.candidates)
         if self.rejected:
@@ -105,8 +110,9 @@ class MasterOutcome:
         return row
 
 
-def partition_masters(context: AssetExecutionContext, kind: str, config: MasterConfig,
-                      home: ReductionHomeResource) -> list[MasterOutcome]:
+def partition_masters(
+    context: AssetExecutionContext, kind: str, config: MasterConfig, home: ReductionHomeResource
+) -> list[MasterOutcome]:
     """Build (or confirm up to date) every master of ``kind`` of the run's partition."""
     instrument_name, night = split_key(context.partition_key)
     instrument = home.registry()[instrument_name]
@@ -115,29 +121,50 @@ def partition_masters(context: AssetExecutionContext, kind: str, config: MasterC
         groups = calibration_groups(session, instrument, night, kind)
     if not groups:
         return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument_name} {night}")]
-    outcomes = [_master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(),
-                                 home.product_store()) for group in groups]
+    outcomes = [
+        _master_of_group(
+            kind, group, instrument, night, config, catalog, home.raw_store(), home.product_store()
+        )
+        for group in groups
+    ]
     for outcome in outcomes:
         if outcome.status == NOT_MADE:
             context.log.warning("%s %s %s: %s", kind, instrument_name, outcome.group, outcome.reason)
     return outcomes
 
 
-def _master_of_group(kind: str, group: FrameGroup, instrument: Instrument, night, config: MasterConfig,
-                     catalog: Catalog, raw_store: ObjectStore, products: ObjectStore) -> MasterOutcome:
+def _master_of_group(
+    kind: str,
+    group: FrameGroup,
+    instrument: Instrument,
+    night,
+    config: MasterConfig,
+    catalog: Catalog,
+    raw_store: ObjectStore,
+    products: ObjectStore,
+) -> MasterOutcome:
     label = group.key.label()
     upstream = _upstream(kind, instrument, night, group.key.binning, catalog)
     if upstream.missing:
         return MasterOutcome(label, NOT_MADE, reason=upstream.missing, candidates=len(group.frames))
     settings = config.settings()
     inputs = [_input_frame(frame, raw_store) for frame in group.frames]
-    digest = fingerprint("master", kind=kind, group=asdict(group.key), settings=asdict(settings),
-                         inputs=sorted((f.checksum, f.bad) for f in inputs),
-                         calibrations=calibrations_payload(upstream.used))
+    digest = fingerprint(
+        "master",
+        kind=kind,
+        group=asdict(group.key),
+        settings=asdict(settings),
+        inputs=sorted((f.checksum, f.bad) for f in inputs),
+        calibrations=calibrations_payload(upstream.used),
+    )
     with catalog.session() as session:
         existing = find_calibration(session, group.key, instrument.name, night)
-    if (existing is not None and existing.fingerprint == digest and not config.full_refresh
-            and products.check(existing.path, existing.checksum) is Integrity.OK):
+    if (
+        existing is not None
+        and existing.fingerprint == digest
+        and not config.full_refresh
+        and products.check(existing.path, existing.checksum) is Integrity.OK
+    ):
         return MasterOutcome(label, UP_TO_DATE, calibration=existing)
     masters = VerifiedMasters(catalog, products)
     try:
@@ -145,35 +172,61 @@ def _master_of_group(kind: str, group: FrameGroup, instrument: Instrument, night
         dark = masters(upstream.dark).data if upstream.dark else None
     except DamagedMaster as damaged:
         return MasterOutcome(label, NOT_MADE, reason=str(damaged), candidates=len(inputs))
-    product = build_master(kind, inputs, StoreFrameReader(raw_store), instrument, settings, bias=bias,
-                           dark=dark)
+    product = build_master(
+        kind, inputs, StoreFrameReader(raw_store), instrument, settings, bias=bias, dark=dark
+    )
     if isinstance(product, NoMaster):
-        return MasterOutcome(label, NOT_MADE, reason=product.reason, rejected=product.rejected,
-                             candidates=product.candidates)
-    provenance = provenance_cards(software_version=reduction_assets.__version__,
-                                  step_version=step_version("master"), fingerprint=digest, night=night,
-                                  used=upstream.used)
-    hdul = master_hdul(product, instrument=instrument.name, night=night, binning=group.key.binning,
-                       filter=group.key.filter, provenance=provenance)
-    staged = products.stage(master_key(instrument.name, night, group.key),
-                            functools.partial(write_hdul, hdul))
+        return MasterOutcome(
+            label, NOT_MADE, reason=product.reason, rejected=product.rejected, candidates=product.candidates
+        )
+    provenance = provenance_cards(
+        software_version=reduction_assets.__version__,
+        step_version=step_version("master"),
+        fingerprint=digest,
+        night=night,
+        used=upstream.used,
+    )
+    hdul = master_hdul(
+        product,
+        instrument=instrument.name,
+        night=night,
+        binning=group.key.binning,
+        filter=group.key.filter,
+        provenance=provenance,
+    )
+    staged = products.stage(
+        master_key(instrument.name, night, group.key), functools.partial(write_hdul, hdul)
+    )
     try:
         # The row and the file change together: the file is published inside the transaction that
         # records its checksum (a crash in between leaves a mismatch the next run rebuilds).
         with catalog.session() as session:
             row = record_calibration(
-                session, group.key, instrument.name, night, path=staged.key, checksum=staged.checksum,
+                session,
+                group.key,
+                instrument.name,
+                night,
+                path=staged.key,
+                checksum=staged.checksum,
                 input_count=len(product.inputs),
                 inputs=[{"name": f.name, "checksum": f.checksum} for f in product.inputs],
                 rejected=[{"frame": n, "reason": r} for n, r in product.rejected],
                 statistics={k: (v if v == v else None) for k, v in product.statistics.items()},
-                fingerprint=digest, software_version=_version("master"))
+                fingerprint=digest,
+                software_version=_version("master"),
+            )
             staged.publish()
             session.expunge(row)
     finally:
         staged.discard()
-    return MasterOutcome(label, MADE, calibration=row, rejected=product.rejected, notes=upstream.notes,
-                         statistics=product.statistics)
+    return MasterOutcome(
+        label,
+        MADE,
+        calibration=row,
+        rejected=product.rejected,
+        notes=upstream.notes,
+        statistics=product.statistics,
+    )
 
 
 def _version(step: str) -> str:
@@ -186,12 +239,25 @@ def _input_frame(frame: RawFrame, raw_store: ObjectStore) -> InputFrame:
     if not bad:
         state = raw_store.check(frame.store_path, frame.checksum)
         if state is not Integrity.OK:
-            bad, reason = True, (f"the stored raw copy is {state.value}: `reduction-assets verify "
-                                 "--repair` restores it from landing/")
+            bad, reason = (
+                True,
+                (
+                    f"the stored raw copy is {state.value}: `reduction-assets verify "
+                    "--repair` restores it from landing/"
+                ),
+            )
     binning = tuple(int(v) for v in frame.binning.split("x"))
-    return InputFrame(name=frame.original_name, key=frame.store_path, checksum=frame.checksum,
-                      exptime=frame.exptime, date_obs=frame.date_obs.isoformat(),
-                      shape=(frame.naxis2, frame.naxis1), binning=binning, bad=bad, bad_reason=reason)
+    return InputFrame(
+        name=frame.original_name,
+        key=frame.store_path,
+        checksum=frame.checksum,
+        exptime=frame.exptime,
+        date_obs=frame.date_obs.isoformat(),
+        shape=(frame.naxis2, frame.naxis1),
+        binning=binning,
+        bad=bad,
+        bad_reason=reason,
+    )
 
 
 def _upstream(kind: str, instrument: Instrument, night, binning: str, catalog: Catalog) -> Upstream:
@@ -202,17 +268,23 @@ def _upstream(kind: str, instrument: Instrument, night, binning: str, catalog: C
         if instrument.darks_include_bias:  # flats of a camera without bias frames
             zero = shortest_dark(session, instrument.name, binning, night, CALIBRATION_WINDOW_NIGHTS)
             if zero is None:
-                return Upstream(missing="needs a bias-including master dark to remove the pedestal of "
-                                "the flats (nights up to "
-                                f"{CALIBRATION_WINDOW_NIGHTS} before {night})")
+                return Upstream(
+                    missing="needs a bias-including master dark to remove the pedestal of "
+                    "the flats (nights up to "
+                    f"{CALIBRATION_WINDOW_NIGHTS} before {night})"
+                )
             # Its dark current over the difference in exposure time is neglected ("dark flats").
-            return Upstream(used={"zero": used("zero", zero)}, bias=zero,
-                            notes=[f"pedestal from the {zero.exptime:g} s dark of {zero.night}"])
+            return Upstream(
+                used={"zero": used("zero", zero)},
+                bias=zero,
+                notes=[f"pedestal from the {zero.exptime:g} s dark of {zero.night}"],
+            )
         found = {}
         for needed in ("bias", "dark") if kind == "flat" else ("bias",):
             key = instrument.calibration_key(needed, binning=binning, filter=None, exptime=0.0)
-            found[needed] = select_calibration(session, CalibrationCriteria(
-                key, instrument.name, night, CALIBRATION_WINDOW_NIGHTS))
+            found[needed] = select_calibration(
+                session, CalibrationCriteria(key, instrument.name, night, CALIBRATION_WINDOW_NIGHTS)
+            )
     if isinstance(found["bias"], NoCalibration):
         return Upstream(missing=f"needs a master bias: {found['bias'].message}")
     upstream = Upstream(used={"bias": used("bias", found["bias"])}, bias=found["bias"])
@@ -243,8 +315,9 @@ def _result(kind: str, outcomes: list[MasterOutcome], check: AssetCheckResult) -
             "masters": MetadataValue.int(current),
             "not_made": MetadataValue.int(len(outcomes) - current),
             "summary": MetadataValue.json(summaries),
-            "status": MetadataValue.text("; ".join(
-                f"{o.group}: {o.status}" + (f" ({o.reason})" if o.reason else "") for o in outcomes)),
+            "status": MetadataValue.text(
+                "; ".join(f"{o.group}: {o.status}" + (f" ({o.reason})" if o.reason else "") for o in outcomes)
+            ),
         },
         check_results=[check],
     )
@@ -252,11 +325,15 @@ def _result(kind: str, outcomes: list[MasterOutcome], check: AssetCheckResult) -
 
 def _check(name: str, asset_name: str, failures: list[str], checked: int, detail: dict) -> AssetCheckResult:
     return AssetCheckResult(
-        check_name=name, asset_key=AssetKey(asset_name), passed=not failures,
+        check_name=name,
+        asset_key=AssetKey(asset_name),
+        passed=not failures,
         severity=AssetCheckSeverity.ERROR,
-        description="; ".join(failures) if failures else (
-            f"{checked} master(s) checked" if checked else "no master made: nothing to check"),
-        metadata={"detail": MetadataValue.json(detail)})
+        description="; ".join(failures)
+        if failures
+        else (f"{checked} master(s) checked" if checked else "no master made: nothing to check"),
+        metadata={"detail": MetadataValue.json(detail)},
+    )
 
 
 def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
@@ -276,11 +353,18 @@ _MASTER_ASSET = dict(
 @asset(
     **_MASTER_ASSET,
     deps=[AssetKey("raw_frames")],
-    check_specs=[AssetCheckSpec("read_noise_consistent", asset="master_bias", blocking=True,
-                                description="bias read noise within 25% of the instrument's")],
+    check_specs=[
+        AssetCheckSpec(
+            "read_noise_consistent",
+            asset="master_bias",
+            blocking=True,
+            description="bias read noise within 25% of the instrument's",
+        )
+    ],
 )
-def master_bias(context: AssetExecutionContext, config: MasterConfig,
-                home: ReductionHomeResource) -> MaterializeResult:
+def master_bias(
+    context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
+) -> MaterializeResult:
     """Master bias frames (e-) of one night and instrument, one per binning."""
     outcomes = partition_masters(context, "bias", config, home)
     instrument = home.registry()[split_key(context.partition_key)[0]]
@@ -290,20 +374,28 @@ def master_bias(context: AssetExecutionContext, config: MasterConfig,
         detail[row.path] = measured
         if measured is None or abs(measured / instrument.read_noise - 1) > READ_NOISE_TOLERANCE:
             failures.append(f"{row.path}: read noise {measured} e- vs {instrument.read_noise} e- expected")
-    return _result("bias", outcomes, _check("read_noise_consistent", "master_bias", failures,
-                                            len(_current(outcomes)), detail))
+    return _result(
+        "bias",
+        outcomes,
+        _check("read_noise_consistent", "master_bias", failures, len(_current(outcomes)), detail),
+    )
 
 
 @asset(
     **_MASTER_ASSET,
-    deps=[AssetKey("raw_frames"),
-          AssetDep("master_bias", partition_mapping=calibration_window_mapping())],
-    check_specs=[AssetCheckSpec("dark_current_plausible", asset="master_dark", blocking=True,
-                                description="median dark current not negative beyond noise and below "
-                                f"{MAX_DARK_RATE:g} e-/s")],
+    deps=[AssetKey("raw_frames"), AssetDep("master_bias", partition_mapping=calibration_window_mapping())],
+    check_specs=[
+        AssetCheckSpec(
+            "dark_current_plausible",
+            asset="master_dark",
+            blocking=True,
+            description=f"median dark current not negative beyond noise and below {MAX_DARK_RATE:g} e-/s",
+        )
+    ],
 )
-def master_dark(context: AssetExecutionContext, config: MasterConfig,
-                home: ReductionHomeResource) -> MaterializeResult:
+def master_dark(
+    context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
+) -> MaterializeResult:
     """Master darks of one night and instrument: e-/s per binning, or e- per exposure time for
     cameras whose darks include the bias."""
     outcomes = partition_masters(context, "dark", config, home)
@@ -319,20 +411,32 @@ def master_dark(context: AssetExecutionContext, config: MasterConfig,
                 failures.append(f"{row.path}: negative level {median:.1f} e-")
         elif median < -3 * max(noise, 1e-6) or median > MAX_DARK_RATE:
             failures.append(f"{row.path}: median dark current {median:.4g} e-/s is implausible")
-    return _result("dark", outcomes, _check("dark_current_plausible", "master_dark", failures,
-                                            len(_current(outcomes)), detail))
+    return _result(
+        "dark",
+        outcomes,
+        _check("dark_current_plausible", "master_dark", failures, len(_current(outcomes)), detail),
+    )
 
 
 @asset(
     **_MASTER_ASSET,
-    deps=[AssetKey("raw_frames"),
-          AssetDep("master_bias", partition_mapping=calibration_window_mapping()),
-          AssetDep("master_dark", partition_mapping=calibration_window_mapping())],
-    check_specs=[AssetCheckSpec("flat_normalised", asset="master_flat", blocking=True,
-                                description="illuminated level 1 within 1% and at most 5% bad pixels")],
+    deps=[
+        AssetKey("raw_frames"),
+        AssetDep("master_bias", partition_mapping=calibration_window_mapping()),
+        AssetDep("master_dark", partition_mapping=calibration_window_mapping()),
+    ],
+    check_specs=[
+        AssetCheckSpec(
+            "flat_normalised",
+            asset="master_flat",
+            blocking=True,
+            description="illuminated level 1 within 1% and at most 5% bad pixels",
+        )
+    ],
 )
-def master_flat(context: AssetExecutionContext, config: MasterConfig,
-                home: ReductionHomeResource) -> MaterializeResult:
+def master_flat(
+    context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
+) -> MaterializeResult:
     """Master flats (normalised to 1) of one night and instrument, per binning and filter."""
     outcomes = partition_masters(context, "flat", config, home)
     failures, detail = [], {}
@@ -344,5 +448,6 @@ def master_flat(context: AssetExecutionContext, config: MasterConfig,
             failures.append(f"{row.path}: illuminated level {level}")
         if bad is None or bad > MAX_FLAT_BAD_FRACTION:
             failures.append(f"{row.path}: {100 * (bad or 1):.1f}% bad pixels")
-    return _result("flat", outcomes, _check("flat_normalised", "master_flat", failures,
-                                            len(_current(outcomes)), detail))
+    return _result(
+        "flat", outcomes, _check("flat_normalised", "master_flat", failures, len(_current(outcomes)), detail)
+    )

@@ -32,12 +32,18 @@ class VerifiedMasters:
                     mark_calibration_stale(session, calibration.id)
                 raise DamagedMaster(
                     f"the master {calibration.type} {calibration.id} ({calibration.path}) is "
-                    f"{state.value}: it is marked for rebuilding, with what was made from it")
+                    f"{state.value}: it is marked for rebuilding, with what was made from it"
+                )
             with self.products.open(calibration.path) as stream:
                 self._cache[calibration.id] = read_master(stream)
         return self._cache[calibration.id]
 
 
 def used(kind: str, calibration: Calibration) -> UsedCalibration:
-    return UsedCalibration(kind=kind, id=calibration.id, key=calibration.path, night=calibration.night,
-                           checksum=calibration.checksum)
+    return UsedCalibration(
+        kind=kind,
+        id=calibration.id,
+        key=calibration.path,
+        night=calibration.night,
+        checksum=calibration.checksum,
+    )

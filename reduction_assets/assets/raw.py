@@ -1,6 +1,5 @@
 """Raw-frame ingestion assets: landing files into the raw store and the catalog."""
 
-
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -22,22 +21,29 @@ class RawFramesConfig(Config):
     files: list[str] | None = Field(
         default=None,
         description="Landing-relative files to ingest (set by the landing sensor). Empty: scan the "
-        "whole landing area for this partition's files, as a manual or backfill run does.")
+        "whole landing area for this partition's files, as a manual or backfill run does.",
+    )
 
 
 class LandingRejectsConfig(Config):
     files: list[str] = Field(
         default_factory=list,
         description="Landing files the sensor could not route to a partition; each is validated "
-        "again and quarantined with its reason.")
+        "again and quarantined with its reason.",
+    )
 
 
 def _ingestor(home: ReductionHomeResource) -> Ingestor:
     layout = home.layout()
     return Ingestor(
-        landing=layout.landing, registry=home.registry(), catalog=home.catalog(),
-        raw_store=home.raw_store(), quarantine_store=home.quarantine_store(),
-        night_in_range=night_in_range, settle_seconds=home.settle_seconds)
+        landing=layout.landing,
+        registry=home.registry(),
+        catalog=home.catalog(),
+        raw_store=home.raw_store(),
+        quarantine_store=home.quarantine_store(),
+        night_in_range=night_in_range,
+        settle_seconds=home.settle_seconds,
+    )
 
 
 def _report_metadata(report: IngestReport) -> dict:
@@ -49,11 +55,15 @@ def _report_metadata(report: IngestReport) -> dict:
     metadata["by_type_filter"] = MetadataValue.json(by_type_filter)
     if report.duplicates:
         metadata["duplicate_files"] = MetadataValue.json(
-            [{"file": name, "duplicate_of": original} for name, original in report.duplicates])
+            [{"file": name, "duplicate_of": original} for name, original in report.duplicates]
+        )
     if report.quarantined:
         metadata["quarantined_files"] = MetadataValue.json(
-            [{"file": name, "reason": reason, "message": message}
-             for name, reason, message in report.quarantined])
+            [
+                {"file": name, "reason": reason, "message": message}
+                for name, reason, message in report.quarantined
+            ]
+        )
     return metadata
 
 

@@ -1,6 +1,5 @@
 """Reduced science frames: one calibrated, source-catalogued FITS per raw science frame."""
 
-
 import functools
 from dataclasses import dataclass
 
@@ -89,21 +88,30 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
     with run.catalog.session() as session:
         choice = select_for_frame(session, frame, run.instrument, CALIBRATION_WINDOW_NIGHTS)
         existing = find_product(session, frame)
-    digest = fingerprint("reduced", raw=frame.checksum, missing=choice.missing,
-                         calibrations=calibrations_payload(
-                             {kind: used(kind, c) for kind, c in choice.calibrations.items()}),
-                         settings={"threshold": run.config.detection_threshold,
-                                   "science": repr(ScienceSettings())})
-    if (existing is not None and existing.fingerprint == digest and not run.config.full_refresh
-            and (existing.status != REDUCED
-                 or run.products.check(existing.path, existing.checksum) is Integrity.OK)):
+    digest = fingerprint(
+        "reduced",
+        raw=frame.checksum,
+        missing=choice.missing,
+        calibrations=calibrations_payload({kind: used(kind, c) for kind, c in choice.calibrations.items()}),
+        settings={"threshold": run.config.detection_threshold, "science": repr(ScienceSettings())},
+    )
+    if (
+        existing is not None
+        and existing.fingerprint == digest
+        and not run.config.full_refresh
+        and (
+            existing.status != REDUCED or run.products.check(existing.path, existing.checksum) is Integrity.OK
+        )
+    ):
         return FrameOutcome(frame.original_name, UP_TO_DATE)
     reason = choice.missing
     if reason is None:
         state = run.raw_store.check(frame.store_path, frame.checksum)
         if state is not Integrity.OK:
-            reason = (f"the stored raw file {frame.store_path} is {state.value}: "
-                      "`reduction-assets verify --repair` restores it from landing/")
+            reason = (
+                f"the stored raw file {frame.store_path} is {state.value}: "
+                "`reduction-assets verify --repair` restores it from landing/"
+            )
     if reason is None:
         try:
             return _reduce_and_record(run, frame, choice, digest)
@@ -117,10 +125,22 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
     # when they change.
     ids = {kind: c.id for kind, c in choice.calibrations.items()}
     with run.catalog.session() as session:
-        record_product(session, frame, _version(), status=NOT_REDUCIBLE, reason=reason, path=None,
-                       checksum=None, fingerprint=digest, bias_id=ids.get("bias"),
-                       dark_id=ids.get("dark"), flat_id=ids.get("flat"), calibration_age={},
-                       fallback=False, statistics={})
+        record_product(
+            session,
+            frame,
+            _version(),
+            status=NOT_REDUCIBLE,
+            reason=reason,
+            path=None,
+            checksum=None,
+            fingerprint=digest,
+            bias_id=ids.get("bias"),
+            dark_id=ids.get("dark"),
+            flat_id=ids.get("flat"),
+            calibration_age={},
+            fallback=False,
+            statistics={},
+        )
     return FrameOutcome(frame.original_name, NOT_REDUCIBLE, reason=reason)
 
 
@@ -136,50 +156,79 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
     geometry = run.instrument.geometry(raw.shape, binning)
     if geometry is None:
         raise NotReducible(f"raw shape {raw.shape} is not a readout of {run.instrument.name}")
-    image_shape = (geometry.imaging[0].stop - geometry.imaging[0].start,
-                   geometry.imaging[1].stop - geometry.imaging[1].start)
+    image_shape = (
+        geometry.imaging[0].stop - geometry.imaging[0].start,
+        geometry.imaging[1].stop - geometry.imaging[1].start,
+    )
     calibrated = calibrate_science(
-        raw, instrument=run.instrument, geometry=geometry, exptime=frame.exptime,
-        bias=masters.get("bias"), dark=masters["dark"], flat=masters["flat"],
-        bad_pixels=run.instrument.bad_pixel_mask(image_shape, binning))
-    sources, source_stats = extract_sources(calibrated.sci, calibrated.err, calibrated.dq,
-                                            threshold=run.config.detection_threshold)
+        raw,
+        instrument=run.instrument,
+        geometry=geometry,
+        exptime=frame.exptime,
+        bias=masters.get("bias"),
+        dark=masters["dark"],
+        flat=masters["flat"],
+        bad_pixels=run.instrument.bad_pixel_mask(image_shape, binning),
+    )
+    sources, source_stats = extract_sources(
+        calibrated.sci, calibrated.err, calibrated.dq, threshold=run.config.detection_threshold
+    )
     wcs_header = trimmed_wcs_header(header, geometry.imaging)
     if wcs_header is not None and len(sources):
         sources["ra"], sources["dec"] = sky_positions(wcs_header, sources["x"], sources["y"])
     provenance = {
-        **provenance_cards(software_version=reduction_assets.__version__,
-                           step_version=step_version("reduced"), fingerprint=digest, night=frame.night,
-                           used={kind: used(kind, c) for kind, c in choice.calibrations.items()}),
+        **provenance_cards(
+            software_version=reduction_assets.__version__,
+            step_version=step_version("reduced"),
+            fingerprint=digest,
+            night=frame.night,
+            used={kind: used(kind, c) for kind, c in choice.calibrations.items()},
+        ),
         "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
     }
     clean = calibrated.dq == 0
     statistics = {
-        **calibrated.statistics, **source_stats,
+        **calibrated.statistics,
+        **source_stats,
         "nan_in_clean_sci": float(np.count_nonzero(~np.isfinite(calibrated.sci[clean]))),
         "nonpositive_err": float(np.count_nonzero(~(calibrated.err > 0))),
         "pixels": float(calibrated.sci.size),
     }
-    hdul = reduced_hdul(header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header,
-                        provenance)
-    staged = run.products.stage(reduced_key(frame.instrument, frame.night, frame.store_path),
-                                functools.partial(write_hdul, hdul))
+    hdul = reduced_hdul(
+        header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header, provenance
+    )
+    staged = run.products.stage(
+        reduced_key(frame.instrument, frame.night, frame.store_path), functools.partial(write_hdul, hdul)
+    )
     ages = {kind: (frame.night - c.night).days for kind, c in choice.calibrations.items()}
     ids = {kind: c.id for kind, c in choice.calibrations.items()}
     try:
         # The row and the file change together: the file is published inside the transaction that
         # records its checksum (a crash in between leaves a mismatch the next run redoes).
         with run.catalog.session() as session:
-            record_product(session, frame, _version(), status=REDUCED, reason=None, path=staged.key,
-                           checksum=staged.checksum, fingerprint=digest, bias_id=ids.get("bias"),
-                           dark_id=ids["dark"], flat_id=ids["flat"], calibration_age=ages,
-                           fallback=any(age > 0 for age in ages.values()), statistics=statistics)
+            record_product(
+                session,
+                frame,
+                _version(),
+                status=REDUCED,
+                reason=None,
+                path=staged.key,
+                checksum=staged.checksum,
+                fingerprint=digest,
+                bias_id=ids.get("bias"),
+                dark_id=ids["dark"],
+                flat_id=ids["flat"],
+                calibration_age=ages,
+                fallback=any(age > 0 for age in ages.values()),
+                statistics=statistics,
+            )
             staged.publish()
     finally:
         staged.discard()
-    return FrameOutcome(frame.original_name, REDUCED, path=staged.key,
-                        sources=int(source_stats["n_sources"]), ages=ages)
+    return FrameOutcome(
+        frame.original_name, REDUCED, path=staged.key, sources=int(source_stats["n_sources"]), ages=ages
+    )
 
 
 def _checks(rows: list[Product]) -> list[AssetCheckResult]:
@@ -197,46 +246,67 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
 
     def result(name, failures, what):
         return AssetCheckResult(
-            check_name=name, asset_key=AssetKey("reduced_frames"), passed=not failures,
+            check_name=name,
+            asset_key=AssetKey("reduced_frames"),
+            passed=not failures,
             severity=AssetCheckSeverity.WARN,
-            description="; ".join(failures[:10]) if failures else f"{len(reduced)} frames: {what}")
+            description="; ".join(failures[:10]) if failures else f"{len(reduced)} frames: {what}",
+        )
 
-    return [result("sci_finite_where_clean", nan, "SCI finite wherever DQ is 0"),
-            result("err_positive", err, "ERR > 0 everywhere"),
-            result("sky_and_sources_plausible", implausible, "sky and source counts plausible")]
+    return [
+        result("sci_finite_where_clean", nan, "SCI finite wherever DQ is 0"),
+        result("err_positive", err, "ERR > 0 everywhere"),
+        result("sky_and_sources_plausible", implausible, "sky and source counts plausible"),
+    ]
 
 
 @asset(
     partitions_def=night_instrument_partitions,
-    deps=[AssetKey("raw_frames"),
-          *[AssetDep(f"master_{kind}", partition_mapping=calibration_window_mapping())
-            for kind in ("bias", "dark", "flat")]],
+    deps=[
+        AssetKey("raw_frames"),
+        *[
+            AssetDep(f"master_{kind}", partition_mapping=calibration_window_mapping())
+            for kind in ("bias", "dark", "flat")
+        ],
+    ],
     group_name="science",
     kinds={"fits"},
     tags={"reduction_assets/family": "science"},
     check_specs=[
-        AssetCheckSpec("sci_finite_where_clean", asset="reduced_frames",
-                       description="no NaN or inf in SCI where DQ is 0"),
+        AssetCheckSpec(
+            "sci_finite_where_clean", asset="reduced_frames", description="no NaN or inf in SCI where DQ is 0"
+        ),
         AssetCheckSpec("err_positive", asset="reduced_frames", description="ERR > 0 everywhere"),
-        AssetCheckSpec("sky_and_sources_plausible", asset="reduced_frames",
-                       description="sky not negative beyond noise; at least one source, not absurdly "
-                       "many"),
+        AssetCheckSpec(
+            "sky_and_sources_plausible",
+            asset="reduced_frames",
+            description="sky not negative beyond noise; at least one source, not absurdly many",
+        ),
     ],
 )
-def reduced_frames(context: AssetExecutionContext, config: ReducedConfig,
-                   home: ReductionHomeResource) -> MaterializeResult:
+def reduced_frames(
+    context: AssetExecutionContext, config: ReducedConfig, home: ReductionHomeResource
+) -> MaterializeResult:
     """Reduced science frames of one night and instrument (SCI e-, ERR, DQ, CAT), with provenance."""
     instrument, night = split_key(context.partition_key)
     catalog, products = home.catalog(), home.product_store()
-    run = _Run(home.registry()[instrument], config, catalog, home.raw_store(), products,
-               VerifiedMasters(catalog, products))
+    run = _Run(
+        home.registry()[instrument],
+        config,
+        catalog,
+        home.raw_store(),
+        products,
+        VerifiedMasters(catalog, products),
+    )
     with catalog.session() as session:
         frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
     outcomes = [_reduce_frame(run, frame, context.log) for frame in frames]
     with catalog.session() as session:
         rows = products_of(session, instrument, night)
-    counts = {status: sum(1 for o in outcomes if o.status == status)
-              for status in (REDUCED, UP_TO_DATE, NOT_REDUCIBLE)}
+    counts = {
+        status: sum(1 for o in outcomes if o.status == status)
+        for status in (REDUCED, UP_TO_DATE, NOT_REDUCIBLE)
+    }
     return MaterializeResult(
         metadata={
             "reduced": MetadataValue.int(counts[REDUCED]),

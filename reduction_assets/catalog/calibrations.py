@@ -85,12 +85,26 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
         session.expunge(found)
         return found
     held = session.scalars(
-        select(Calibration).where(Calibration.instrument == criteria.instrument,
-                                  Calibration.type == key.type)
-        .order_by(Calibration.night.desc()).limit(20))
-    return NoCalibration(criteria, [
-        {"id": c.id, "type": c.type, "night": c.night.isoformat(), "binning": c.binning,
-         "filter": c.filter, "exptime": c.exptime, "bad": c.bad} for c in held])
+        select(Calibration)
+        .where(Calibration.instrument == criteria.instrument, Calibration.type == key.type)
+        .order_by(Calibration.night.desc())
+        .limit(20)
+    )
+    return NoCalibration(
+        criteria,
+        [
+            {
+                "id": c.id,
+                "type": c.type,
+                "night": c.night.isoformat(),
+                "binning": c.binning,
+                "filter": c.filter,
+                "exptime": c.exptime,
+                "bad": c.bad,
+            }
+            for c in held
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -101,35 +115,44 @@ class CalibrationChoice:
     missing: str | None = None  # the reason, when a needed master is missing
 
 
-def select_for_frame(session: Session, frame: RawFrame, instrument: Instrument,
-                     window_nights: int) -> CalibrationChoice:
+def select_for_frame(
+    session: Session, frame: RawFrame, instrument: Instrument, window_nights: int
+) -> CalibrationChoice:
     """The masters a science frame needs (:meth:`Instrument.calibrations_needed`), each chosen by
     :func:`select_calibration` with the frame's :meth:`Instrument.calibration_key`."""
     if frame.filter is None:
         return CalibrationChoice(missing="no filter in the header: a flat cannot be chosen")
     chosen: dict[str, Calibration] = {}
     for kind in instrument.calibrations_needed():
-        key = instrument.calibration_key(kind, binning=frame.binning, filter=frame.filter,
-                                         exptime=frame.exptime)
-        found = select_calibration(session, CalibrationCriteria(key, frame.instrument, frame.night,
-                                                                window_nights))
+        key = instrument.calibration_key(
+            kind, binning=frame.binning, filter=frame.filter, exptime=frame.exptime
+        )
+        found = select_calibration(
+            session, CalibrationCriteria(key, frame.instrument, frame.night, window_nights)
+        )
         if isinstance(found, NoCalibration):
             return CalibrationChoice(calibrations=chosen, missing=found.message)
         chosen[kind] = found
     return CalibrationChoice(calibrations=chosen)
 
 
-def shortest_dark(session: Session, instrument: str, binning: str, night: dt.date,
-                  window_nights: int) -> Calibration | None:
+def shortest_dark(
+    session: Session, instrument: str, binning: str, night: dt.date, window_nights: int
+) -> Calibration | None:
     """The shortest good master dark of the window, nearest night first: cameras without bias frames
     take the pedestal of their flats from it."""
     first = night - dt.timedelta(days=window_nights)
     found = session.scalars(
-        select(Calibration).where(
-            Calibration.type == "dark", Calibration.instrument == instrument,
-            Calibration.binning == binning, Calibration.bad.is_(False),
-            Calibration.night.between(first, night))
-        .order_by(Calibration.exptime, Calibration.night.desc())).first()
+        select(Calibration)
+        .where(
+            Calibration.type == "dark",
+            Calibration.instrument == instrument,
+            Calibration.binning == binning,
+            Calibration.bad.is_(False),
+            Calibration.night.between(first, night),
+        )
+        .order_by(Calibration.exptime, Calibration.night.desc())
+    ).first()
     if found is not None:
         session.expunge(found)
     return found
@@ -143,26 +166,35 @@ class FrameGroup:
     frames: list[RawFrame]
 
 
-def calibration_groups(session: Session, instrument: Instrument, night: dt.date,
-                       kind: str) -> list[FrameGroup]:
+def calibration_groups(
+    session: Session, instrument: Instrument, night: dt.date, kind: str
+) -> list[FrameGroup]:
     """The partition's raw frames of ``kind`` grouped by calibration key, in key order."""
     groups: dict[CalibrationKey, list[RawFrame]] = defaultdict(list)
     for frame in raw_frames_of(session, instrument.name, night, kind):
-        groups[instrument.calibration_key(kind, binning=frame.binning, filter=frame.filter,
-                                          exptime=frame.exptime)].append(frame)
+        groups[
+            instrument.calibration_key(
+                kind, binning=frame.binning, filter=frame.filter, exptime=frame.exptime
+            )
+        ].append(frame)
     order = sorted(groups, key=lambda key: (key.binning, key.filter, key.exptime))
     return [FrameGroup(key, groups[key]) for key in order]
 
 
 def _master_of(key: CalibrationKey, instrument: str, night: dt.date):
     return select(Calibration).where(
-        Calibration.type == key.type, Calibration.instrument == instrument,
-        Calibration.night == night, Calibration.binning == key.binning,
-        Calibration.filter == key.filter, Calibration.exptime == key.exptime)
+        Calibration.type == key.type,
+        Calibration.instrument == instrument,
+        Calibration.night == night,
+        Calibration.binning == key.binning,
+        Calibration.filter == key.filter,
+        Calibration.exptime == key.exptime,
+    )
 
 
-def find_calibration(session: Session, key: CalibrationKey, instrument: str,
-                     night: dt.date) -> Calibration | None:
+def find_calibration(
+    session: Session, key: CalibrationKey, instrument: str, night: dt.date
+) -> Calibration | None:
     """The master of a partition with this key, if one was recorded (detached)."""
     found = session.scalars(_master_of(key, instrument, night)).first()
     if found is not None:
@@ -170,13 +202,20 @@ def find_calibration(session: Session, key: CalibrationKey, instrument: str,
     return found
 
 
-def record_calibration(session: Session, key: CalibrationKey, instrument: str, night: dt.date,
-                       **values: Any) -> Calibration:
+def record_calibration(
+    session: Session, key: CalibrationKey, instrument: str, night: dt.date, **values: Any
+) -> Calibration:
     """Insert or update the master of a partition with this key; returns the row (flushed)."""
     row = session.scalars(_master_of(key, instrument, night)).first()
     if row is None:
-        row = Calibration(type=key.type, instrument=instrument, night=night, binning=key.binning,
-                          filter=key.filter, exptime=key.exptime)
+        row = Calibration(
+            type=key.type,
+            instrument=instrument,
+            night=night,
+            binning=key.binning,
+            filter=key.filter,
+            exptime=key.exptime,
+        )
         session.add(row)
     for name, value in values.items():
         setattr(row, name, value)

@@ -48,8 +48,10 @@ def _check_driver(url: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError as err:
-        raise CatalogUnavailable("the catalog URL cannot be parsed; expected e.g. "
-                                 "sqlite:////path/catalog.sqlite or postgresql+psycopg2://...") from err
+        raise CatalogUnavailable(
+            "the catalog URL cannot be parsed; expected e.g. "
+            "sqlite:////path/catalog.sqlite or postgresql+psycopg2://..."
+        ) from err
     # SQLAlchemy 2.1 reads a bare postgresql:// URL as psycopg 3, which is not installed: insist on an
     # explicit driver rather than failing later with a confusing import error.
     if parsed.drivername == "postgresql":
@@ -99,8 +101,9 @@ class Catalog:
                 connection.execute(text("select 1"))
             self.create()
         except DBAPIError as err:
-            raise CatalogUnavailable(f"cannot use the catalog at {safe_url(self.url)}: {_cause(err)}") \
-                from err
+            raise CatalogUnavailable(
+                f"cannot use the catalog at {safe_url(self.url)}: {_cause(err)}"
+            ) from err
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -113,9 +116,14 @@ class Catalog:
         done once per registry and process: a run that only reads never needs the writer lock."""
         wanted = {
             instrument.name: dict(
-                description=instrument.description, site=instrument.site.name,
-                longitude=instrument.site.longitude, timezone=instrument.site.timezone,
-                gain=instrument.gain, read_noise=instrument.read_noise, saturation=instrument.saturation)
+                description=instrument.description,
+                site=instrument.site.name,
+                longitude=instrument.site.longitude,
+                timezone=instrument.site.timezone,
+                gain=instrument.gain,
+                read_noise=instrument.read_noise,
+                saturation=instrument.saturation,
+            )
             for instrument in registry.instruments.values()
         }
         signature = tuple(sorted((name, tuple(sorted(values.items()))) for name, values in wanted.items()))

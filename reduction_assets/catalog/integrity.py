@@ -41,34 +41,69 @@ def stored_objects(session: Session) -> list[StoredObject]:
     for raw_id, name in session.execute(select(RawDuplicate.raw_frame_id, RawDuplicate.original_name)):
         duplicates.setdefault(raw_id, []).append(name)
     for row in session.scalars(select(RawFrame).order_by(RawFrame.id)):
-        objects.append(StoredObject(RAW, row.store_path, row.checksum, "raw", row.id, row.instrument,
-                                    row.night, (row.original_name, *duplicates.get(row.id, []))))
-    for row in session.scalars(select(Quarantine).where(Quarantine.copy_path.is_not(None))
-                               .order_by(Quarantine.id)):
-        objects.append(StoredObject(QUARANTINE, row.copy_path, row.checksum or "", "quarantine", row.id,
-                                    row.instrument, row.night, (row.original_path,)))
+        objects.append(
+            StoredObject(
+                RAW,
+                row.store_path,
+                row.checksum,
+                "raw",
+                row.id,
+                row.instrument,
+                row.night,
+                (row.original_name, *duplicates.get(row.id, [])),
+            )
+        )
+    for row in session.scalars(
+        select(Quarantine).where(Quarantine.copy_path.is_not(None)).order_by(Quarantine.id)
+    ):
+        objects.append(
+            StoredObject(
+                QUARANTINE,
+                row.copy_path,
+                row.checksum or "",
+                "quarantine",
+                row.id,
+                row.instrument,
+                row.night,
+                (row.original_path,),
+            )
+        )
     for row in session.scalars(select(Calibration).order_by(Calibration.id)):
-        objects.append(StoredObject(PRODUCTS, row.path, row.checksum, "master", row.id, row.instrument,
-                                    row.night))
+        objects.append(
+            StoredObject(PRODUCTS, row.path, row.checksum, "master", row.id, row.instrument, row.night)
+        )
     for row in session.scalars(select(Product).where(Product.path.is_not(None)).order_by(Product.id)):
-        objects.append(StoredObject(PRODUCTS, row.path, row.checksum or "", row.kind, row.id,
-                                    row.instrument, row.night))
+        objects.append(
+            StoredObject(PRODUCTS, row.path, row.checksum or "", row.kind, row.id, row.instrument, row.night)
+        )
     return objects
 
 
 def mark_calibration_stale(session: Session, calibration_id: int) -> int:
     """Mark a master for rebuilding, and every product made with it; returns the products marked."""
-    session.execute(update(Calibration).where(Calibration.id == calibration_id)
-                    .values(fingerprint=STALE, updated_at=utcnow()))
-    result = session.execute(update(Product).where(or_(
-        Product.bias_id == calibration_id, Product.dark_id == calibration_id,
-        Product.flat_id == calibration_id)).values(fingerprint=STALE, updated_at=utcnow()))
+    session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id)
+        .values(fingerprint=STALE, updated_at=utcnow())
+    )
+    result = session.execute(
+        update(Product)
+        .where(
+            or_(
+                Product.bias_id == calibration_id,
+                Product.dark_id == calibration_id,
+                Product.flat_id == calibration_id,
+            )
+        )
+        .values(fingerprint=STALE, updated_at=utcnow())
+    )
     return result.rowcount or 0
 
 
 def mark_product_stale(session: Session, product_id: int) -> None:
-    session.execute(update(Product).where(Product.id == product_id)
-                    .values(fingerprint=STALE, updated_at=utcnow()))
+    session.execute(
+        update(Product).where(Product.id == product_id).values(fingerprint=STALE, updated_at=utcnow())
+    )
 
 
 @dataclass(frozen=True)
@@ -83,11 +118,14 @@ def stale_partitions(session: Session) -> list[StalePartition]:
     """Partitions holding a stale master or product, oldest night first."""
     found: dict[tuple[str, dt.date], tuple[bool, dt.datetime]] = {}
     for model, is_master in ((Calibration, True), (Product, False)):
-        rows = session.execute(select(model.instrument, model.night, model.updated_at)
-                               .where(model.fingerprint == STALE))
+        rows = session.execute(
+            select(model.instrument, model.night, model.updated_at).where(model.fingerprint == STALE)
+        )
         for instrument, night, updated in rows:
             masters, latest = found.get((instrument, night), (False, updated))
             found[(instrument, night)] = (masters or is_master, max(latest, updated))
     ordered = sorted(found.items(), key=lambda item: (item[0][1], item[0][0]))
-    return [StalePartition(instrument, night, masters, latest.isoformat())
-            for (instrument, night), (masters, latest) in ordered]
+    return [
+        StalePartition(instrument, night, masters, latest.isoformat())
+        for (instrument, night), (masters, latest) in ordered
+    ]

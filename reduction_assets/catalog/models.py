@@ -136,8 +136,9 @@ class Calibration(Base):
 
     __tablename__ = "calibrations"
     __table_args__ = (
-        UniqueConstraint("type", "instrument", "night", "binning", "filter", "exptime",
-                         name="uq_calibrations_identity"),
+        UniqueConstraint(
+            "type", "instrument", "night", "binning", "filter", "exptime", name="uq_calibrations_identity"
+        ),
         Index("ix_calibrations_lookup", "type", "instrument", "binning", "filter", "night"),
     )
 

@@ -17,21 +17,29 @@ NOT_REDUCIBLE = "not_reducible"  # the status of a frame that could not be reduc
 
 
 def find_product(session: Session, frame: RawFrame, kind: str = REDUCED) -> Product | None:
-    found = session.scalars(select(Product).where(Product.kind == kind,
-                                                  Product.raw_frame_id == frame.id)).first()
+    found = session.scalars(
+        select(Product).where(Product.kind == kind, Product.raw_frame_id == frame.id)
+    ).first()
     if found is not None:
         session.expunge(found)
     return found
 
 
-def record_product(session: Session, frame: RawFrame, software_version: str, kind: str = REDUCED,
-                   **values: Any) -> Product:
+def record_product(
+    session: Session, frame: RawFrame, software_version: str, kind: str = REDUCED, **values: Any
+) -> Product:
     """Insert or update the product of a raw frame; returns the row (flushed)."""
-    row = session.scalars(select(Product).where(Product.kind == kind,
-                                                Product.raw_frame_id == frame.id)).first()
+    row = session.scalars(
+        select(Product).where(Product.kind == kind, Product.raw_frame_id == frame.id)
+    ).first()
     if row is None:
-        row = Product(kind=kind, raw_frame_id=frame.id, instrument=frame.instrument, night=frame.night,
-                      created_at=utcnow())
+        row = Product(
+            kind=kind,
+            raw_frame_id=frame.id,
+            instrument=frame.instrument,
+            night=frame.night,
+            created_at=utcnow(),
+        )
         session.add(row)
     for name, value in values.items():
         setattr(row, name, value)
@@ -42,24 +50,30 @@ def record_product(session: Session, frame: RawFrame, software_version: str, kin
 
 
 def products_of(session: Session, instrument: str, night: dt.date, kind: str = REDUCED) -> list[Product]:
-    rows = list(session.scalars(select(Product).where(
-        Product.kind == kind, Product.instrument == instrument, Product.night == night)
-        .order_by(Product.id)))
+    rows = list(
+        session.scalars(
+            select(Product)
+            .where(Product.kind == kind, Product.instrument == instrument, Product.night == night)
+            .order_by(Product.id)
+        )
+    )
     session.expunge_all()
     return rows
 
 
-def frames_to_recalibrate(session: Session, registry: Registry,
-                          window_nights: int) -> dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]]:
+def frames_to_recalibrate(
+    session: Session, registry: Registry, window_nights: int
+) -> dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]]:
     """Science frames whose best masters changed since they were reduced (or first exist).
 
     Looks at products reduced with a fallback (an earlier night's master) and frames that were not
     reducible; returns {(instrument, night): [(raw frame id, {type: calibration id})]}.
     """
     rows = session.execute(
-        select(Product, RawFrame).join(RawFrame, Product.raw_frame_id == RawFrame.id)
-        .where(Product.kind == REDUCED,
-               or_(Product.fallback.is_(True), Product.status == NOT_REDUCIBLE))).all()
+        select(Product, RawFrame)
+        .join(RawFrame, Product.raw_frame_id == RawFrame.id)
+        .where(Product.kind == REDUCED, or_(Product.fallback.is_(True), Product.status == NOT_REDUCIBLE))
+    ).all()
     found: dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]] = {}
     for product, frame in rows:
         if frame.instrument not in registry.instruments:

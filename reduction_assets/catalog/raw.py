@@ -17,9 +17,11 @@ def raw_frame_with_checksum(session: Session, checksum: str) -> RawFrame | None:
 
 def raw_frame_named(session: Session, instrument: str, night: dt.date, name: str) -> RawFrame | None:
     """The frame ingested under a landing name in a partition (names repeat across nights)."""
-    return session.scalars(select(RawFrame).where(
-        RawFrame.instrument == instrument, RawFrame.night == night,
-        RawFrame.original_name == name)).first()
+    return session.scalars(
+        select(RawFrame).where(
+            RawFrame.instrument == instrument, RawFrame.night == night, RawFrame.original_name == name
+        )
+    ).first()
 
 
 def add_raw_frame(session: Session, **fields) -> RawFrame:
@@ -31,15 +33,24 @@ def add_raw_frame(session: Session, **fields) -> RawFrame:
 
 def record_duplicate(session: Session, frame: RawFrame, name: str, checksum: str) -> None:
     """Remember that ``name`` delivered the content of ``frame`` again (once per name)."""
-    seen = session.scalars(select(RawDuplicate).where(
-        RawDuplicate.raw_frame_id == frame.id, RawDuplicate.original_name == name)).first()
+    seen = session.scalars(
+        select(RawDuplicate).where(RawDuplicate.raw_frame_id == frame.id, RawDuplicate.original_name == name)
+    ).first()
     if seen is None:
-        session.add(RawDuplicate(raw_frame_id=frame.id, instrument=frame.instrument, night=frame.night,
-                                 original_name=name, checksum=checksum))
+        session.add(
+            RawDuplicate(
+                raw_frame_id=frame.id,
+                instrument=frame.instrument,
+                night=frame.night,
+                original_name=name,
+                checksum=checksum,
+            )
+        )
 
 
-def resolve_quarantine(session: Session, name: str, resolution: str,
-                       reasons: Iterable[str] | None = None) -> None:
+def resolve_quarantine(
+    session: Session, name: str, resolution: str, reasons: Iterable[str] | None = None
+) -> None:
     """Mark the open quarantine entries of a landing name resolved (only ``reasons``, if given)."""
     query = select(Quarantine).where(Quarantine.original_path == name, Quarantine.resolved_at.is_(None))
     if reasons is not None:
@@ -49,24 +60,32 @@ def resolve_quarantine(session: Session, name: str, resolution: str,
         row.resolution = resolution
 
 
-def open_quarantine_entry(session: Session, name: str, reason: str, size: int | None,
-                          mtime_ns: int | None) -> Quarantine | None:
+def open_quarantine_entry(
+    session: Session, name: str, reason: str, size: int | None, mtime_ns: int | None
+) -> Quarantine | None:
     """The unresolved entry for this file version and reason, if it was already quarantined."""
-    return session.scalars(select(Quarantine).where(
-        Quarantine.original_path == name, Quarantine.reason == reason,
-        Quarantine.size_bytes == size, Quarantine.mtime_ns == mtime_ns,
-        Quarantine.resolved_at.is_(None))).first()
+    return session.scalars(
+        select(Quarantine).where(
+            Quarantine.original_path == name,
+            Quarantine.reason == reason,
+            Quarantine.size_bytes == size,
+            Quarantine.mtime_ns == mtime_ns,
+            Quarantine.resolved_at.is_(None),
+        )
+    ).first()
 
 
 def add_quarantine(session: Session, **fields) -> None:
     session.add(Quarantine(**fields))
 
 
-def raw_frames_of(session: Session, instrument: str, night: dt.date, frame_type: str,
-                  *, include_bad: bool = True) -> list[RawFrame]:
+def raw_frames_of(
+    session: Session, instrument: str, night: dt.date, frame_type: str, *, include_bad: bool = True
+) -> list[RawFrame]:
     """The partition's raw frames of one type, in time order, detached from the session."""
-    query = select(RawFrame).where(RawFrame.instrument == instrument, RawFrame.night == night,
-                                   RawFrame.frame_type == frame_type)
+    query = select(RawFrame).where(
+        RawFrame.instrument == instrument, RawFrame.night == night, RawFrame.frame_type == frame_type
+    )
     if not include_bad:
         query = query.where(RawFrame.bad.is_(False))
     frames = list(session.scalars(query.order_by(RawFrame.date_obs, RawFrame.id)))

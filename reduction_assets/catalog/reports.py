@@ -14,8 +14,9 @@ from reduction_assets.catalog.products import REDUCED
 
 def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
     rows = session.execute(
-        select(RawFrame.frame_type, func.count()).where(
-            RawFrame.instrument == instrument, RawFrame.night == night).group_by(RawFrame.frame_type)
+        select(RawFrame.frame_type, func.count())
+        .where(RawFrame.instrument == instrument, RawFrame.night == night)
+        .group_by(RawFrame.frame_type)
     ).all()
     by_type = dict(rows)
     return {"raw": sum(by_type.values()), "by_type": by_type}
@@ -25,6 +26,7 @@ def progress_rows(
     session: Session, start: dt.date, end: dt.date, instruments: list[str]
 ) -> list[dict[str, Any]]:
     """One row per night in [start, end] and instrument: what has been ingested so far."""
+
     def grouped(query):
         return {(inst, night): value for inst, night, value in session.execute(query).all()}
 
@@ -32,42 +34,57 @@ def progress_rows(
     raw = session.execute(
         select(RawFrame.instrument, RawFrame.night, func.count(), func.max(RawFrame.date_obs))
         .where(in_range(RawFrame.night), RawFrame.instrument.in_(instruments))
-        .group_by(RawFrame.instrument, RawFrame.night)).all()
+        .group_by(RawFrame.instrument, RawFrame.night)
+    ).all()
     raw_by_key = {(inst, night): (count, last) for inst, night, count, last in raw}
     duplicates = grouped(
         select(RawDuplicate.instrument, RawDuplicate.night, func.count())
         .where(in_range(RawDuplicate.night), RawDuplicate.instrument.in_(instruments))
-        .group_by(RawDuplicate.instrument, RawDuplicate.night))
+        .group_by(RawDuplicate.instrument, RawDuplicate.night)
+    )
     quarantined = grouped(
         select(Quarantine.instrument, Quarantine.night, func.count())
-        .where(in_range(Quarantine.night), Quarantine.instrument.in_(instruments),
-               Quarantine.resolved_at.is_(None))
-        .group_by(Quarantine.instrument, Quarantine.night))
+        .where(
+            in_range(Quarantine.night),
+            Quarantine.instrument.in_(instruments),
+            Quarantine.resolved_at.is_(None),
+        )
+        .group_by(Quarantine.instrument, Quarantine.night)
+    )
     masters = grouped(
         select(Calibration.instrument, Calibration.night, func.count())
-        .where(in_range(Calibration.night), Calibration.instrument.in_(instruments),
-               Calibration.bad.is_(False))
-        .group_by(Calibration.instrument, Calibration.night))
+        .where(
+            in_range(Calibration.night), Calibration.instrument.in_(instruments), Calibration.bad.is_(False)
+        )
+        .group_by(Calibration.instrument, Calibration.night)
+    )
     reduced = grouped(
         select(Product.instrument, Product.night, func.count())
-        .where(in_range(Product.night), Product.instrument.in_(instruments),
-               Product.kind == REDUCED, Product.status == REDUCED)
-        .group_by(Product.instrument, Product.night))
+        .where(
+            in_range(Product.night),
+            Product.instrument.in_(instruments),
+            Product.kind == REDUCED,
+            Product.status == REDUCED,
+        )
+        .group_by(Product.instrument, Product.night)
+    )
     rows = []
     night = start
     while night <= end:
         for instrument in instruments:
             count, last = raw_by_key.get((instrument, night), (0, None))
-            rows.append({
-                "night": night.isoformat(),
-                "instrument": instrument,
-                "raw": count,
-                "duplicates": duplicates.get((instrument, night), 0),
-                "quarantined": quarantined.get((instrument, night), 0),
-                "last_raw_time": last.isoformat() if last else None,
-                "masters": masters.get((instrument, night), 0),
-                "reduced": reduced.get((instrument, night), 0),
-            })
+            rows.append(
+                {
+                    "night": night.isoformat(),
+                    "instrument": instrument,
+                    "raw": count,
+                    "duplicates": duplicates.get((instrument, night), 0),
+                    "quarantined": quarantined.get((instrument, night), 0),
+                    "last_raw_time": last.isoformat() if last else None,
+                    "masters": masters.get((instrument, night), 0),
+                    "reduced": reduced.get((instrument, night), 0),
+                }
+            )
         night += dt.timedelta(days=1)
     return rows
 

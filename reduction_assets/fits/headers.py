@@ -97,8 +97,9 @@ CARD_TEXT_LENGTH = 68  # the longest string value that fits one header card
 def ascii_text(value: Any) -> str:
     """Text as printable ASCII, as FITS headers and tables require: other characters become Python
     escapes (a tab ``\\t``, ``ü`` ``\\xfc``, an undecodable byte of a file name ``\\xff``)."""
-    return _NOT_PRINTABLE_ASCII.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
-                                    shown(str(value)))
+    return _NOT_PRINTABLE_ASCII.sub(
+        lambda m: m.group().encode("unicode_escape").decode("ascii"), shown(str(value))
+    )
 
 
 def card_text(value: Any, *, max_length: int = CARD_TEXT_LENGTH) -> str:
@@ -188,8 +189,9 @@ def normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInfo
     except FrameRejected:
         raise
     except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
-        raise FrameRejected(BAD_VALUE, f"a header value cannot be interpreted: {type(err).__name__}: "
-                            f"{err}") from err
+        raise FrameRejected(
+            BAD_VALUE, f"a header value cannot be interpreted: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInfo:
@@ -221,8 +223,9 @@ def _normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInf
     try:
         exptime = float(required("exptime"))
     except (TypeError, ValueError) as err:
-        raise FrameRejected(BAD_VALUE, f"exposure time {header.get(instrument.keywords['exptime'])!r}"
-                            " is not a number") from err
+        raise FrameRejected(
+            BAD_VALUE, f"exposure time {header.get(instrument.keywords['exptime'])!r} is not a number"
+        ) from err
     if not math.isfinite(exptime) or exptime < 0 or exptime > 86400:
         raise FrameRejected(BAD_VALUE, f"exposure time {exptime} s is outside 0..86400 s")
 

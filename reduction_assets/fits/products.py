@@ -18,8 +18,14 @@ from reduction_assets.reduction.dq import describe_bits
 from reduction_assets.reduction.masters import MasterProduct
 
 
-def provenance_cards(*, software_version: str, step_version: str, fingerprint: str,
-                     night: dt.date, used: Mapping[str, UsedCalibration]) -> dict[str, object]:
+def provenance_cards(
+    *,
+    software_version: str,
+    step_version: str,
+    fingerprint: str,
+    night: dt.date,
+    used: Mapping[str, UsedCalibration],
+) -> dict[str, object]:
     """The provenance keywords of every product: versions, fingerprint, and per master used
     ``{TAG}ID`` (catalog id), ``{TAG}FILE`` (its file name) and ``{TAG}AGE`` (nights older than the
     product's night), TAG being BIAS, DARK, FLAT or ZERO (the pedestal of bias-less flats)."""
@@ -31,13 +37,22 @@ def provenance_cards(*, software_version: str, step_version: str, fingerprint: s
     for kind, calibration in used.items():
         cards[f"{calibration.tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
         cards[f"{calibration.tag}FILE"] = card_text(PurePosixPath(calibration.key).name)
-        cards[f"{calibration.tag}AGE"] = ((night - calibration.night).days,
-                                         f"nights between product and master {kind}")
+        cards[f"{calibration.tag}AGE"] = (
+            (night - calibration.night).days,
+            f"nights between product and master {kind}",
+        )
     return cards
 
 
-def master_hdul(product: MasterProduct, *, instrument: str, night: dt.date, binning: str, filter: str,
-                provenance: Mapping[str, object]) -> fits.HDUList:
+def master_hdul(
+    product: MasterProduct,
+    *,
+    instrument: str,
+    night: dt.date,
+    binning: str,
+    filter: str,
+    provenance: Mapping[str, object],
+) -> fits.HDUList:
     """A master as FITS: primary header with provenance, SCI, ERR, DQ and an INPUTS table."""
     master = product.master
     primary = fits.PrimaryHDU()
@@ -50,8 +65,9 @@ def master_hdul(product: MasterProduct, *, instrument: str, night: dt.date, binn
         h["FILTER"] = filter
     if master.exptime:
         h["EXPTIME"] = (master.exptime, "[s] applies at this time only")
-    h["BUNIT"] = {"bias": "electron", "dark": "electron" if master.exptime else "electron/s",
-                  "flat": ""}[product.kind]
+    h["BUNIT"] = {"bias": "electron", "dark": "electron" if master.exptime else "electron/s", "flat": ""}[
+        product.kind
+    ]
     h["NCOMBINE"] = (len(product.inputs), "frames combined")
     for key, value in provenance.items():
         h[key] = value
@@ -61,22 +77,38 @@ def master_hdul(product: MasterProduct, *, instrument: str, night: dt.date, binn
     for key, value in product.statistics.items():
         h[f"HIERARCH STAT {key.upper()}"] = value if np.isfinite(value) else "nan"
     inputs = Table(
-        {"name": [ascii_text(f.name) for f in product.inputs],
-         "checksum": [f.checksum for f in product.inputs],
-         "date_obs": [f.date_obs for f in product.inputs],
-         "exptime": np.array([f.exptime for f in product.inputs], dtype=np.float64)})
-    return fits.HDUList([
-        primary,
-        fits.ImageHDU(master.data.astype(np.float32), name="SCI"),
-        fits.ImageHDU(master.error.astype(np.float32), name="ERR"),
-        _dq_hdu(master.dq),
-        fits.BinTableHDU(inputs, name="INPUTS"),
-    ])
+        {
+            "name": [ascii_text(f.name) for f in product.inputs],
+            "checksum": [f.checksum for f in product.inputs],
+            "date_obs": [f.date_obs for f in product.inputs],
+            "exptime": np.array([f.exptime for f in product.inputs], dtype=np.float64),
+        }
+    )
+    return fits.HDUList(
+        [
+            primary,
+            fits.ImageHDU(master.data.astype(np.float32), name="SCI"),
+            fits.ImageHDU(master.error.astype(np.float32), name="ERR"),
+            _dq_hdu(master.dq),
+            fits.BinTableHDU(inputs, name="INPUTS"),
+        ]
+    )
 
 
 # Keywords of the raw primary header that describe its data, not the observation.
-_DATA_KEYWORDS = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE",
-                  "BLANK", "CHECKSUM", "DATASUM"}
+_DATA_KEYWORDS = {
+    "SIMPLE",
+    "BITPIX",
+    "NAXIS",
+    "NAXIS1",
+    "NAXIS2",
+    "EXTEND",
+    "BZERO",
+    "BSCALE",
+    "BLANK",
+    "CHECKSUM",
+    "DATASUM",
+}
 
 
 def reduced_hdul(
@@ -105,8 +137,10 @@ def reduced_hdul(
     err_hdu = fits.ImageHDU(err.astype(np.float32), name="ERR")
     err_hdu.header["BUNIT"] = "electron"
     cat_hdu = fits.BinTableHDU(Table(sources), name="CAT")
-    cat_hdu.header["COMMENT"] = ("x, y: 0-based pixels of SCI; flux, flux_err: e- in a circular "
-                                 "aperture; fwhm: pixels; flag: sep flags, 256 = saturated")
+    cat_hdu.header["COMMENT"] = (
+        "x, y: 0-based pixels of SCI; flux, flux_err: e- in a circular "
+        "aperture; fwhm: pixels; flag: sep flags, 256 = saturated"
+    )
     return fits.HDUList([primary, sci_hdu, err_hdu, _dq_hdu(dq), cat_hdu])
 
 

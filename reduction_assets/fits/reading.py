@@ -52,10 +52,12 @@ def image_shape(source: Source, hdu: int | str = 0) -> tuple[int, int]:
 def read_master(source: Source) -> Master:
     """A master product's SCI, ERR, DQ and the exposure time it applies to (0: any)."""
     with fits.open(source, memmap=False) as hdul:
-        return Master(data=np.asarray(hdul["SCI"].data, dtype=np.float32),
-                      error=np.asarray(hdul["ERR"].data, dtype=np.float32),
-                      dq=np.asarray(hdul["DQ"].data, dtype=np.uint16),
-                      exptime=float(hdul[0].header.get("EXPTIME", 0.0)))
+        return Master(
+            data=np.asarray(hdul["SCI"].data, dtype=np.float32),
+            error=np.asarray(hdul["ERR"].data, dtype=np.float32),
+            dq=np.asarray(hdul["DQ"].data, dtype=np.uint16),
+            exptime=float(hdul[0].header.get("EXPTIME", 0.0)),
+        )
 
 
 class StoreFrameReader:
@@ -94,5 +96,10 @@ def combine_files(
         if other != shape:
             raise ValueError(f"{Path(path).name} has shape {other}, {Path(paths[0]).name} has {shape}")
     return combine_blocks(
-        lambda k, r0, r1: read_rows(paths[k], r0, r1, hdu), len(paths), shape, method,
-        memory_budget=memory_budget, **combine_options)
+        lambda k, r0, r1: read_rows(paths[k], r0, r1, hdu),
+        len(paths),
+        shape,
+        method,
+        memory_budget=memory_budget,
+        **combine_options,
+    )

@@ -67,7 +67,7 @@ def _header_bytes(handle, name: str) -> bytes:
             raise FrameRejected(TRUNCATED, f"{name}: the primary header ends before its END card")
         chunks.append(block)
         for i in range(0, BLOCK, 80):
-            if block[i:i + 8] == b"END     ":
+            if block[i : i + 8] == b"END     ":
                 return b"".join(chunks)
     raise FrameRejected(BAD_HEADER, f"{name}: no END card in the first {_MAX_HEADER_BLOCKS} header blocks")
 
@@ -75,9 +75,12 @@ def _header_bytes(handle, name: str) -> bytes:
 def _check_ascii(raw: bytes, name: str) -> None:
     for index, byte in enumerate(raw):
         if not 0x20 <= byte <= 0x7E:
-            card = raw[index - index % 80:][:8].decode("ascii", "replace").strip()
-            raise FrameRejected(BAD_HEADER, f"{name}: byte 0x{byte:02x} in header card {index // 80 + 1} "
-                                f"({card or 'no keyword'}) is not printable ASCII, as FITS requires")
+            card = raw[index - index % 80 :][:8].decode("ascii", "replace").strip()
+            raise FrameRejected(
+                BAD_HEADER,
+                f"{name}: byte 0x{byte:02x} in header card {index // 80 + 1} "
+                f"({card or 'no keyword'}) is not printable ASCII, as FITS requires",
+            )
 
 
 def check_structure(header: fits.Header, name: str) -> tuple[int, ...]:
@@ -119,11 +122,11 @@ def read_primary_header(path: Path) -> fits.Header:
                 raise FrameRejected(EMPTY_FILE, f"{path.name} is empty (0 bytes)")
             for magic, compressor in _COMPRESSORS.items():
                 if start.startswith(magic):
-                    raise FrameRejected(COMPRESSED, f"{path.name} is {compressor}-compressed: deliver "
-                                        "it uncompressed")
+                    raise FrameRejected(
+                        COMPRESSED, f"{path.name} is {compressor}-compressed: deliver it uncompressed"
+                    )
             if not start.startswith(b"SIMPLE  =") or start[29:30] != b"T":
-                raise FrameRejected(NOT_FITS, f"{path.name} does not start with a FITS 'SIMPLE = T' "
-                                    "card")
+                raise FrameRejected(NOT_FITS, f"{path.name} does not start with a FITS 'SIMPLE = T' card")
             raw = _header_bytes(handle, path.name)
     except FileNotFoundError as err:
         raise FrameRejected(VANISHED, f"{path.name} is no longer in the landing area") from err
@@ -135,12 +138,12 @@ def read_primary_header(path: Path) -> fits.Header:
             warnings.simplefilter("ignore", AstropyUserWarning)
             header = fits.Header.fromstring(raw.decode("ascii"))
     except (ValueError, KeyError, IndexError, TypeError) as err:
-        raise FrameRejected(BAD_HEADER, f"{path.name}: the primary header cannot be parsed ({err})") \
-            from err
+        raise FrameRejected(BAD_HEADER, f"{path.name}: the primary header cannot be parsed ({err})") from err
     axes = check_structure(header, path.name)
     if not axes and header.get("EXTEND") and _is_tile_compressed(path):
-        raise FrameRejected(COMPRESSED, f"{path.name} is tile-compressed FITS (fpack): deliver it "
-                            "uncompressed (funpack)")
+        raise FrameRejected(
+            COMPRESSED, f"{path.name} is tile-compressed FITS (fpack): deliver it uncompressed (funpack)"
+        )
     return header
 
 
@@ -185,8 +188,9 @@ def validate_raw_file(path: Path, registry: Registry, *, settle_seconds: float =
     if before.size == 0:
         raise FrameRejected(EMPTY_FILE, f"{path.name} is empty (0 bytes)")
     if not before.settled(settle_seconds):
-        raise FrameRejected(STILL_BEING_WRITTEN, f"{path.name} was modified less than "
-                            f"{settle_seconds:g} s ago")
+        raise FrameRejected(
+            STILL_BEING_WRITTEN, f"{path.name} was modified less than {settle_seconds:g} s ago"
+        )
     header = read_primary_header(path)
     expected = expected_file_size(header)
     if before.size < expected:

@@ -137,8 +137,7 @@ def _move_window(buf, p, ref, lo, hi, new_lo, new_hi, w1, w2):
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
-def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high,
-          max_iters):
+def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high, max_iters):
     """Sigma-clip one pixel whose sorted valid values are buf[0:n, p].
 
     ``w1``, ``w2`` are the sums of (v - ref) and (v - ref)^2 over all n values; the window of
@@ -191,9 +190,25 @@ def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_lo
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
-def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_median,
-                   scale_mad, mad_factor, sigma_low, sigma_high, max_iters, net_i, net_j,
-                   out, n_used, error):
+def combine_kernel(
+    stack,
+    mask,
+    use_mask,
+    weights,
+    use_weights,
+    method,
+    centre_median,
+    scale_mad,
+    mad_factor,
+    sigma_low,
+    sigma_high,
+    max_iters,
+    net_i,
+    net_j,
+    out,
+    n_used,
+    error,
+):
     n_frames, height, width = stack.shape
     n_steps = net_i.shape[0]
     sort = method != MEAN
@@ -210,9 +225,9 @@ def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_m
                 count[p] = 0
             for k in range(n_frames):
                 if use_mask:
-                    _load_masked(stack[k, row, x0:x0 + t], mask[k, row, x0:x0 + t], buf[k], count, t)
+                    _load_masked(stack[k, row, x0 : x0 + t], mask[k, row, x0 : x0 + t], buf[k], count, t)
                 else:
-                    _load(stack[k, row, x0:x0 + t], buf[k], count, t)
+                    _load(stack[k, row, x0 : x0 + t], buf[k], count, t)
             if sort:
                 for step in range(n_steps):
                     bi = buf[net_i[step]]
@@ -259,15 +274,27 @@ def combine_kernel(stack, mask, use_mask, weights, use_weights, method, centre_m
                     out[row, x] = _median_sorted(buf, p, 0, n)
                     n_used[row, x] = n
                     # Efficiency of the median for normal data: sigma_med = sqrt(pi/2) sigma/sqrt(n).
-                    error[row, x] = 1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) \
-                        if n > 1 else np.nan
+                    error[row, x] = (
+                        1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) if n > 1 else np.nan
+                    )
                     continue
                 low, high = -np.inf, np.inf
                 used = n
                 if method == SIGMA_CLIP:
                     low, high, first, last, w1, w2 = _clip(
-                        buf, p, n, ref[p], w1, w2, centre_median, scale_mad, mad_factor, sigma_low,
-                        sigma_high, max_iters)
+                        buf,
+                        p,
+                        n,
+                        ref[p],
+                        w1,
+                        w2,
+                        centre_median,
+                        scale_mad,
+                        mad_factor,
+                        sigma_low,
+                        sigma_high,
+                        max_iters,
+                    )
                     used = last - first
                 n_used[row, x] = used
                 if used == 0:

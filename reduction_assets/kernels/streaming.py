@@ -27,7 +27,8 @@ def rows_per_block(n_frames: int, shape: tuple[int, int], itemsize: int, memory_
     if available < per_row:
         raise MemoryError(
             f"a memory budget of {memory_budget / 2**20:.1f} MiB cannot hold the outputs "
-            f"({outputs / 2**20:.1f} MiB) and one row of {n_frames} frames")
+            f"({outputs / 2**20:.1f} MiB) and one row of {n_frames} frames"
+        )
     return int(min(height, max(1, available // per_row)))
 
 
@@ -62,8 +63,9 @@ def combine_blocks(
         for k in range(n_frames):
             part = read_block(k, r0, r1)
             if part.shape != (r1 - r0, width):
-                raise ValueError(f"frame {k} returned rows of shape {part.shape}, expected "
-                                 f"{(r1 - r0, width)}")
+                raise ValueError(
+                    f"frame {k} returned rows of shape {part.shape}, expected {(r1 - r0, width)}"
+                )
             view[k] = part
         mask_view = None
         if mask_block is not None:

@@ -103,7 +103,8 @@ def dark_for_exposure(
     if bias is None:
         raise ValueError(
             f"a bias-including dark of {master_exptime:g} s cannot be scaled to {exptime:g} s without "
-            "a bias level")
+            "a bias level"
+        )
     if master_exptime <= 0:
         raise ValueError("a bias-including dark with exposure time 0 cannot be scaled")
     return (bias + (master - bias) * np.float32(exptime / master_exptime)).astype(np.float32)

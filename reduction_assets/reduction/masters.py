@@ -119,8 +119,15 @@ class Inspected:
 class _Calibrator:
     """Turns raw rows into the values to combine, for one kind of master."""
 
-    def __init__(self, kind: Kind, instrument: Instrument, geometry: Geometry, settings: MasterSettings,
-                 bias: np.ndarray | None, dark: np.ndarray | None):
+    def __init__(
+        self,
+        kind: Kind,
+        instrument: Instrument,
+        geometry: Geometry,
+        settings: MasterSettings,
+        bias: np.ndarray | None,
+        dark: np.ndarray | None,
+    ):
         self.kind = kind
         self.instrument = instrument
         self.geometry = geometry
@@ -134,11 +141,13 @@ class _Calibrator:
             return None
         return calibrate.overscan_levels(raw, self.geometry.overscan, method=self.settings.overscan_method)
 
-    def rows_in_electrons(self, raw_rows: np.ndarray, levels: np.ndarray | None, r0: int, r1: int,
-                          exptime: float) -> np.ndarray:
+    def rows_in_electrons(
+        self, raw_rows: np.ndarray, levels: np.ndarray | None, r0: int, r1: int, exptime: float
+    ) -> np.ndarray:
         image = raw_rows if levels is None else calibrate.subtract_overscan(raw_rows, levels[r0:r1])
-        image = calibrate.to_electrons(calibrate.trim(image, (slice(None), self.columns)),
-                                       self.instrument.gain)
+        image = calibrate.to_electrons(
+            calibrate.trim(image, (slice(None), self.columns)), self.instrument.gain
+        )
         if self.kind in ("dark", "flat") and self.bias is not None:
             image = calibrate.subtract_bias(image, self.bias[r0:r1])
         if self.kind == "flat" and self.dark is not None:
@@ -171,8 +180,7 @@ def _unlit(item: Inspected, instrument: Instrument, settings: MasterSettings) ->
 def _saturated(item: Inspected, instrument: Instrument, settings: MasterSettings) -> str | None:
     if item.saturated_fraction <= settings.max_saturated_fraction:
         return None
-    return (f"saturated: {100 * item.saturated_fraction:.2f}% of pixels at {instrument.saturation:g} "
-            "ADU")
+    return f"saturated: {100 * item.saturated_fraction:.2f}% of pixels at {instrument.saturation:g} ADU"
 
 
 def _too_faint(item: Inspected, instrument: Instrument, settings: MasterSettings) -> str | None:
@@ -193,14 +201,23 @@ def _dark_level_floor(instrument: Instrument, items: list[Inspected]) -> float:
 
 # Rules on what the catalog knows, before any pixel is read.
 METADATA_RULES: dict[Kind, tuple[MetadataRule, ...]] = {
-    "bias": (_marked_bad,), "dark": (_marked_bad, _no_exposure_time), "flat": (_marked_bad,)}
+    "bias": (_marked_bad,),
+    "dark": (_marked_bad, _no_exposure_time),
+    "flat": (_marked_bad,),
+}
 # Rules on one inspected frame.
 FRAME_RULES: dict[Kind, tuple[FrameRule, ...]] = {
-    "bias": (), "dark": (), "flat": (_unlit, _saturated, _too_faint)}
+    "bias": (),
+    "dark": (),
+    "flat": (_unlit, _saturated, _too_faint),
+}
 # Frames whose level is far from the others' (with at least three frames to tell): the floor keeps
 # frames in when all levels agree better than the noise can tell apart. Flats are scaled instead.
 LEVEL_OUTLIER_FLOOR: dict[Kind, Callable[[Instrument, list[Inspected]], float] | None] = {
-    "bias": _bias_level_floor, "dark": _dark_level_floor, "flat": None}
+    "bias": _bias_level_floor,
+    "dark": _dark_level_floor,
+    "flat": None,
+}
 
 
 def _robust_outliers(levels: np.ndarray, nsigma: float, floor: float) -> np.ndarray:
@@ -222,9 +239,15 @@ def _majority_shape(frames: list[InputFrame], rejected: list[tuple[str, str]]) -
     return [frame for frame in frames if frame.shape == majority]
 
 
-def _inspect(frames: list[InputFrame], reader: FrameReader, calibrator: _Calibrator, kind: Kind,
-             instrument: Instrument, settings: MasterSettings,
-             rejected: list[tuple[str, str]]) -> tuple[list[Inspected], float]:
+def _inspect(
+    frames: list[InputFrame],
+    reader: FrameReader,
+    calibrator: _Calibrator,
+    kind: Kind,
+    instrument: Instrument,
+    settings: MasterSettings,
+    rejected: list[tuple[str, str]],
+) -> tuple[list[Inspected], float]:
     """Inspect each frame (one in memory at a time); returns the survivors and, for biases, the read
     noise measured from the first pair (e-)."""
     inspected: list[Inspected] = []
@@ -248,13 +271,17 @@ def _inspect(frames: list[InputFrame], reader: FrameReader, calibrator: _Calibra
                 read_noise_e = float(mad_std(image - first_bias, ignore_nan=True) / np.sqrt(2.0))
                 first_bias = None
         item = Inspected(
-            frame=frame, overscan=levels,
+            frame=frame,
+            overscan=levels,
             level=calibrate.illuminated_level(image, threshold=settings.flat_threshold)
-            if kind == "flat" else float(np.nanmedian(image)),
+            if kind == "flat"
+            else float(np.nanmedian(image)),
             saturated_fraction=float(np.mean(raw[calibrator.geometry.imaging] >= instrument.saturation)),
-            pixel_hash=pixel_hash)
-        reason = next((r for r in (rule(item, instrument, settings) for rule in FRAME_RULES[kind]) if r),
-                      None)
+            pixel_hash=pixel_hash,
+        )
+        reason = next(
+            (r for r in (rule(item, instrument, settings) for rule in FRAME_RULES[kind]) if r), None
+        )
         if reason:
             rejected.append((frame.name, reason))
         else:
@@ -265,36 +292,63 @@ def _inspect(frames: list[InputFrame], reader: FrameReader, calibrator: _Calibra
         floor = floor_of(instrument, inspected)
         for index in sorted(_robust_outliers(levels, settings.outlier_sigma, floor), reverse=True):
             item = inspected.pop(index)
-            rejected.append((item.frame.name, f"level {item.level:.3g} far from the others' median "
-                             f"{np.median(levels):.3g}"))
+            rejected.append(
+                (
+                    item.frame.name,
+                    f"level {item.level:.3g} far from the others' median {np.median(levels):.3g}",
+                )
+            )
     return inspected, read_noise_e
 
 
 # --- post-processing per type ---------------------------------------------------------------------
 
-def _finish_bias(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
-                 settings: MasterSettings, read_noise_e: float):
+
+def _finish_bias(
+    result: CombineResult,
+    dq: np.ndarray,
+    inspected: list[Inspected],
+    settings: MasterSettings,
+    read_noise_e: float,
+):
     values = result.data[dq == 0]
-    statistics = {"median": float(np.median(values)), "robust_std": float(mad_std(values)),
-                  "read_noise_e": read_noise_e}
+    statistics = {
+        "median": float(np.median(values)),
+        "robust_std": float(mad_std(values)),
+        "read_noise_e": read_noise_e,
+    }
     return result.data, result.error, statistics
 
 
-def _finish_dark(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
-                 settings: MasterSettings, read_noise_e: float):
+def _finish_dark(
+    result: CombineResult,
+    dq: np.ndarray,
+    inspected: list[Inspected],
+    settings: MasterSettings,
+    read_noise_e: float,
+):
     good = dq == 0
     values = result.data[good]
     centre = float(np.median(values))
     spread = float(mad_std(values))
     hot = (result.data > centre + settings.hot_sigma * max(spread, 1e-6)) & good
     dq[hot] |= np.uint16(DQ.HOT)
-    statistics = {"median": centre, "robust_std": spread, "hot_pixels": float(hot.sum()),
-                  "median_error": float(np.median(result.error[good])) if good.any() else float("nan")}
+    statistics = {
+        "median": centre,
+        "robust_std": spread,
+        "hot_pixels": float(hot.sum()),
+        "median_error": float(np.median(result.error[good])) if good.any() else float("nan"),
+    }
     return result.data, result.error, statistics
 
 
-def _finish_flat(result: CombineResult, dq: np.ndarray, inspected: list[Inspected],
-                 settings: MasterSettings, read_noise_e: float):
+def _finish_flat(
+    result: CombineResult,
+    dq: np.ndarray,
+    inspected: list[Inspected],
+    settings: MasterSettings,
+    read_noise_e: float,
+):
     good = dq == 0
     level = calibrate.illuminated_level(result.data, threshold=settings.flat_threshold)
     data = calibrate.normalise_flat(result.data, level)
@@ -306,7 +360,8 @@ def _finish_flat(result: CombineResult, dq: np.ndarray, inspected: list[Inspecte
         "median": float(np.median(finite)),
         "illuminated_level": float(calibrate.illuminated_level(data, threshold=settings.flat_threshold)),
         "bad_fraction": float(np.mean(dq != 0)),
-        "mean_input_level_e": float(np.mean([item.level for item in inspected]))}
+        "mean_input_level_e": float(np.mean([item.level for item in inspected])),
+    }
     return data, error, statistics
 
 
@@ -343,20 +398,30 @@ def build_master(
     raw_shape, binning = candidates[0].shape, candidates[0].binning
     geometry = instrument.geometry(raw_shape, binning)
     if geometry is None:
-        return NoMaster(kind, f"shape {raw_shape} is not a readout of {instrument.name}", rejected,
-                        len(frames))
-    image_shape = (geometry.imaging[0].stop - geometry.imaging[0].start,
-                   geometry.imaging[1].stop - geometry.imaging[1].start)
+        return NoMaster(
+            kind, f"shape {raw_shape} is not a readout of {instrument.name}", rejected, len(frames)
+        )
+    image_shape = (
+        geometry.imaging[0].stop - geometry.imaging[0].start,
+        geometry.imaging[1].stop - geometry.imaging[1].start,
+    )
     for name, calibration in (("bias", bias), ("dark", dark)):
         if calibration is not None and calibration.shape != image_shape:
-            return NoMaster(kind, f"the master {name} has shape {calibration.shape}, the frames "
-                            f"{image_shape}", rejected, len(frames))
+            return NoMaster(
+                kind,
+                f"the master {name} has shape {calibration.shape}, the frames {image_shape}",
+                rejected,
+                len(frames),
+            )
     calibrator = _Calibrator(kind, instrument, geometry, settings, bias, dark)
-    inspected, read_noise_e = _inspect(candidates, reader, calibrator, kind, instrument, settings,
-                                       rejected)
+    inspected, read_noise_e = _inspect(candidates, reader, calibrator, kind, instrument, settings, rejected)
     if len(inspected) < settings.min_frames:
-        return NoMaster(kind, f"not enough frames: {len(inspected)} usable of {len(frames)}, need "
-                        f"{settings.min_frames}", rejected, len(frames))
+        return NoMaster(
+            kind,
+            f"not enough frames: {len(inspected)} usable of {len(frames)}, need {settings.min_frames}",
+            rejected,
+            len(frames),
+        )
 
     def read_block(k: int, r0: int, r1: int) -> np.ndarray:
         item = inspected[k]
@@ -365,15 +430,27 @@ def build_master(
 
     scales = 1.0 / np.array([item.level for item in inspected]) if kind == "flat" else None
     result = combine_blocks(
-        read_block, len(inspected), image_shape, settings.method, memory_budget=settings.memory_budget,
-        sigma_low=settings.sigma, sigma_high=settings.sigma, max_iters=settings.max_iters,
-        scale=settings.scale, scales=scales)
+        read_block,
+        len(inspected),
+        image_shape,
+        settings.method,
+        memory_budget=settings.memory_budget,
+        sigma_low=settings.sigma,
+        sigma_high=settings.sigma,
+        max_iters=settings.max_iters,
+        scale=settings.scale,
+        scales=scales,
+    )
     dq = np.zeros(image_shape, dtype=np.uint16)
     dq[result.n_used == 0] |= np.uint16(DQ.NO_DATA)
     dq[result.n_used < 2] |= np.uint16(DQ.LOW_COUNT)
     data, error, statistics = FINISH[kind](result, dq, inspected, settings, read_noise_e)
-    exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias \
-        else 0.0
-    return MasterProduct(kind=kind, master=Master(data, error, dq, exptime), n_used=result.n_used,
-                         inputs=[item.frame for item in inspected], rejected=rejected,
-                         statistics={"n_frames": float(len(inspected)), **statistics})
+    exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias else 0.0
+    return MasterProduct(
+        kind=kind,
+        master=Master(data, error, dq, exptime),
+        n_used=result.n_used,
+        inputs=[item.frame for item in inspected],
+        rejected=rejected,
+        statistics={"n_frames": float(len(inspected)), **statistics},
+    )

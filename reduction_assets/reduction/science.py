@@ -54,8 +54,9 @@ def _flag(dq: np.ndarray, where: np.ndarray, bit: DQ) -> None:
 COSMIC_PAD = 6  # pixels
 
 
-def detect_cosmic_rays(sci: np.ndarray, variance: np.ndarray, ignore: np.ndarray, read_noise: float,
-                       settings: ScienceSettings) -> np.ndarray:
+def detect_cosmic_rays(
+    sci: np.ndarray, variance: np.ndarray, ignore: np.ndarray, read_noise: float, settings: ScienceSettings
+) -> np.ndarray:
     """Cosmic-ray mask by L.A.Cosmic (astroscrappy) on a calibrated frame in electrons.
 
     The frame is padded with its median first: the Laplacian filter misses hits on the outermost
@@ -66,10 +67,19 @@ def detect_cosmic_rays(sci: np.ndarray, variance: np.ndarray, ignore: np.ndarray
     padded_var = np.pad(variance, pad, constant_values=float(np.median(variance))).astype(np.float32)
     padded_ignore = np.pad(ignore, pad, constant_values=False)
     mask, _ = astroscrappy.detect_cosmics(
-        padded, inmask=padded_ignore, invar=padded_var, sigclip=settings.cosmic_sigclip,
-        sigfrac=settings.cosmic_sigfrac, objlim=settings.cosmic_objlim, gain=1.0,
-        readnoise=read_noise, satlevel=np.inf, psffwhm=settings.psf_fwhm, cleantype="meanmask",
-        verbose=False)
+        padded,
+        inmask=padded_ignore,
+        invar=padded_var,
+        sigclip=settings.cosmic_sigclip,
+        sigfrac=settings.cosmic_sigfrac,
+        objlim=settings.cosmic_objlim,
+        gain=1.0,
+        readnoise=read_noise,
+        satlevel=np.inf,
+        psffwhm=settings.psf_fwhm,
+        cleantype="meanmask",
+        verbose=False,
+    )
     return mask[pad:-pad, pad:-pad]
 
 
@@ -92,8 +102,10 @@ def calibrate_science(
     """
     if not exptime > 0:
         raise NotReducible(f"science frame with EXPTIME {exptime:g} s")
-    shape = (geometry.imaging[0].stop - geometry.imaging[0].start,
-             geometry.imaging[1].stop - geometry.imaging[1].start)
+    shape = (
+        geometry.imaging[0].stop - geometry.imaging[0].start,
+        geometry.imaging[1].stop - geometry.imaging[1].start,
+    )
     for name, master in (("bias", bias), ("dark", dark), ("flat", flat)):
         if master is not None and master.data.shape != shape:
             raise NotReducible(f"master {name} has shape {master.data.shape}, the frame {shape}")
@@ -112,20 +124,21 @@ def calibrate_science(
         levels = calibrate.overscan_levels(raw, geometry.overscan, method=settings.overscan_method)
         raw = calibrate.subtract_overscan(raw, levels)
     electrons = calibrate.to_electrons(calibrate.trim(raw, geometry.imaging), instrument.gain)
-    variance = np.full(shape, instrument.read_noise ** 2, dtype=np.float32)
+    variance = np.full(shape, instrument.read_noise**2, dtype=np.float32)
     if instrument.darks_include_bias:
         try:
             bias_and_dark = calibrate.dark_for_exposure(
-                dark.data, master_exptime=dark.exptime, exptime=exptime, includes_bias=True)
+                dark.data, master_exptime=dark.exptime, exptime=exptime, includes_bias=True
+            )
         except ValueError as err:
             raise NotReducible(str(err)) from err
         electrons = calibrate.subtract_bias(electrons, bias_and_dark)
-        variance += dark.error ** 2
+        variance += dark.error**2
     else:
         if bias is None:
             raise NotReducible("no master bias")
         electrons = calibrate.subtract_bias(electrons, bias.data)
-        variance += bias.error ** 2
+        variance += bias.error**2
         electrons = calibrate.subtract_dark(electrons, dark.data, exptime)
         variance += (dark.error * np.float32(exptime)) ** 2
         # Poisson noise of the dark current removed above is part of the raw signal.
@@ -142,14 +155,15 @@ def calibrate_science(
     safe_flat = np.where(good_flat, flat.data, 1.0).astype(np.float32)
     sci = electrons / safe_flat
     flat_error = np.where(good_flat, flat.error, 0.0).astype(np.float32)
-    variance = variance / safe_flat ** 2 + (sci * flat_error / safe_flat) ** 2
+    variance = variance / safe_flat**2 + (sci * flat_error / safe_flat) ** 2
     no_data = (dq & DQ.NO_DATA) != 0
     sci[no_data] = 0.0
-    variance[no_data | ~np.isfinite(variance)] = np.float32(instrument.read_noise ** 2)
+    variance[no_data | ~np.isfinite(variance)] = np.float32(instrument.read_noise**2)
     err = np.sqrt(variance).astype(np.float32)
 
-    crmask = detect_cosmic_rays(sci, variance, (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0,
-                                instrument.read_noise, settings)
+    crmask = detect_cosmic_rays(
+        sci, variance, (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0, instrument.read_noise, settings
+    )
     _flag(dq, crmask, DQ.COSMIC_RAY)
     clean = dq == 0
     statistics = {

@@ -10,5 +10,12 @@ from reduction_assets.storage.base import (
 )
 from reduction_assets.storage.local import LocalStore
 
-__all__ = ["Integrity", "LocalStore", "MissingObject", "ObjectStore", "StagedObject", "StoreError",
-           "write_object"]
+__all__ = [
+    "Integrity",
+    "LocalStore",
+    "MissingObject",
+    "ObjectStore",
+    "StagedObject",
+    "StoreError",
+    "write_object",
+]

@@ -19,18 +19,25 @@ from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 
 ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames]
 # What the landing sensor requests for a partition.
-PARTITION = [AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat",
-                                   "reduced_frames")]
+PARTITION = [
+    AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
+]
 
 
-def run_partition(home, names=None, night=NIGHT, instrument="lcosim", master_config=None,
-                  raise_on_error=True):
+def run_partition(
+    home, names=None, night=NIGHT, instrument="lcosim", master_config=None, raise_on_error=True
+):
     config = {"ops": {"raw_frames": {"config": {"files": names} if names is not None else {}}}}
     for name in ("master_bias", "master_dark", "master_flat"):
         config["ops"][name] = {"config": master_config or {}}
-    return materialize(ALL, selection=PARTITION, partition_key=partition_key(instrument, night),
-                       resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
-                       run_config=config, raise_on_error=raise_on_error)
+    return materialize(
+        ALL,
+        selection=PARTITION,
+        partition_key=partition_key(instrument, night),
+        resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
+        run_config=config,
+        raise_on_error=raise_on_error,
+    )
 
 
 def calibrations(home):
@@ -50,8 +57,12 @@ def built(home, lcosim_night):
 
 def test_a_night_gives_a_bias_a_dark_and_a_flat_per_filter(home, built):
     rows = calibrations(home)
-    assert sorted((r.type, r.filter) for r in rows) == [("bias", ""), ("dark", ""), ("flat", "gp"),
-                                                        ("flat", "rp")]
+    assert sorted((r.type, r.filter) for r in rows) == [
+        ("bias", ""),
+        ("dark", ""),
+        ("flat", "gp"),
+        ("flat", "rp"),
+    ]
     assert all(r.input_count == 5 and r.binning == "1x1" and not r.bad for r in rows)
     assert metadata(built, "master_flat")["masters"].value == 2
 
@@ -67,7 +78,10 @@ def test_masters_are_fits_with_sci_err_dq_and_their_inputs(home, built):
         bias = next(r for r in calibrations(home) if r.type == "bias")
         # The one provenance family of every product: {TAG}ID, {TAG}FILE, {TAG}AGE.
         assert (header["BIASID"], header["BIASFILE"], header["BIASAGE"]) == (
-            bias.id, bias.path.rsplit("/", 1)[-1], 0)
+            bias.id,
+            bias.path.rsplit("/", 1)[-1],
+            0,
+        )
         assert header["STEPVER"] == "master/1" and header["FINGERPR"] == row.fingerprint
         names = [header[f"IMCMB{i:03d}"] for i in range(1, 6)]
         sums = [header[f"ICSUM{i:03d}"] for i in range(1, 6)]
@@ -77,10 +91,12 @@ def test_masters_are_fits_with_sci_err_dq_and_their_inputs(home, built):
 
 
 def test_checks_pass_on_good_masters(built):
-    checks = {c.check_name: c.passed for c in built.get_asset_check_evaluations()
-              if c.asset_key.path[0].startswith("master_")}
-    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True,
-                      "flat_normalised": True}
+    checks = {
+        c.check_name: c.passed
+        for c in built.get_asset_check_evaluations()
+        if c.asset_key.path[0].startswith("master_")
+    }
+    assert checks == {"read_noise_consistent": True, "dark_current_plausible": True, "flat_normalised": True}
 
 
 def test_rematerializing_an_unchanged_night_rebuilds_nothing(home, built):
@@ -125,8 +141,12 @@ def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_
 
     run_partition(home, deliver(frames_of(lcosim_night, "bias"), home.landing))
     next_night = NIGHT + dt.timedelta(days=1)
-    later = simulate_night(registry["lcosim"], next_night, tmp_path / "next",
-                           SimulationConfig(seed=21, n_bias=0, n_flat=0, n_dither=0))
+    later = simulate_night(
+        registry["lcosim"],
+        next_night,
+        tmp_path / "next",
+        SimulationConfig(seed=21, n_bias=0, n_flat=0, n_dither=0),
+    )
     result = run_partition(home, deliver(later.frames, home.landing), night=next_night)
     dark = next(r for r in calibrations(home) if r.type == "dark")
     bias = next(r for r in calibrations(home) if r.type == "bias")
@@ -162,8 +182,9 @@ def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcos
 def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registry, tmp_path):
     from reduction_assets.simulate import SimulationConfig, simulate_night
 
-    night = simulate_night(registry["st7"], NIGHT, tmp_path / "st7",
-                           SimulationConfig(seed=41, n_targets=1, n_dither=1))
+    night = simulate_night(
+        registry["st7"], NIGHT, tmp_path / "st7", SimulationConfig(seed=41, n_targets=1, n_dither=1)
+    )
     run_partition(home, deliver(night.frames, home.landing), instrument="st7")
     flat = next(r for r in calibrations(home) if r.type == "flat")
     dark = next(r for r in calibrations(home) if r.type == "dark")

@@ -21,19 +21,23 @@ from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_head
 def run_raw(home, files=None, instrument="lcosim", night=NIGHT, settle=0.0):
     config = {"files": files} if files is not None else {}
     result = materialize(
-        [raw_frames, landing_rejects], selection=[AssetKey("raw_frames")],
+        [raw_frames, landing_rejects],
+        selection=[AssetKey("raw_frames")],
         partition_key=partition_key(instrument, night),
         resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=settle)},
-        run_config={"ops": {"raw_frames": {"config": config}}})
+        run_config={"ops": {"raw_frames": {"config": config}}},
+    )
     assert result.success
     return result.asset_materializations_for_node("raw_frames")[0].metadata
 
 
 def run_rejects(home, files):
     result = materialize(
-        [raw_frames, landing_rejects], selection=[AssetKey("landing_rejects")],
+        [raw_frames, landing_rejects],
+        selection=[AssetKey("landing_rejects")],
         resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0.0)},
-        run_config={"ops": {"landing_rejects": {"config": {"files": files}}}})
+        run_config={"ops": {"landing_rejects": {"config": {"files": files}}}},
+    )
     assert result.success
     return result.asset_materializations_for_node("landing_rejects")[0].metadata
 
@@ -52,8 +56,14 @@ def test_a_night_is_ingested_with_counts_by_type_and_filter(home, lcosim_night):
     metadata = run_raw(home, names)
     assert metadata["ingested"].value == 32
     counts = {(r["frame_type"], r["filter"]): r["count"] for r in metadata["by_type_filter"].value}
-    assert counts == {("bias", "-"): 5, ("dark", "-"): 5, ("flat", "gp"): 5, ("flat", "rp"): 5,
-                      ("science", "gp"): 6, ("science", "rp"): 6}
+    assert counts == {
+        ("bias", "-"): 5,
+        ("dark", "-"): 5,
+        ("flat", "gp"): 5,
+        ("flat", "rp"): 5,
+        ("science", "gp"): 6,
+        ("science", "rp"): 6,
+    }
     assert metadata["total_frames"].value == 32
     stored = rows(home, RawFrame)
     assert len(stored) == 32
@@ -65,6 +75,7 @@ def test_a_night_is_ingested_with_counts_by_type_and_filter(home, lcosim_night):
 
 def test_stored_copies_verify_against_their_checksums(home, lcosim_night):
     from reduction_assets.checksums import sha256_of
+
     run_raw(home, deliver(lcosim_night.frames[:3], home.landing))
     for row in rows(home, RawFrame):
         assert sha256_of(home.raw / row.store_path) == row.checksum
@@ -101,6 +112,7 @@ def test_files_of_another_partition_are_left_for_it(home, lcosim_night, noirsim_
 
 
 # --- bad input ---------------------------------------------------------------------------------
+
 
 def quarantined(home):
     return [(q.original_path, q.reason) for q in rows(home, Quarantine) if q.resolved_at is None]
@@ -158,8 +170,11 @@ def test_missing_frame_type_or_date_is_quarantined(home, lcosim_night, keyword):
 
 
 def test_unparseable_date_is_quarantined(home, lcosim_night):
-    with_header(frames_of(lcosim_night, "bias")[0], home.landing / "when.fits",
-                **{"DATE-OBS": "last tuesday", "DAY-OBS": None})
+    with_header(
+        frames_of(lcosim_night, "bias")[0],
+        home.landing / "when.fits",
+        **{"DATE-OBS": "last tuesday", "DAY-OBS": None},
+    )
     run_rejects(home, ["when.fits"])
     (row,) = rows(home, Quarantine)
     assert row.reason == "bad_date" and "last tuesday" in row.message
@@ -175,8 +190,14 @@ def test_unknown_instrument_is_quarantined(home, lcosim_night):
 
 def test_data_shape_that_does_not_match_the_instrument_is_quarantined(home, noirsim_night):
     # A noirsim-sized frame claiming to be the ST-7, which reads full frames only.
-    with_header(frames_of(noirsim_night, "bias")[0], home.landing / "shape.fits",
-                INSTRUME="ST-7", IMAGETYP="DARK", XBINNING=1, YBINNING=1)
+    with_header(
+        frames_of(noirsim_night, "bias")[0],
+        home.landing / "shape.fits",
+        INSTRUME="ST-7",
+        IMAGETYP="DARK",
+        XBINNING=1,
+        YBINNING=1,
+    )
     run_raw(home, ["shape.fits"], instrument="st7")
     (row,) = rows(home, Quarantine)
     assert row.reason == "shape_mismatch" and "(96, 180)" in row.message and "(510, 765)" in row.message
@@ -184,16 +205,23 @@ def test_data_shape_that_does_not_match_the_instrument_is_quarantined(home, noir
 
 def test_a_window_of_a_camera_that_reads_windows_is_accepted(home, noirsim_night):
     # A 96x164 imaging area (plus lcosim's 16 overscan columns) is a window of lcosim's 4096x4096.
-    with_header(frames_of(noirsim_night, "bias")[0], home.landing / "window.fits",
-                INSTRUME="lcosim", OBSTYPE="BIAS", CCDSUM="1 1", DAY_OBS="20261120")
+    with_header(
+        frames_of(noirsim_night, "bias")[0],
+        home.landing / "window.fits",
+        INSTRUME="lcosim",
+        OBSTYPE="BIAS",
+        CCDSUM="1 1",
+        DAY_OBS="20261120",
+    )
     run_raw(home, ["window.fits"])
     (row,) = rows(home, RawFrame)
     assert (row.naxis2, row.naxis1) == (96, 180) and rows(home, Quarantine) == []
 
 
 def test_object_with_path_separators_cannot_escape_the_store(home, lcosim_night):
-    with_header(frames_of(lcosim_night, "science")[0], home.landing / "evil.fits",
-                OBJECT="../../../etc/passwd")
+    with_header(
+        frames_of(lcosim_night, "science")[0], home.landing / "evil.fits", OBJECT="../../../etc/passwd"
+    )
     run_raw(home, ["evil.fits"])
     (row,) = rows(home, RawFrame)
     assert row.object == "../../../etc/passwd"  # the header value is kept as data

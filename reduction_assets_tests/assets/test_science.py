@@ -47,7 +47,10 @@ def test_every_science_frame_is_reduced_with_provenance(home, night_done):
         assert [h.name for h in hdul] == ["PRIMARY", "SCI", "ERR", "DQ", "CAT"]
         header = hdul[0].header
         assert (header["BIASID"], header["DARKID"], header["FLATID"]) == (
-            product.bias_id, product.dark_id, product.flat_id)
+            product.bias_id,
+            product.dark_id,
+            product.flat_id,
+        )
         assert header["FLATAGE"] == 0 and header["RAWSUM"] == frame.checksum
         assert header["FINGERPR"] == product.fingerprint and header["SOFTVER"]
         assert hdul["SCI"].header["BUNIT"] == "electron" and "CTYPE1" in hdul["SCI"].header
@@ -63,10 +66,12 @@ def test_the_instruments_bad_regions_are_flagged(home, night_done):
 
 
 def test_checks_pass_on_a_good_night(night_done):
-    checks = {c.check_name: c.passed for c in night_done.get_asset_check_evaluations()
-              if c.asset_key.path == ["reduced_frames"]}
-    assert checks == {"sci_finite_where_clean": True, "err_positive": True,
-                      "sky_and_sources_plausible": True}
+    checks = {
+        c.check_name: c.passed
+        for c in night_done.get_asset_check_evaluations()
+        if c.asset_key.path == ["reduced_frames"]
+    }
+    assert checks == {"sci_finite_where_clean": True, "err_positive": True, "sky_and_sources_plausible": True}
 
 
 def test_rematerializing_redoes_nothing_unless_asked(home, night_done):
@@ -81,17 +86,23 @@ def test_full_refresh_redoes_every_frame(home, night_done):
 
     from reduction_assets.assets.science import reduced_frames
     from reduction_assets.partitions import partition_key
-    result = materialize([reduced_frames], partition_key=partition_key("lcosim", NIGHT),
-                         resources={"home": ReductionHomeResource(home=str(home.root))},
-                         run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+
+    result = materialize(
+        [reduced_frames],
+        partition_key=partition_key("lcosim", NIGHT),
+        resources={"home": ReductionHomeResource(home=str(home.root))},
+        run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}},
+    )
     assert metadata(result, "reduced_frames")["reduced"].value == 12
     assert AssetKey("reduced_frames") in {e.asset_key for e in result.get_asset_materialization_events()}
 
 
-def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(home, registry, night_done,
-                                                                          tmp_path):
-    later = simulate_night(registry["lcosim"], NEXT, tmp_path / "next",
-                           SimulationConfig(seed=31, n_flat=0, n_dither=1))
+def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(
+    home, registry, night_done, tmp_path
+):
+    later = simulate_night(
+        registry["lcosim"], NEXT, tmp_path / "next", SimulationConfig(seed=31, n_flat=0, n_dither=1)
+    )
     run_partition(home, deliver(later.frames, home.landing), night=NEXT)
     rows = products(home, NEXT)
     assert len(rows) == 4 and all(p.status == "reduced" and p.fallback for p, _ in rows)
@@ -99,8 +110,12 @@ def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(home
     with fits.open(home.products / rows[0][0].path) as hdul:
         assert hdul[0].header["FLATAGE"] == 1
 
-    flats = simulate_night(registry["lcosim"], NEXT, tmp_path / "flats",
-                           SimulationConfig(seed=32, n_bias=0, n_dark=0, n_dither=0))
+    flats = simulate_night(
+        registry["lcosim"],
+        NEXT,
+        tmp_path / "flats",
+        SimulationConfig(seed=32, n_bias=0, n_dark=0, n_dither=0),
+    )
     names = deliver(flats.frames, home.landing, [f"late_{p.name}" for p in flats.frames])
     # Only the masters first: the calibration sensor sees the nearer flats and asks for a redo.
     from dagster import AssetKey, materialize
@@ -108,11 +123,15 @@ def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(home
     from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
     from reduction_assets.assets.raw import landing_rejects, raw_frames
     from reduction_assets.partitions import partition_key
+
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
-    materialize([raw_frames, landing_rejects, master_bias, master_dark, master_flat],
-                selection=[AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat")],
-                partition_key=partition_key("lcosim", NEXT), resources={"home": resource},
-                run_config={"ops": {"raw_frames": {"config": {"files": names}}}})
+    materialize(
+        [raw_frames, landing_rejects, master_bias, master_dark, master_flat],
+        selection=[AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat")],
+        partition_key=partition_key("lcosim", NEXT),
+        resources={"home": resource},
+        run_config={"ops": {"raw_frames": {"config": {"files": names}}}},
+    )
     requests = evaluate_recalibration(resource).run_requests
     assert [r.partition_key for r in requests] == [f"lcosim|{NEXT}"]
     assert requests[0].asset_selection == [AssetKey("reduced_frames")]
@@ -126,8 +145,9 @@ def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(home
 
 def test_a_master_marked_bad_is_never_used(home, registry, night_done, tmp_path):
     set_bad(home, Calibration, type="flat", filter="rp")
-    later = simulate_night(registry["lcosim"], NEXT, tmp_path / "next",
-                           SimulationConfig(seed=31, n_flat=0, n_dither=1))
+    later = simulate_night(
+        registry["lcosim"], NEXT, tmp_path / "next", SimulationConfig(seed=31, n_flat=0, n_dither=1)
+    )
     run_partition(home, deliver(later.frames, home.landing), night=NEXT)
     by_filter = {f.filter: p for p, f in products(home, NEXT)}
     assert by_filter["gp"].status == "reduced"
@@ -135,10 +155,13 @@ def test_a_master_marked_bad_is_never_used(home, registry, night_done, tmp_path)
     assert "no calibration matches type=flat" in by_filter["rp"].reason and "BAD" in by_filter["rp"].reason
 
 
-def test_no_calibration_within_the_window_is_recorded_and_the_partition_succeeds(home, registry,
-                                                                                tmp_path):
-    alone = simulate_night(registry["lcosim"], NIGHT, tmp_path / "alone",
-                           SimulationConfig(seed=33, n_bias=0, n_dark=0, n_flat=0, n_dither=1))
+def test_no_calibration_within_the_window_is_recorded_and_the_partition_succeeds(home, registry, tmp_path):
+    alone = simulate_night(
+        registry["lcosim"],
+        NIGHT,
+        tmp_path / "alone",
+        SimulationConfig(seed=33, n_bias=0, n_dark=0, n_flat=0, n_dither=1),
+    )
     result = run_partition(home, deliver(alone.frames, home.landing))
     assert result.success and metadata(result, "reduced_frames")["not_reducible"].value == 4
     product, _ = products(home)[0]
@@ -148,8 +171,10 @@ def test_no_calibration_within_the_window_is_recorded_and_the_partition_succeeds
 def test_a_frame_without_filter_or_exposure_time_is_not_reducible(home, lcosim_night, tmp_path):
     science = frames_of(lcosim_night, "science")
     calibrations = [p for p in lcosim_night.frames if p not in science]
-    odd = [with_header(science[0], tmp_path / "nofilter.fits", FILTER=None),
-           with_header(science[1], tmp_path / "zero.fits", EXPTIME=0.0)]
+    odd = [
+        with_header(science[0], tmp_path / "nofilter.fits", FILTER=None),
+        with_header(science[1], tmp_path / "zero.fits", EXPTIME=0.0),
+    ]
     run_partition(home, deliver(calibrations + odd, home.landing))
     reasons = {f.original_name: p.reason for p, f in products(home)}
     assert reasons["nofilter.fits"] == "no filter in the header: a flat cannot be chosen"
@@ -169,9 +194,13 @@ def test_a_vanished_or_altered_raw_file_is_not_reducible(home, lcosim_night):
 
     from reduction_assets.assets.science import reduced_frames
     from reduction_assets.partitions import partition_key
-    result = materialize([reduced_frames], partition_key=partition_key("lcosim", NIGHT),
-                         resources={"home": ReductionHomeResource(home=str(home.root))},
-                         run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}})
+
+    result = materialize(
+        [reduced_frames],
+        partition_key=partition_key("lcosim", NIGHT),
+        resources={"home": ReductionHomeResource(home=str(home.root))},
+        run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}},
+    )
     assert result.success
     reasons = {f.original_name: p.reason for p, f in products(home)}
     assert "is missing" in reasons[frame_a.original_name]

@@ -17,7 +17,8 @@ from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 def test_schema_has_the_foundation_tables(catalog):  # noqa: F811
     catalog.create()  # idempotent
     assert {"instruments", "raw_frames", "raw_duplicates", "quarantine"} <= set(
-        inspect(catalog.engine).get_table_names())
+        inspect(catalog.engine).get_table_names()
+    )
 
 
 def test_instruments_are_synchronised_from_the_registry(catalog, registry):  # noqa: F811
@@ -31,10 +32,25 @@ def test_instruments_are_synchronised_from_the_registry(catalog, registry):  # n
 
 def _frame(checksum: str, name: str) -> RawFrame:
     return RawFrame(
-        instrument="lcosim", night=NIGHT, frame_type="bias", filter=None, exptime=0.0, binning="1x1",
-        date_obs=dt.datetime(2026, 11, 20, 6, 0), object=None, ra=None, dec=None, naxis1=144,
-        naxis2=128, checksum=checksum, size_bytes=1, store_path=f"lcosim/{name}", original_name=name,
-        header={}, normalised={})
+        instrument="lcosim",
+        night=NIGHT,
+        frame_type="bias",
+        filter=None,
+        exptime=0.0,
+        binning="1x1",
+        date_obs=dt.datetime(2026, 11, 20, 6, 0),
+        object=None,
+        ra=None,
+        dec=None,
+        naxis1=144,
+        naxis2=128,
+        checksum=checksum,
+        size_bytes=1,
+        store_path=f"lcosim/{name}",
+        original_name=name,
+        header={},
+        normalised={},
+    )
 
 
 def test_a_checksum_can_be_recorded_only_once(catalog, registry):  # noqa: F811
@@ -53,8 +69,13 @@ def test_ingestion_and_progress_on_either_database(catalog, registry, tmp_path, 
     bias = frames_of(lcosim_night, "bias")
     names = deliver(bias + [bias[0]], landing, [p.name for p in bias] + ["again.fits"])
     (landing / "junk.fits").write_text("not fits")
-    ingestor = Ingestor(landing=landing, registry=registry, catalog=catalog,
-                        raw_store=LocalStore(tmp_path / "raw"), quarantine_store=LocalStore(tmp_path / "q"))
+    ingestor = Ingestor(
+        landing=landing,
+        registry=registry,
+        catalog=catalog,
+        raw_store=LocalStore(tmp_path / "raw"),
+        quarantine_store=LocalStore(tmp_path / "q"),
+    )
     report = ingestor.ingest(names + ["junk.fits"])
     assert report.summary()["ingested"] == 5 and report.summary()["duplicates"] == 1
     with catalog.session() as session:

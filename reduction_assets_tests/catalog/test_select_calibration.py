@@ -12,10 +12,25 @@ NIGHT = dt.date(2026, 11, 20)
 
 def add(catalog, night, type="flat", filter="rp", binning="1x1", bad=False, valid=(None, None)):  # noqa: F811
     with catalog.session() as session:
-        row = Calibration(type=type, instrument="lcosim", night=night, binning=binning, filter=filter,
-                          exptime=0.0, path=f"masters/{night}/{type}{filter}{binning}.fits", checksum="0",
-                          input_count=5, inputs=[], rejected=[], statistics={}, fingerprint="f",
-                          software_version="0", bad=bad, valid_from=valid[0], valid_to=valid[1])
+        row = Calibration(
+            type=type,
+            instrument="lcosim",
+            night=night,
+            binning=binning,
+            filter=filter,
+            exptime=0.0,
+            path=f"masters/{night}/{type}{filter}{binning}.fits",
+            checksum="0",
+            input_count=5,
+            inputs=[],
+            rejected=[],
+            statistics={},
+            fingerprint="f",
+            software_version="0",
+            bad=bad,
+            valid_from=valid[0],
+            valid_to=valid[1],
+        )
         session.add(row)
         session.flush()
         return row.id

@@ -163,6 +163,7 @@ def test_noise_of_the_combined_image_matches_its_error():
 
 # --- bad input -------------------------------------------------------------------------------
 
+
 def test_a_stack_of_one_frame_returns_it_with_no_error():
     frame = np.random.default_rng(14).normal(0, 1, (1, 5, 6))
     result = combine(frame, "sigma_clip")
@@ -202,17 +203,20 @@ def test_integer_stacks_are_combined_as_float32():
     np.testing.assert_array_equal(result.data, np.median(raw.astype(np.float32), axis=0))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"method": "average"}, "method"),
-    ({"method": "sigma_clip", "center": "mode"}, "center"),
-    ({"method": "sigma_clip", "scale": "iqr"}, "scale"),
-    ({"method": "sigma_clip", "sigma_low": 0}, "positive"),
-    ({"method": "sigma_clip", "max_iters": 0}, "max_iters"),
-    ({"method": "mean", "weights": [1, 2]}, "one value per frame"),
-    ({"method": "mean", "weights": [1, 2, -1]}, "positive"),
-    ({"method": "mean", "scales": [1, np.nan, 1]}, "finite"),
-    ({"method": "mean", "mask": np.zeros((3, 2, 2), bool)}, "mask shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "average"}, "method"),
+        ({"method": "sigma_clip", "center": "mode"}, "center"),
+        ({"method": "sigma_clip", "scale": "iqr"}, "scale"),
+        ({"method": "sigma_clip", "sigma_low": 0}, "positive"),
+        ({"method": "sigma_clip", "max_iters": 0}, "max_iters"),
+        ({"method": "mean", "weights": [1, 2]}, "one value per frame"),
+        ({"method": "mean", "weights": [1, 2, -1]}, "positive"),
+        ({"method": "mean", "scales": [1, np.nan, 1]}, "finite"),
+        ({"method": "mean", "mask": np.zeros((3, 2, 2), bool)}, "mask shape"),
+    ],
+)
 def test_bad_arguments_are_refused_with_the_reason(kwargs, message):
     with pytest.raises(ValueError, match=message):
         combine(np.zeros((3, 4, 4)), **kwargs)

@@ -30,14 +30,24 @@ class ArrayReader:
 
 
 def frame(path, checksum="0" * 64, exptime=0.0, date_obs="2026-11-20T06:00:00", **flags):
-    return InputFrame(path.name if hasattr(path, "name") else str(path), str(path), checksum, exptime,
-                      date_obs, image_shape(path), (1, 1), **flags)
+    return InputFrame(
+        path.name if hasattr(path, "name") else str(path),
+        str(path),
+        checksum,
+        exptime,
+        date_obs,
+        image_shape(path),
+        (1, 1),
+        **flags,
+    )
 
 
 def inputs(night, kind, filter_name=None):
-    return [frame(path, exptime=truth.exptime, date_obs=truth.date_obs)
-            for path, truth in zip(night.frames, night.truth.frames)
-            if truth.frame_type == kind and (filter_name is None or truth.filter == filter_name)]
+    return [
+        frame(path, exptime=truth.exptime, date_obs=truth.date_obs)
+        for path, truth in zip(night.frames, night.truth.frames)
+        if truth.frame_type == kind and (filter_name is None or truth.filter == filter_name)
+    ]
 
 
 def build(kind, frames, instrument, settings=None, **masters):

@@ -32,8 +32,9 @@ def test_bias_including_darks_apply_at_their_own_time_and_scale_with_a_bias():
     same = calibrate.dark_for_exposure(master, master_exptime=300, exptime=300, includes_bias=True)
     np.testing.assert_array_equal(same, master)
     bias = np.full((2, 2), 1000.0, np.float32)
-    scaled = calibrate.dark_for_exposure(master, master_exptime=300, exptime=600, includes_bias=True,
-                                         bias=bias)
+    scaled = calibrate.dark_for_exposure(
+        master, master_exptime=300, exptime=600, includes_bias=True, bias=bias
+    )
     np.testing.assert_allclose(scaled, 1200.0)
     with pytest.raises(ValueError, match="without a bias level"):
         calibrate.dark_for_exposure(master, master_exptime=300, exptime=600, includes_bias=True)

@@ -1,6 +1,5 @@
 """Masters from a simulated night compared with what the simulator injected."""
 
-
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -64,10 +63,13 @@ def test_masters_list_their_inputs(masters):
 def test_a_master_can_be_built_from_arrays_alone(registry):
     rng = np.random.default_rng(3)
     lco = registry["lcosim"]
-    arrays = {f"b{i}": (1000 + rng.normal(0, lco.read_noise / lco.gain, (128, 144))).astype(np.float32)
-              for i in range(5)}
-    frames = [InputFrame(key, key, "0" * 64, 0.0, "2026-11-20T06:00:00", (128, 144), (1, 1))
-              for key in arrays]
+    arrays = {
+        f"b{i}": (1000 + rng.normal(0, lco.read_noise / lco.gain, (128, 144))).astype(np.float32)
+        for i in range(5)
+    }
+    frames = [
+        InputFrame(key, key, "0" * 64, 0.0, "2026-11-20T06:00:00", (128, 144), (1, 1)) for key in arrays
+    ]
     product = build_master("bias", frames, ArrayReader(arrays), lco)
     assert product.master.data.shape == (128, 128)
     assert abs(np.median(product.master.data)) < 0.5  # e-: the overscan took the 1000 ADU level
@@ -76,14 +78,14 @@ def test_a_master_can_be_built_from_arrays_alone(registry):
 
 # --- bad input -------------------------------------------------------------------------------
 
+
 def test_one_or_two_frames_make_no_master(registry, lcosim_night):
     result = build("bias", inputs(lcosim_night, "bias")[:2], registry["lcosim"])
     assert isinstance(result, NoMaster) and "not enough frames: 2 usable of 2, need 3" in result.reason
 
 
 def test_two_frames_make_a_master_when_the_minimum_allows(registry, lcosim_night):
-    result = build("bias", inputs(lcosim_night, "bias")[:2], registry["lcosim"],
-                   MasterSettings(min_frames=2))
+    result = build("bias", inputs(lcosim_night, "bias")[:2], registry["lcosim"], MasterSettings(min_frames=2))
     assert not isinstance(result, NoMaster) and np.all(result.n_used == 2)
 
 
@@ -137,8 +139,11 @@ def test_a_flat_with_no_illumination_is_rejected(registry, lcosim_night, masters
     bias, dark, *_ = masters
     frames = inputs(lcosim_night, "flat", "rp")
     dark_frame = inputs(lcosim_night, "bias")[0]  # a bias frame labelled as a flat: no light at all
-    frames.append(InputFrame("dark_flat.fits", dark_frame.key, "5" * 64, 3.0, dark_frame.date_obs,
-                             dark_frame.shape, (1, 1)))
+    frames.append(
+        InputFrame(
+            "dark_flat.fits", dark_frame.key, "5" * 64, 3.0, dark_frame.date_obs, dark_frame.shape, (1, 1)
+        )
+    )
     result = build("flat", frames, registry["lcosim"], bias=bias.data, dark=dark.data)
     assert len(result.inputs) == 5
     assert result.rejected[0][0] == "dark_flat.fits"
@@ -171,6 +176,7 @@ def test_nan_pixels_do_not_enter_the_master(registry, lcosim_night, tmp_path):
 
 
 def test_a_master_of_the_wrong_shape_is_refused(registry, lcosim_night):
-    result = build("dark", inputs(lcosim_night, "dark"), registry["lcosim"],
-                   bias=np.zeros((64, 64), np.float32))
+    result = build(
+        "dark", inputs(lcosim_night, "dark"), registry["lcosim"], bias=np.zeros((64, 64), np.float32)
+    )
     assert isinstance(result, NoMaster) and "master bias has shape (64, 64)" in result.reason

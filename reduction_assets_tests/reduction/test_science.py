@@ -28,8 +28,9 @@ def reduced(registry, lcosim_night):
         raw = fits.getdata(path).astype(np.float32)
         header = fits.getheader(path)
         geometry = lco.geometry(raw.shape, (1, 1))
-        result = calibrate_science(raw, instrument=lco, geometry=geometry, exptime=frame.exptime,
-                                   bias=bias, dark=dark, flat=flat)
+        result = calibrate_science(
+            raw, instrument=lco, geometry=geometry, exptime=frame.exptime, bias=bias, dark=dark, flat=flat
+        )
         stars = truth.stars[truth.stars["target"] == frame.target]
         x, y = WCS(header).all_world2pix(stars["ra"], stars["dec"], 0)
         model = (_render_stars((128, 128), x, y, stars["rate_rp"], 3.0 / 2.3548) + 20.0) * frame.exptime
@@ -107,8 +108,15 @@ def test_exptime_zero_is_not_reducible(registry, lcosim_night, reduced):
     lco = registry["lcosim"]
     raw = fits.getdata(lcosim_night.frames[-1]).astype(np.float32)
     with pytest.raises(NotReducible, match="EXPTIME 0"):
-        calibrate_science(raw, instrument=lco, geometry=lco.geometry(raw.shape, (1, 1)), exptime=0.0,
-                          bias=bias, dark=dark, flat=flat)
+        calibrate_science(
+            raw,
+            instrument=lco,
+            geometry=lco.geometry(raw.shape, (1, 1)),
+            exptime=0.0,
+            bias=bias,
+            dark=dark,
+            flat=flat,
+        )
 
 
 def test_a_master_of_the_wrong_shape_is_not_reducible(registry, lcosim_night, reduced):
@@ -117,5 +125,12 @@ def test_a_master_of_the_wrong_shape_is_not_reducible(registry, lcosim_night, re
     raw = fits.getdata(lcosim_night.frames[-1]).astype(np.float32)
     small = Master(flat.data[:64, :64], flat.error[:64, :64], flat.dq[:64, :64])
     with pytest.raises(NotReducible, match="master flat has shape"):
-        calibrate_science(raw, instrument=lco, geometry=lco.geometry(raw.shape, (1, 1)), exptime=60.0,
-                          bias=bias, dark=dark, flat=small)
+        calibrate_science(
+            raw,
+            instrument=lco,
+            geometry=lco.geometry(raw.shape, (1, 1)),
+            exptime=60.0,
+            bias=bias,
+            dark=dark,
+            flat=small,
+        )
