@@ -23,7 +23,7 @@ def postgres_available() -> bool:
         return False
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def catalog(request, tmp_path):
     """A fresh catalog; on PostgreSQL, in a schema of its own that is dropped afterwards."""
     if request.param == "sqlite":

@@ -50,6 +50,17 @@ def noirsim_night(tmp_path_factory, registry):
     return simulate_night(registry["noirsim"], NIGHT, out, SimulationConfig(seed=12))
 
 
+@pytest.fixture(scope="session")
+def reduced_lcosim_night(tmp_path_factory, lcosim_night):
+    """The lcosim night through one whole partition run (ingest, masters, reduced frames), built
+    once per session; tests take a copy with ``BuiltNight.copy_into(home)``."""
+    from reduction_assets_tests.runs import BuiltNight, run_partition
+
+    home = Home(tmp_path_factory.mktemp("reduced_lcosim") / "home").ensure()
+    result = run_partition(home, deliver(lcosim_night.frames, home.landing))
+    return BuiltNight(home, result)
+
+
 @pytest.fixture
 def home(tmp_path) -> Home:
     return Home(tmp_path / "home").ensure()

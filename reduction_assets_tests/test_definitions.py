@@ -1,11 +1,13 @@
 """The code location loads, validates, and the deployment configs are sound."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
 from sqlalchemy import create_engine, text
@@ -74,6 +76,7 @@ def test_production_instance_config_names_the_psycopg2_scheme():
     )
 
 
+@pytest.mark.postgres
 def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
     require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_URL}")
     db = f"dagster_{uuid.uuid4().hex[:10]}"
@@ -144,3 +147,37 @@ def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
     instance = DagsterInstance.from_config(str(home.dagster))
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+
+
+def test_the_embedded_deployment_finds_its_home_through_the_environment(tmp_path, monkeypatch, lcosim_night):
+    from dagster import AssetKey, materialize
+
+    from reduction_assets.assets.raw import landing_rejects, raw_frames
+    from reduction_assets.definitions import resources_for
+    from reduction_assets.home import Home
+    from reduction_assets_tests.conftest import deliver, frames_of
+
+    home = Home(tmp_path / "from_env").ensure()
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    monkeypatch.setenv("REDUCTION_HOME", str(home.root))
+    result = materialize(
+        [raw_frames, landing_rejects],
+        selection=[AssetKey("raw_frames")],
+        partition_key="lcosim|2026-11-20",
+        resources=resources_for("embedded"),
+    )
+    assert result.asset_materializations_for_node("raw_frames")[0].metadata["ingested"].value == 5
+
+
+def test_an_unknown_deployment_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv("REDUCTION_DEPLOYMENT", "staging")
+    with pytest.raises(
+        ValueError, match="REDUCTION_DEPLOYMENT='staging': expected 'embedded' or 'production'"
+    ):
+        defs()
+
+
+def test_a_partition_key_given_as_plain_text_is_understood():
+    from reduction_assets.partitions import split_key
+
+    assert split_key("st7|2019-10-28") == ("st7", dt.date(2019, 10, 28))

@@ -22,9 +22,9 @@ from reduction_assets.cli import main
 from reduction_assets.fits.headers import card_text
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.sensors import landing_sensor, request_files
-from reduction_assets_tests.assets.test_calibrations import run_partition
 from reduction_assets_tests.assets.test_raw import rows, run_raw, run_rejects
 from reduction_assets_tests.conftest import deliver, frames_of
+from reduction_assets_tests.runs import run_partition
 
 
 def sensor_tick(home):

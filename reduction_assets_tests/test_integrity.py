@@ -21,8 +21,8 @@ from reduction_assets.instruments import load_registry
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.sensors import evaluate_recalibration
 from reduction_assets.storage import Integrity, LocalStore
-from reduction_assets_tests.assets.test_calibrations import run_partition
 from reduction_assets_tests.conftest import deliver
+from reduction_assets_tests.runs import run_partition
 
 
 def catalog_rows(home, model, **where):
@@ -52,8 +52,9 @@ def cli_json(capsys, *argv):
 
 
 @pytest.fixture
-def night_done(home, lcosim_night):
-    run_partition(home, deliver(lcosim_night.frames, home.landing))
+def night_done(home, reduced_lcosim_night):
+    """This test's home holds the lcosim night, reduced (built once)."""
+    reduced_lcosim_night.copy_into(home)
     return home
 
 

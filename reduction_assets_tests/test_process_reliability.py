@@ -254,6 +254,7 @@ def test_a_catalog_that_cannot_be_used_gives_one_line_and_exit_2_before_any_run(
     assert instance_of(home.ensure()).get_runs() == []
 
 
+@pytest.mark.postgres
 def test_a_missing_postgresql_database_is_named_and_the_password_is_not(home, lcosim_night):
     require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_URL}")
     url = "postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:5432/no_such_database_here"

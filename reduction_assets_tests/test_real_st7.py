@@ -13,6 +13,8 @@ from reduction_assets.home import Home
 from reduction_assets.process import process_landing
 from reduction_assets_tests.conftest import REAL_ST7, deliver, require
 
+pytestmark = pytest.mark.real_data
+
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):

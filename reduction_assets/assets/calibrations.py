@@ -18,7 +18,7 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, used
+from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, record_and_publish, used
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
 from reduction_assets.catalog.calibrations import (
     CalibrationCriteria,
@@ -197,28 +197,24 @@ def _master_of_group(
     staged = products.stage(
         master_key(instrument.name, night, group.key), functools.partial(write_hdul, hdul)
     )
-    try:
-        # The row and the file change together: the file is published inside the transaction that
-        # records its checksum (a crash in between leaves a mismatch the next run rebuilds).
-        with catalog.session() as session:
-            row = record_calibration(
-                session,
-                group.key,
-                instrument.name,
-                night,
-                path=staged.key,
-                checksum=staged.checksum,
-                input_count=len(product.inputs),
-                inputs=[{"name": f.name, "checksum": f.checksum} for f in product.inputs],
-                rejected=[{"frame": n, "reason": r} for n, r in product.rejected],
-                statistics={k: (v if v == v else None) for k, v in product.statistics.items()},
-                fingerprint=digest,
-                software_version=_version("master"),
-            )
-            staged.publish()
-            session.expunge(row)
-    finally:
-        staged.discard()
+    row = record_and_publish(
+        catalog,
+        staged,
+        lambda session: record_calibration(
+            session,
+            group.key,
+            instrument.name,
+            night,
+            path=staged.key,
+            checksum=staged.checksum,
+            input_count=len(product.inputs),
+            inputs=[{"name": f.name, "checksum": f.checksum} for f in product.inputs],
+            rejected=[{"frame": n, "reason": r} for n, r in product.rejected],
+            statistics={k: (v if v == v else None) for k, v in product.statistics.items()},
+            fingerprint=digest,
+            software_version=_version("master"),
+        ),
+    )
     return MasterOutcome(
         label,
         MADE,

@@ -3,12 +3,18 @@ of a master is recorded as provenance."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from reduction_assets.catalog import Calibration, Catalog
+from reduction_assets.catalog.db import Session
 from reduction_assets.catalog.integrity import mark_calibration_stale
 from reduction_assets.fits.reading import read_master
 from reduction_assets.provenance import UsedCalibration
 from reduction_assets.reduction.masters import Master
-from reduction_assets.storage import Integrity, ObjectStore
+from reduction_assets.storage import Integrity, ObjectStore, StagedObject
+
+T = TypeVar("T")
 
 
 class DamagedMaster(Exception):
@@ -37,6 +43,19 @@ class VerifiedMasters:
             with self.products.open(calibration.path) as stream:
                 self._cache[calibration.id] = read_master(stream)
         return self._cache[calibration.id]
+
+
+def record_and_publish(catalog: Catalog, staged: StagedObject, record: Callable[[Session], T]) -> T:
+    """Record a product and publish its file in one transaction, so that the row and the file change
+    together (a crash between the rename and the commit leaves a checksum mismatch, which the next
+    run's up-to-date check sees and redoes). Returns what ``record(session)`` returns."""
+    try:
+        with catalog.session() as session:
+            row = record(session)
+            staged.publish()
+        return row
+    finally:
+        staged.discard()
 
 
 def used(kind: str, calibration: Calibration) -> UsedCalibration:

@@ -19,7 +19,7 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, used
+from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, record_and_publish, used
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.calibrations import CalibrationChoice, select_for_frame
 from reduction_assets.catalog.products import (
@@ -203,29 +203,26 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
     )
     ages = {kind: (frame.night - c.night).days for kind, c in choice.calibrations.items()}
     ids = {kind: c.id for kind, c in choice.calibrations.items()}
-    try:
-        # The row and the file change together: the file is published inside the transaction that
-        # records its checksum (a crash in between leaves a mismatch the next run redoes).
-        with run.catalog.session() as session:
-            record_product(
-                session,
-                frame,
-                _version(),
-                status=REDUCED,
-                reason=None,
-                path=staged.key,
-                checksum=staged.checksum,
-                fingerprint=digest,
-                bias_id=ids.get("bias"),
-                dark_id=ids["dark"],
-                flat_id=ids["flat"],
-                calibration_age=ages,
-                fallback=any(age > 0 for age in ages.values()),
-                statistics=statistics,
-            )
-            staged.publish()
-    finally:
-        staged.discard()
+    record_and_publish(
+        run.catalog,
+        staged,
+        lambda session: record_product(
+            session,
+            frame,
+            _version(),
+            status=REDUCED,
+            reason=None,
+            path=staged.key,
+            checksum=staged.checksum,
+            fingerprint=digest,
+            bias_id=ids.get("bias"),
+            dark_id=ids["dark"],
+            flat_id=ids["flat"],
+            calibration_age=ages,
+            fallback=any(age > 0 for age in ages.values()),
+            statistics=statistics,
+        ),
+    )
     return FrameOutcome(
         frame.original_name, REDUCED, path=staged.key, sources=int(source_stats["n_sources"]), ages=ages
     )

@@ -5,39 +5,13 @@ import datetime as dt
 import numpy as np
 import pytest
 from astropy.io import fits
-from dagster import AssetKey, materialize
+from dagster import AssetKey
 from sqlalchemy import select
 
-from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
-from reduction_assets.assets.raw import landing_rejects, raw_frames
-from reduction_assets.assets.science import reduced_frames
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
 from reduction_assets.checksums import sha256_of
-from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
-
-ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames]
-# What the landing sensor requests for a partition.
-PARTITION = [
-    AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
-]
-
-
-def run_partition(
-    home, names=None, night=NIGHT, instrument="lcosim", master_config=None, raise_on_error=True
-):
-    config = {"ops": {"raw_frames": {"config": {"files": names} if names is not None else {}}}}
-    for name in ("master_bias", "master_dark", "master_flat"):
-        config["ops"][name] = {"config": master_config or {}}
-    return materialize(
-        ALL,
-        selection=PARTITION,
-        partition_key=partition_key(instrument, night),
-        resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
-        run_config=config,
-        raise_on_error=raise_on_error,
-    )
+from reduction_assets_tests.runs import metadata, run_partition
 
 
 def calibrations(home):
@@ -45,14 +19,10 @@ def calibrations(home):
         return list(session.scalars(select(Calibration).order_by(Calibration.id)))
 
 
-def metadata(result, asset):
-    return result.asset_materializations_for_node(asset)[0].metadata
-
-
 @pytest.fixture
-def built(home, lcosim_night):
-    names = deliver(lcosim_night.frames, home.landing)
-    return run_partition(home, names)
+def built(home, reduced_lcosim_night):
+    """This test's home holds the lcosim night, ingested, stacked and reduced (built once)."""
+    return reduced_lcosim_night.copy_into(home)
 
 
 def test_a_night_gives_a_bias_a_dark_and_a_flat_per_filter(home, built):

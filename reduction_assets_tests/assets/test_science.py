@@ -11,8 +11,8 @@ from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.sensors import evaluate_recalibration
 from reduction_assets.simulate import SimulationConfig, simulate_night
-from reduction_assets_tests.assets.test_calibrations import metadata, run_partition
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
+from reduction_assets_tests.runs import metadata, run_partition
 
 NEXT = NIGHT + dt.timedelta(days=1)
 
@@ -34,9 +34,9 @@ def set_bad(home, model, **where):
 
 
 @pytest.fixture
-def night_done(home, lcosim_night):
-    result = run_partition(home, deliver(lcosim_night.frames, home.landing))
-    return result
+def night_done(home, reduced_lcosim_night):
+    """This test's home holds the lcosim night, reduced (built once)."""
+    return reduced_lcosim_night.copy_into(home)
 
 
 def test_every_science_frame_is_reduced_with_provenance(home, night_done):
