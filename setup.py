@@ -10,7 +10,15 @@ setup(
     "stacks and archive records",
     python_requires=">=3.11,<3.12",
     packages=find_packages(exclude=["reduction_assets_tests*", "benchmarks*"]),
-    package_data={"reduction_assets": ["config/*.yaml", "defaults/*.yaml"]},
+    package_data={
+        "reduction_assets": [
+            "config/*.yaml",
+            "defaults/*.yaml",
+            "catalog/migrations/*.py",
+            "catalog/migrations/*.mako",
+            "catalog/migrations/versions/*.py",
+        ]
+    },
     install_requires=[
         # The Dagster family is pinned together: the integration libraries pin one core release.
         f"dagster=={DAGSTER}",

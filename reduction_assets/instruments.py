@@ -109,12 +109,13 @@ class CalibrationKey:
 
     type: str
     binning: str
+    readout: str  # the raw frames' shape, NYxNX (a window is another readout)
     filter: str = ""
     exptime: float = 0.0
 
     def label(self) -> str:
-        """``"1x1 rp"``, ``"1x1 120s"``: how a group is named in summaries."""
-        parts = [self.binning, self.filter, f"{self.exptime:g}s" if self.exptime else ""]
+        """``"1x1 128x144 rp"``, ``"1x1 510x765 120s"``: how a group is named in summaries."""
+        parts = [self.binning, self.readout, self.filter, f"{self.exptime:g}s" if self.exptime else ""]
         return " ".join(part for part in parts if part)
 
 
@@ -151,12 +152,14 @@ class Instrument:
         return mask
 
     def calibration_key(
-        self, kind: str, *, binning: str, filter: str | None, exptime: float
+        self, kind: str, *, binning: str, readout: str, filter: str | None, exptime: float
     ) -> CalibrationKey:
-        """The key of a master of ``kind`` made from, or used for, a frame with these properties."""
+        """The key of a master of ``kind`` made from, or used for, a frame with these properties
+        (``readout``: the raw shape ``NYxNX``)."""
         return CalibrationKey(
             type=kind,
             binning=binning,
+            readout=readout,
             filter=(filter or "") if kind == "flat" else "",
             exptime=float(exptime) if (kind == "dark" and self.darks_include_bias) else 0.0,
         )

@@ -29,7 +29,7 @@ def raw_key(info: FrameInfo, checksum: str) -> str:
 
 def master_key(instrument: str, night: dt.date, key: CalibrationKey) -> str:
     """Key of a master in the product store: ``masters/<instrument>/<night>/<name>.fits``."""
-    parts = [instrument, night.strftime("%Y%m%d"), key.type, key.binning]
+    parts = [instrument, night.strftime("%Y%m%d"), key.type, key.binning, key.readout]
     if key.filter:
         parts.append(sanitise(key.filter, max_length=16))
     if key.exptime:

@@ -121,9 +121,13 @@ def test_typos_in_nested_mappings_are_refused(find, replace, message):
 
 def test_the_calibration_key_is_one_rule_for_grouping_and_selection(registry):
     lco, st7 = registry["lcosim"], registry["st7"]
-    assert lco.calibration_key("flat", binning="1x1", filter="rp", exptime=3.0).label() == "1x1 rp"
-    assert lco.calibration_key("dark", binning="1x1", filter="rp", exptime=300.0).label() == "1x1"
-    assert st7.calibration_key("dark", binning="1x1", filter="none", exptime=120.0).label() == "1x1 120s"
+
+    def key(camera, kind, **frame):
+        return camera.calibration_key(kind, binning="1x1", readout="128x144", **frame).label()
+
+    assert key(lco, "flat", filter="rp", exptime=3.0) == "1x1 128x144 rp"
+    assert key(lco, "dark", filter="rp", exptime=300.0) == "1x1 128x144"
+    assert key(st7, "dark", filter="none", exptime=120.0) == "1x1 128x144 120s"
     assert st7.calibrations_needed() == ("dark", "flat")
 
 

@@ -32,7 +32,7 @@ from reduction_assets.catalog.calibrations import (
 )
 from reduction_assets.fits.products import master_hdul, provenance_cards, write_hdul
 from reduction_assets.fits.reading import StoreFrameReader
-from reduction_assets.instruments import Instrument
+from reduction_assets.instruments import CalibrationKey, Instrument
 from reduction_assets.keys import master_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
@@ -144,7 +144,7 @@ def _master_of_group(
     products: ObjectStore,
 ) -> MasterOutcome:
     label = group.key.label()
-    upstream = _upstream(kind, instrument, night, group.key.binning, catalog)
+    upstream = _upstream(kind, instrument, night, group.key, catalog)
     if upstream.missing:
         return MasterOutcome(label, NOT_MADE, reason=upstream.missing, candidates=len(group.frames))
     settings = config.settings()
@@ -256,13 +256,13 @@ def _input_frame(frame: RawFrame, raw_store: ObjectStore) -> InputFrame:
     )
 
 
-def _upstream(kind: str, instrument: Instrument, night, binning: str, catalog: Catalog) -> Upstream:
+def _upstream(kind: str, instrument: Instrument, night, key: CalibrationKey, catalog: Catalog) -> Upstream:
     """The masters a master of ``kind`` needs, chosen in the catalog (not read yet)."""
     if kind == "bias" or (kind == "dark" and instrument.darks_include_bias):
         return Upstream()
     with catalog.session() as session:
         if instrument.darks_include_bias:  # flats of a camera without bias frames
-            zero = shortest_dark(session, instrument.name, binning, night, CALIBRATION_WINDOW_NIGHTS)
+            zero = shortest_dark(session, instrument.name, key, night, CALIBRATION_WINDOW_NIGHTS)
             if zero is None:
                 return Upstream(
                     missing="needs a bias-including master dark to remove the pedestal of "
@@ -277,9 +277,11 @@ def _upstream(kind: str, instrument: Instrument, night, binning: str, catalog: C
             )
         found = {}
         for needed in ("bias", "dark") if kind == "flat" else ("bias",):
-            key = instrument.calibration_key(needed, binning=binning, filter=None, exptime=0.0)
+            wanted = instrument.calibration_key(
+                needed, binning=key.binning, readout=key.readout, filter=None, exptime=0.0
+            )
             found[needed] = select_calibration(
-                session, CalibrationCriteria(key, instrument.name, night, CALIBRATION_WINDOW_NIGHTS)
+                session, CalibrationCriteria(wanted, instrument.name, night, CALIBRATION_WINDOW_NIGHTS)
             )
     if isinstance(found["bias"], NoCalibration):
         return Upstream(missing=f"needs a master bias: {found['bias'].message}")

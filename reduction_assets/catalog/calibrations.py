@@ -33,7 +33,12 @@ class CalibrationCriteria:
         return self.night - dt.timedelta(days=self.window_nights)
 
     def describe(self) -> str:
-        parts = [f"type={self.key.type}", f"instrument={self.instrument}", f"binning={self.key.binning}"]
+        parts = [
+            f"type={self.key.type}",
+            f"instrument={self.instrument}",
+            f"binning={self.key.binning}",
+            f"readout={self.key.readout}",
+        ]
         if self.key.filter:
             parts.append(f"filter={self.key.filter}")
         if self.key.exptime:
@@ -56,7 +61,9 @@ class NoCalibration:
 
 
 def _held(master: dict[str, Any]) -> str:
-    key = CalibrationKey(master["type"], master["binning"], master["filter"], master["exptime"])
+    key = CalibrationKey(
+        master["type"], master["binning"], master["readout"], master["filter"], master["exptime"]
+    )
     return f"{master['type']} {master['night']} {key.label()}{' BAD' if master['bad'] else ''}"
 
 
@@ -71,6 +78,7 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
             Calibration.type == key.type,
             Calibration.instrument == criteria.instrument,
             Calibration.binning == key.binning,
+            Calibration.readout == key.readout,
             Calibration.filter == key.filter,
             Calibration.exptime == key.exptime,
             Calibration.bad.is_(False),
@@ -98,12 +106,25 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
                 "type": c.type,
                 "night": c.night.isoformat(),
                 "binning": c.binning,
+                "readout": c.readout,
                 "filter": c.filter,
                 "exptime": c.exptime,
                 "bad": c.bad,
             }
             for c in held
         ],
+    )
+
+
+def readout_of(frame: RawFrame) -> str:
+    """A raw frame's readout shape as it appears in calibration keys: ``NYxNX``."""
+    return f"{frame.naxis2}x{frame.naxis1}"
+
+
+def frame_key(instrument: Instrument, kind: str, frame: RawFrame) -> CalibrationKey:
+    """The key of a master of ``kind`` made from, or used for, ``frame``."""
+    return instrument.calibration_key(
+        kind, binning=frame.binning, readout=readout_of(frame), filter=frame.filter, exptime=frame.exptime
     )
 
 
@@ -124,9 +145,7 @@ def select_for_frame(
         return CalibrationChoice(missing="no filter in the header: a flat cannot be chosen")
     chosen: dict[str, Calibration] = {}
     for kind in instrument.calibrations_needed():
-        key = instrument.calibration_key(
-            kind, binning=frame.binning, filter=frame.filter, exptime=frame.exptime
-        )
+        key = frame_key(instrument, kind, frame)
         found = select_calibration(
             session, CalibrationCriteria(key, frame.instrument, frame.night, window_nights)
         )
@@ -137,17 +156,18 @@ def select_for_frame(
 
 
 def shortest_dark(
-    session: Session, instrument: str, binning: str, night: dt.date, window_nights: int
+    session: Session, instrument: str, key: CalibrationKey, night: dt.date, window_nights: int
 ) -> Calibration | None:
-    """The shortest good master dark of the window, nearest night first: cameras without bias frames
-    take the pedestal of their flats from it."""
+    """The shortest good master dark of the window with the binning and readout of ``key``, nearest
+    night first: cameras without bias frames take the pedestal of their flats from it."""
     first = night - dt.timedelta(days=window_nights)
     found = session.scalars(
         select(Calibration)
         .where(
             Calibration.type == "dark",
             Calibration.instrument == instrument,
-            Calibration.binning == binning,
+            Calibration.binning == key.binning,
+            Calibration.readout == key.readout,
             Calibration.bad.is_(False),
             Calibration.night.between(first, night),
         )
@@ -172,12 +192,8 @@ def calibration_groups(
     """The partition's raw frames of ``kind`` grouped by calibration key, in key order."""
     groups: dict[CalibrationKey, list[RawFrame]] = defaultdict(list)
     for frame in raw_frames_of(session, instrument.name, night, kind):
-        groups[
-            instrument.calibration_key(
-                kind, binning=frame.binning, filter=frame.filter, exptime=frame.exptime
-            )
-        ].append(frame)
-    order = sorted(groups, key=lambda key: (key.binning, key.filter, key.exptime))
+        groups[frame_key(instrument, kind, frame)].append(frame)
+    order = sorted(groups, key=lambda key: (key.binning, key.readout, key.filter, key.exptime))
     return [FrameGroup(key, groups[key]) for key in order]
 
 
@@ -187,6 +203,7 @@ def _master_of(key: CalibrationKey, instrument: str, night: dt.date):
         Calibration.instrument == instrument,
         Calibration.night == night,
         Calibration.binning == key.binning,
+        Calibration.readout == key.readout,
         Calibration.filter == key.filter,
         Calibration.exptime == key.exptime,
     )
@@ -213,6 +230,7 @@ def record_calibration(
             instrument=instrument,
             night=night,
             binning=key.binning,
+            readout=key.readout,
             filter=key.filter,
             exptime=key.exptime,
         )

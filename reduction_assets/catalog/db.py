@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, text
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from reduction_assets.catalog.models import Base, InstrumentRow, utcnow
+from reduction_assets.catalog.models import InstrumentRow, utcnow
 from reduction_assets.instruments import Registry
 
 
@@ -90,8 +95,25 @@ class Catalog:
         self._synchronised: tuple | None = None
 
     def create(self) -> None:
-        """Create missing tables (idempotent; only reads when they exist)."""
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the current version with the alembic migrations (idempotent; only
+        reads when it is current). A catalog made by release 0.1.0, before migrations existed, is
+        recognised by its tables and upgraded in place."""
+        with self.engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            revision = MigrationContext.configure(connection).get_current_revision()
+        if revision == _head_revision() and tables:
+            return
+        try:
+            with self.engine.begin() as connection:
+                config = _alembic_config(connection)
+                if revision is None and "raw_frames" in tables:
+                    command.stamp(config, BASELINE_REVISION)
+                command.upgrade(config, "head")
+        except DBAPIError:
+            # Another process upgraded the same database at the same moment: fine if it is current.
+            with self.engine.connect() as connection:
+                if MigrationContext.configure(connection).get_current_revision() != _head_revision():
+                    raise
 
     def check(self) -> None:
         """Connect once and create missing tables; raises :class:`CatalogUnavailable` with one line
@@ -144,6 +166,22 @@ class Catalog:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE_REVISION = "0001"  # the schema of release 0.1.0, which had no migrations
+
+
+def _alembic_config(connection) -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

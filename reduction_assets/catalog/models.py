@@ -127,19 +127,27 @@ class Quarantine(Base):
 class Calibration(Base):
     """A master calibration in the product store.
 
-    One row per (type, instrument, night, binning, filter, exposure time); re-building replaces the
-    file and updates the row. ``exptime`` is 0 for masters that scale with exposure time (rate darks,
-    bias, flats) and the exposure time for darks that include the bias. ``filter`` is '' when it
-    does not apply. ``valid_from``/``valid_to`` hold a certified validity range (nights) when an
-    operator has certified the master.
+    One row per calibration key (type, binning, readout shape, filter, exposure time) of an
+    instrument and night (see ``Instrument.calibration_key``); re-building replaces the file and
+    updates the row. ``readout`` is the raw frames' shape ``NYxNX``. ``exptime`` is 0 for masters that
+    scale with exposure time (rate darks, bias, flats) and the exposure time for darks that include
+    the bias. ``filter`` is '' when it does not apply. ``valid_from``/``valid_to`` hold a certified
+    validity range (nights) when an operator has certified the master.
     """
 
     __tablename__ = "calibrations"
     __table_args__ = (
         UniqueConstraint(
-            "type", "instrument", "night", "binning", "filter", "exptime", name="uq_calibrations_identity"
+            "type",
+            "instrument",
+            "night",
+            "binning",
+            "readout",
+            "filter",
+            "exptime",
+            name="uq_calibrations_key",
         ),
-        Index("ix_calibrations_lookup", "type", "instrument", "binning", "filter", "night"),
+        Index("ix_calibrations_lookup", "type", "instrument", "binning", "readout", "filter", "night"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -147,6 +155,7 @@ class Calibration(Base):
     instrument: Mapped[str] = mapped_column(ForeignKey("instruments.name"))
     night: Mapped[dt.date] = mapped_column(Date)
     binning: Mapped[str] = mapped_column(String(8))
+    readout: Mapped[str] = mapped_column(String(16), default="", server_default="")
     filter: Mapped[str] = mapped_column(String(32), default="")
     exptime: Mapped[float] = mapped_column(Float, default=0.0)
     path: Mapped[str] = mapped_column(String(512))

@@ -170,3 +170,20 @@ def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registr
     assert slope == pytest.approx(1.0, abs=0.02)
     assert np.median(master[good] / injected[good]) == pytest.approx(1.0, abs=0.003)
     assert zero_id == dark.id
+
+
+def test_each_readout_shape_gets_its_own_master(home, lcosim_night, tmp_path, registry):
+    from reduction_assets.simulate import SimulationConfig, simulate_night
+
+    windows = simulate_night(
+        registry["lcosim"],
+        NIGHT,
+        tmp_path / "w",
+        SimulationConfig(seed=61, size=(160, 160), n_dark=0, n_flat=0, n_dither=0),
+    )
+    names = deliver(frames_of(lcosim_night, "bias"), home.landing) + deliver(
+        windows.frames, home.landing, [f"w_{f.name}" for f in windows.frames]
+    )
+    run_partition(home, names)
+    masters = {(r.readout, r.input_count) for r in calibrations(home) if r.type == "bias"}
+    assert masters == {("128x144", 5), ("160x176", 5)}  # before: one master of the majority shape

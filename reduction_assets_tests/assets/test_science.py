@@ -206,3 +206,29 @@ def test_a_vanished_or_altered_raw_file_is_not_reducible(home, lcosim_night):
     assert "is missing" in reasons[frame_a.original_name]
     assert "is checksum_mismatch" in reasons[frame_b.original_name]
     assert "verify --repair" in reasons[frame_b.original_name]
+
+
+def test_frames_take_masters_of_their_own_readout_from_an_earlier_night(home, registry, tmp_path):
+    # Night N-6: a full set of 160x160 windows. Night N: 128x128 calibrations, 160x160 science.
+    earlier = NIGHT - dt.timedelta(days=6)
+    windows = simulate_night(
+        registry["lcosim"], earlier, tmp_path / "w", SimulationConfig(seed=51, size=(160, 160), n_dither=0)
+    )
+    run_partition(home, deliver(windows.frames, home.landing), night=earlier)
+    small_calibrations = simulate_night(registry["lcosim"], NIGHT, tmp_path / "s", SimulationConfig(seed=52))
+    big_science = simulate_night(
+        registry["lcosim"],
+        NIGHT,
+        tmp_path / "b",
+        SimulationConfig(seed=53, size=(160, 160), n_bias=0, n_dark=0, n_flat=0, n_dither=1),
+    )
+    names = deliver(
+        [f for f in small_calibrations.frames if "_science" not in f.name], home.landing
+    ) + deliver(big_science.frames, home.landing, [f"big_{f.name}" for f in big_science.frames])
+    run_partition(home, names)
+    rows = products(home, NIGHT)
+    assert len(rows) == 4 and {p.status for p, _ in rows} == {"reduced"}
+    assert all(p.calibration_age == {"bias": 6, "dark": 6, "flat": 6} for p, _ in rows)
+    with Catalog(home.catalog_url()).session() as session:
+        used = {session.get(Calibration, p.flat_id).readout for p, _ in rows}
+    assert used == {"160x176"}  # 160 columns and lcosim's 16 of overscan

@@ -10,16 +10,17 @@ from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixt
 NIGHT = dt.date(2026, 11, 20)
 
 
-def add(catalog, night, type="flat", filter="rp", binning="1x1", bad=False, valid=(None, None)):  # noqa: F811
-    with catalog.session() as session:
+def add(db, night, type="flat", filter="rp", binning="1x1", bad=False, valid=(None, None), readout="128x144"):
+    with db.session() as session:
         row = Calibration(
             type=type,
             instrument="lcosim",
             night=night,
             binning=binning,
+            readout=readout,
             filter=filter,
             exptime=0.0,
-            path=f"masters/{night}/{type}{filter}{binning}.fits",
+            path=f"masters/{night}/{type}{filter}{binning}{readout}.fits",
             checksum="0",
             input_count=5,
             inputs=[],
@@ -37,7 +38,7 @@ def add(catalog, night, type="flat", filter="rp", binning="1x1", bad=False, vali
 
 
 def select(catalog, window_nights=7, **key):  # noqa: F811
-    key = CalibrationKey(**{"type": "flat", "binning": "1x1", "filter": "rp", **key})
+    key = CalibrationKey(**{"type": "flat", "binning": "1x1", "readout": "128x144", "filter": "rp", **key})
     with catalog.session() as session:
         found = select_calibration(session, CalibrationCriteria(key, "lcosim", NIGHT, window_nights))
         return found if isinstance(found, NoCalibration) else found.id
@@ -73,13 +74,22 @@ def test_filter_and_binning_must_match(catalog, registry):  # noqa: F811
     assert isinstance(result, NoCalibration)
 
 
+def test_the_readout_shape_must_match_even_if_a_nearer_master_of_another_size_exists(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    same_size = add(catalog, NIGHT - dt.timedelta(days=6), readout="512x528")
+    add(catalog, NIGHT, readout="128x144")
+    assert select(catalog, readout="512x528") == same_size
+    missing = select(catalog, readout="96x180")
+    assert isinstance(missing, NoCalibration) and "flat 2026-11-20 1x1 128x144 rp" in missing.message
+
+
 def test_outside_the_window_nothing_qualifies_and_the_reason_lists_the_catalog(catalog, registry):  # noqa: F811
     catalog.sync_instruments(registry)
     add(catalog, NIGHT - dt.timedelta(days=8))
     result = select(catalog, window_nights=7)
     assert isinstance(result, NoCalibration)
     assert "nights 2026-11-13..2026-11-20" in result.message
-    assert "flat 2026-11-12 1x1 rp" in result.message
+    assert "flat 2026-11-12 1x1 128x144 rp" in result.message
 
 
 def test_a_certified_validity_range_is_respected(catalog, registry):  # noqa: F811
