@@ -13,7 +13,7 @@ import difflib
 import functools
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,32 @@ class CalibrationKey:
         return " ".join(part for part in parts if part)
 
 
+MASTER_TYPES = ("bias", "dark", "flat")
+
+
+@dataclass(frozen=True)
+class ScienceMode:
+    """How one kind of science frame is reduced: the masters it must have and those it may do
+    without, and whether it is a spectrum."""
+
+    name: str
+    match: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # keyword -> values; {}: any
+    required: tuple[str, ...] = MASTER_TYPES
+    optional: tuple[str, ...] = ()
+    spectrum: bool = False  # dispersed light: no source catalogue
+    line_fwhm: float | None = None  # pixels, the sharpest line of a spectrum (cosmic-ray test)
+
+    def matches(self, header: Mapping[str, Any]) -> bool:
+        for keyword, values in self.match.items():
+            value = header.get(keyword)
+            if value is None or str(value).strip().lower() not in values:
+                return False
+        return True
+
+
+IMAGING = ScienceMode("imaging")
+
+
 @dataclass(frozen=True)
 class Instrument:
     name: str
@@ -142,6 +168,11 @@ class Instrument:
     bad_regions: tuple[tuple[int, int, int, int], ...] = ()
     # The camera can read any window up to its largest readout (anchored at the chip's first pixel).
     windows: bool = False
+    science_modes: tuple[ScienceMode, ...] = ()
+
+    def science_mode(self, header: Mapping[str, Any]) -> ScienceMode:
+        """The first of the camera's science modes whose header values match; imaging otherwise."""
+        return next((mode for mode in self.science_modes if mode.matches(header)), IMAGING)
 
     def bad_pixel_mask(self, shape: tuple[int, int], binning: tuple[int, int]) -> np.ndarray:
         """Boolean mask (True = bad) of the trimmed imaging area of a frame of this binning."""
@@ -163,10 +194,6 @@ class Instrument:
             filter=(filter or "") if kind == "flat" else "",
             exptime=float(exptime) if (kind == "dark" and self.darks_include_bias) else 0.0,
         )
-
-    def calibrations_needed(self) -> tuple[str, ...]:
-        """Master types a science frame of this camera needs (no bias where darks include it)."""
-        return ("dark", "flat") if self.darks_include_bias else ("bias", "dark", "flat")
 
     def keyword(self, quantity: str) -> str | None:
         """Header keyword this camera uses for a normalised quantity, or None."""
@@ -269,7 +296,9 @@ INSTRUMENT_KEYS = {
     "overscan",
     "darks_include_bias",
     "bad_regions",
+    "science_modes",
 }
+MODE_KEYS = {"match", "required", "optional", "spectrum", "line_fwhm"}
 SITE_KEYS = {"name", "longitude", "latitude", "timezone"}
 OVERSCAN_KEYS = {"side", "width"}
 # Normalised quantities a camera's header keywords can be mapped to.
@@ -386,7 +415,40 @@ def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
         darks_include_bias=reader.flag(entry, "darks_include_bias", False),
         bad_regions=tuple(tuple(int(v) for v in region) for region in entry.get("bad_regions") or ()),
         windows=reader.flag(entry, "windows", False),
+        science_modes=_science_modes(reader, entry.get("science_modes") or {}),
     )
+
+
+def _science_modes(reader: _Entry, entries: Any) -> tuple[ScienceMode, ...]:
+    if not isinstance(entries, Mapping):
+        raise reader.error("science_modes must be a mapping of mode names to modes")
+    modes = []
+    for name, raw_entry in entries.items():
+        where = f"science_modes.{name}"
+        entry = reader.known(raw_entry or {}, MODE_KEYS, where)
+        required = tuple(entry.get("required", MASTER_TYPES))
+        optional = tuple(entry.get("optional", ()))
+        unknown = sorted(set(required + optional) - set(MASTER_TYPES))
+        if unknown or set(required) & set(optional):
+            raise reader.error(
+                f"{where}: required and optional must be distinct masters of {', '.join(MASTER_TYPES)} "
+                f"(got {', '.join(required + optional)})"
+            )
+        raw_match = entry.get("match") or {}
+        if not isinstance(raw_match, Mapping):
+            raise reader.error(f"{where}.match must map header keywords to values")
+        match = {
+            str(keyword): tuple(
+                str(v).strip().lower() for v in (values if isinstance(values, list) else [values])
+            )
+            for keyword, values in raw_match.items()
+        }
+        spectrum = reader.flag(entry, "spectrum", False)
+        line_fwhm = reader.number(entry, "line_fwhm", f"{where}.") if "line_fwhm" in entry else None
+        if spectrum and line_fwhm is None:
+            raise reader.error(f"{where}: a spectrum mode needs line_fwhm (pixels, its sharpest lines)")
+        modes.append(ScienceMode(str(name), match, required, optional, spectrum, line_fwhm))
+    return tuple(modes)
 
 
 def parse_registry(text: str, source: str = "<string>") -> Registry:

@@ -28,7 +28,7 @@ _CALIBRATION = ("reduction_assets.reduction.calibrate", "reduction_assets.reduct
 
 STEPS: dict[str, Step] = {
     "master": Step(
-        1,
+        2,
         (
             "reduction_assets.reduction.masters",
             "reduction_assets.kernels.combine",
@@ -40,9 +40,10 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        1,
+        2,
         (
             "reduction_assets.reduction.science",
+            "reduction_assets.reduction.cosmics",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             *_CALIBRATION,

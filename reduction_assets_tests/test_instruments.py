@@ -128,7 +128,8 @@ def test_the_calibration_key_is_one_rule_for_grouping_and_selection(registry):
     assert key(lco, "flat", filter="rp", exptime=3.0) == "1x1 128x144 rp"
     assert key(lco, "dark", filter="rp", exptime=300.0) == "1x1 128x144"
     assert key(st7, "dark", filter="none", exptime=120.0) == "1x1 128x144 120s"
-    assert st7.calibrations_needed() == ("dark", "flat")
+    assert st7.science_mode({"IMAGETYP": "LIGHT"}).optional == ("flat",)
+    assert lco.science_mode({"OBSTYPE": "EXPOSE"}).required == ("bias", "dark", "flat")
 
 
 # A night runs from one local noon to the next, so frames on both sides of UTC midnight share it.

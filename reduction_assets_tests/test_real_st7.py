@@ -136,3 +136,43 @@ def test_a_120s_spectrum_is_dark_corrected_with_the_120s_bias_including_dark(ing
         calibrate_science(
             raw, instrument=st7, geometry=geometry, exptime=60.0, bias=None, dark=dark, flat=unit_flat
         )
+
+
+def test_all_five_spectra_are_reduced_without_a_flat_and_say_so(ingested):
+    from reduction_assets.catalog import Product
+
+    home = ingested[4]
+    with Catalog(home.catalog_url()).session() as session:
+        rows = {
+            frame.original_name: product
+            for product, frame in session.execute(
+                select(Product, RawFrame).join(RawFrame, Product.raw_frame_id == RawFrame.id)
+            )
+        }
+    assert set(rows) == {"EnifSpec.fit", "NaviSpec.fit", "ScheatSpec.fit", "Vega.fit", "NeonCalibration.fit"}
+    assert {p.status for p in rows.values()} == {"reduced"}
+    assert all(set(p.skipped) == {"flat"} and p.flat_id is None for p in rows.values())
+    with fits.open(home.products / rows["Vega.fit"].path) as hdul:
+        header = hdul[0].header
+        assert header["SCIMODE"] == "spectrum" and header["FLATSKIP"].startswith("optional, none found")
+        assert header["DARKAGE"] == 1  # the 120 s darks of the night before
+        assert header["GAIN"] == 1.0 and header["RAWGAIN"] == pytest.approx(2.55, abs=0.2)
+        assert len(hdul["CAT"].data) == 0  # a spectrum has no source catalogue
+
+
+def test_the_neon_arc_lines_are_not_cosmic_rays(ingested):
+    from reduction_assets.catalog import Product
+
+    home = ingested[4]
+    with Catalog(home.catalog_url()).session() as session:
+        product = session.scalars(
+            select(Product).join(RawFrame).where(RawFrame.original_name == "NeonCalibration.fit")
+        ).one()
+    with fits.open(home.products / product.path) as hdul:
+        sci, err, dq = hdul["SCI"].data, hdul["ERR"].data, hdul["DQ"].data
+    lit = sci > np.median(sci) + 10 * err  # the arc lines and nothing else is this bright
+    assert lit.sum() > 2000
+    # L.A.Cosmic alone flagged 992 pixels, nearly all on the lines; the ground-level rate of cosmic
+    # rays gives a few hits on this chip in 120 s.
+    assert product.statistics["cosmic_ray_candidates"] > 900
+    assert np.count_nonzero(dq & 128) <= 10 and np.count_nonzero((dq & 128).astype(bool) & lit) <= 2

@@ -21,7 +21,7 @@ from pydantic import Field
 import reduction_assets
 from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, record_and_publish, used
 from reduction_assets.catalog import Catalog, Product, RawFrame
-from reduction_assets.catalog.calibrations import CalibrationChoice, select_for_frame
+from reduction_assets.catalog.calibrations import BEFORE, CalibrationChoice, select_for_frame
 from reduction_assets.catalog.products import (
     NOT_REDUCIBLE,
     REDUCED,
@@ -31,9 +31,9 @@ from reduction_assets.catalog.products import (
 )
 from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.fits.headers import binning_from_header, card_text
-from reduction_assets.fits.products import provenance_cards, reduced_hdul, write_hdul
+from reduction_assets.fits.products import provenance_cards, readout_cards, reduced_hdul, write_hdul
 from reduction_assets.fits.reading import read_image
-from reduction_assets.instruments import Instrument
+from reduction_assets.instruments import Instrument, ScienceMode
 from reduction_assets.keys import reduced_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
@@ -43,7 +43,7 @@ from reduction_assets.partitions import (
 )
 from reduction_assets.provenance import calibrations_payload, fingerprint, step_version
 from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
-from reduction_assets.reduction.sources import extract_sources
+from reduction_assets.reduction.sources import extract_sources, no_sources
 from reduction_assets.reduction.wcs import sky_positions, trimmed_wcs_header
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.storage import Integrity, ObjectStore
@@ -56,6 +56,11 @@ MAX_SOURCES_PER_MEGAPIXEL = 50000
 class ReducedConfig(Config):
     full_refresh: bool = Field(default=False, description="reduce every frame again")
     detection_threshold: float = Field(default=5.0, description="source detection, x ERR")
+    calibration_direction: str = Field(
+        default=BEFORE,
+        description="'before': masters of the frame's night or the nights before it (nightly work); "
+        "'either': the nearest in time on either side, as BANZAI does (reprocessing an archive)",
+    )
 
 
 @dataclass
@@ -85,13 +90,18 @@ class _Run:
 
 def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
     """Reduce one science frame unless its product is up to date; never raises for one frame."""
+    mode = run.instrument.science_mode(frame.header or {})
     with run.catalog.session() as session:
-        choice = select_for_frame(session, frame, run.instrument, CALIBRATION_WINDOW_NIGHTS)
+        choice = select_for_frame(
+            session, frame, run.instrument, CALIBRATION_WINDOW_NIGHTS, run.config.calibration_direction
+        )
         existing = find_product(session, frame)
     digest = fingerprint(
         "reduced",
         raw=frame.checksum,
         missing=choice.missing,
+        skipped=sorted(choice.skipped),
+        mode=repr(mode),
         calibrations=calibrations_payload({kind: used(kind, c) for kind, c in choice.calibrations.items()}),
         settings={"threshold": run.config.detection_threshold, "science": repr(ScienceSettings())},
     )
@@ -114,7 +124,7 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
             )
     if reason is None:
         try:
-            return _reduce_and_record(run, frame, choice, digest)
+            return _reduce_and_record(run, frame, mode, choice, digest)
         except (NotReducible, DamagedMaster) as err:
             reason = str(err)
         except Exception as err:
@@ -138,6 +148,7 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
             dark_id=ids.get("dark"),
             flat_id=ids.get("flat"),
             calibration_age={},
+            skipped=choice.skipped,
             fallback=False,
             statistics={},
         )
@@ -148,7 +159,9 @@ def _version() -> str:
     return f"{reduction_assets.__version__} {step_version('reduced')}"
 
 
-def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, digest: str) -> FrameOutcome:
+def _reduce_and_record(
+    run: _Run, frame: RawFrame, mode: ScienceMode, choice: CalibrationChoice, digest: str
+) -> FrameOutcome:
     masters = {kind: run.masters(calibration) for kind, calibration in choice.calibrations.items()}
     with run.raw_store.open(frame.store_path) as stream:
         header, raw = read_image(stream)
@@ -166,13 +179,17 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
         geometry=geometry,
         exptime=frame.exptime,
         bias=masters.get("bias"),
-        dark=masters["dark"],
-        flat=masters["flat"],
+        dark=masters.get("dark"),
+        flat=masters.get("flat"),
         bad_pixels=run.instrument.bad_pixel_mask(image_shape, binning),
+        line_fwhm=mode.line_fwhm if mode.spectrum else None,
     )
-    sources, source_stats = extract_sources(
-        calibrated.sci, calibrated.err, calibrated.dq, threshold=run.config.detection_threshold
-    )
+    if mode.spectrum:  # dispersed light: a source catalogue would list pieces of the spectrum
+        sources, source_stats = no_sources(), {"n_sources": 0.0, "spectrum": 1.0}
+    else:
+        sources, source_stats = extract_sources(
+            calibrated.sci, calibrated.err, calibrated.dq, threshold=run.config.detection_threshold
+        )
     wcs_header = trimmed_wcs_header(header, geometry.imaging)
     if wcs_header is not None and len(sources):
         sources["ra"], sources["dec"] = sky_positions(wcs_header, sources["x"], sources["y"])
@@ -184,6 +201,11 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
             night=frame.night,
             used={kind: used(kind, c) for kind, c in choice.calibrations.items()},
         ),
+        **{
+            f"{kind.upper()[:4]}SKIP": card_text(f"optional, none found: {reason}", keep_end=False)
+            for kind, reason in choice.skipped.items()
+        },
+        "SCIMODE": (mode.name, "science mode of the instrument registry"),
         "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
     }
@@ -195,8 +217,11 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
         "nonpositive_err": float(np.count_nonzero(~(calibrated.err > 0))),
         "pixels": float(calibrated.sci.size),
     }
+    readout = readout_cards(
+        run.instrument.keyword("gain") or "GAIN", image_shape, calibrated.statistics["saturation_e"]
+    )
     hdul = reduced_hdul(
-        header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header, provenance
+        header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header, provenance, readout
     )
     staged = run.products.stage(
         reduced_key(frame.instrument, frame.night, frame.store_path), functools.partial(write_hdul, hdul)
@@ -216,9 +241,10 @@ def _reduce_and_record(run: _Run, frame: RawFrame, choice: CalibrationChoice, di
             checksum=staged.checksum,
             fingerprint=digest,
             bias_id=ids.get("bias"),
-            dark_id=ids["dark"],
-            flat_id=ids["flat"],
+            dark_id=ids.get("dark"),
+            flat_id=ids.get("flat"),
             calibration_age=ages,
+            skipped=choice.skipped,
             fallback=any(age > 0 for age in ages.values()),
             statistics=statistics,
         ),
@@ -235,11 +261,14 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
     implausible = []
     for r in reduced:
         stats = r.statistics
+        if stats.get("spectrum"):
+            continue  # no source catalogue to judge
         sky, rms = stats.get("sky_e", 0.0), stats.get("sky_rms_e", 0.0)
         sources = stats.get("n_sources", 0.0)
         limit = MAX_SOURCES_PER_MEGAPIXEL * stats.get("pixels", 1.0) / 1e6
         if sky < -5 * max(rms, 1.0) or sources < 1 or sources > max(limit, 10):
             implausible.append(f"{r.path}: sky {sky:.0f} e-, {sources:.0f} sources")
+    unreduced = [f"frame {r.raw_frame_id}: {r.reason}" for r in rows if r.status == NOT_REDUCIBLE]
 
     def result(name, failures, what):
         return AssetCheckResult(
@@ -248,12 +277,14 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
             passed=not failures,
             severity=AssetCheckSeverity.WARN,
             description="; ".join(failures[:10]) if failures else f"{len(reduced)} frames: {what}",
+            metadata={"failing": MetadataValue.int(len(failures))},
         )
 
     return [
         result("sci_finite_where_clean", nan, "SCI finite wherever DQ is 0"),
         result("err_positive", err, "ERR > 0 everywhere"),
         result("sky_and_sources_plausible", implausible, "sky and source counts plausible"),
+        result("all_frames_reduced", unreduced, "every science frame reduced"),
     ]
 
 
@@ -274,6 +305,12 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
             "sci_finite_where_clean", asset="reduced_frames", description="no NaN or inf in SCI where DQ is 0"
         ),
         AssetCheckSpec("err_positive", asset="reduced_frames", description="ERR > 0 everywhere"),
+        AssetCheckSpec(
+            "all_frames_reduced",
+            asset="reduced_frames",
+            description="every science frame of the partition reduced (the failing frames and reasons "
+            "are listed)",
+        ),
         AssetCheckSpec(
             "sky_and_sources_plausible",
             asset="reduced_frames",

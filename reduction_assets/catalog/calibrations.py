@@ -16,21 +16,30 @@ from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import Calibration, RawFrame, utcnow
 from reduction_assets.catalog.raw import raw_frames_of
-from reduction_assets.instruments import CalibrationKey, Instrument
+from reduction_assets.instruments import MASTER_TYPES, CalibrationKey, Instrument
+
+BEFORE, EITHER = "before", "either"  # where masters may come from: earlier nights, or both sides
 
 
 @dataclass(frozen=True)
 class CalibrationCriteria:
-    """What a frame needs of a master: its key, the instrument, and the nights it may come from."""
+    """What a frame needs of a master: its key, the instrument, and the nights it may come from:
+    ``window_nights`` before the frame's (the default, for nightly work), or on either side
+    (``direction='either'``, BANZAI's nearest in time, for reprocessing an archive)."""
 
     key: CalibrationKey
     instrument: str
     night: dt.date
     window_nights: int
+    direction: str = BEFORE
 
     @property
     def first_night(self) -> dt.date:
         return self.night - dt.timedelta(days=self.window_nights)
+
+    @property
+    def last_night(self) -> dt.date:
+        return self.night + dt.timedelta(days=self.window_nights if self.direction == EITHER else 0)
 
     def describe(self) -> str:
         parts = [
@@ -43,7 +52,7 @@ class CalibrationCriteria:
             parts.append(f"filter={self.key.filter}")
         if self.key.exptime:
             parts.append(f"exptime={self.key.exptime:g}s")
-        parts.append(f"nights {self.first_night}..{self.night}")
+        parts.append(f"nights {self.first_night}..{self.last_night}")
         return ", ".join(parts)
 
 
@@ -69,8 +78,10 @@ def _held(master: dict[str, Any]) -> str:
 
 def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calibration | NoCalibration:
     """The best master for a frame: same key, not marked bad, inside a certified validity range when
-    one exists, night within ``window_nights`` before the frame's night; nearest night first, same
-    night best. Detached from the session."""
+    one exists, night within the criteria's window; nearest night first (the earlier one on a tie),
+    same night best. Detached from the session."""
+    if criteria.direction not in (BEFORE, EITHER):
+        raise ValueError(f"direction must be {BEFORE!r} or {EITHER!r}, got {criteria.direction!r}")
     key = criteria.key
     query = (
         select(Calibration)
@@ -82,13 +93,17 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
             Calibration.filter == key.filter,
             Calibration.exptime == key.exptime,
             Calibration.bad.is_(False),
-            Calibration.night.between(criteria.first_night, criteria.night),
+            Calibration.night.between(criteria.first_night, criteria.last_night),
             or_(Calibration.valid_from.is_(None), Calibration.valid_from <= criteria.night),
             or_(Calibration.valid_to.is_(None), Calibration.valid_to >= criteria.night),
         )
         .order_by(Calibration.night.desc(), Calibration.id.desc())
     )
-    found = session.scalars(query).first()
+    nearest = sorted(
+        session.scalars(query),
+        key=lambda c: (abs((c.night - criteria.night).days), c.night > criteria.night),
+    )
+    found = nearest[0] if nearest else None
     if found is not None:
         session.expunge(found)
         return found
@@ -133,26 +148,51 @@ class CalibrationChoice:
     """The masters chosen for a science frame, by type, or why it cannot have them."""
 
     calibrations: dict[str, Calibration] = field(default_factory=dict)
-    missing: str | None = None  # the reason, when a needed master is missing
+    missing: str | None = None  # the reason, when a required master is missing
+    skipped: dict[str, str] = field(default_factory=dict)  # optional masters done without, and why
 
 
 def select_for_frame(
-    session: Session, frame: RawFrame, instrument: Instrument, window_nights: int
+    session: Session,
+    frame: RawFrame,
+    instrument: Instrument,
+    window_nights: int,
+    direction: str = BEFORE,
 ) -> CalibrationChoice:
-    """The masters a science frame needs (:meth:`Instrument.calibrations_needed`), each chosen by
-    :func:`select_calibration` with the frame's :meth:`Instrument.calibration_key`."""
-    if frame.filter is None:
-        return CalibrationChoice(missing="no filter in the header: a flat cannot be chosen")
+    """The masters of a science frame, by the rules of its science mode (required ones must exist,
+    optional ones are used when they do), each chosen by :func:`select_calibration` with the frame's
+    calibration key. For cameras whose darks include the bias, a dark of the frame's exposure time
+    stands for bias and dark; without one, a bias (synthetic, from the pedestal fit) and a rate dark.
+    """
+    mode = instrument.science_mode(frame.header or {})
+    wanted = [kind for kind in MASTER_TYPES if kind in mode.required or kind in mode.optional]
     chosen: dict[str, Calibration] = {}
-    for kind in instrument.calibrations_needed():
-        key = frame_key(instrument, kind, frame)
-        found = select_calibration(
-            session, CalibrationCriteria(key, frame.instrument, frame.night, window_nights)
+    skipped: dict[str, str] = {}
+
+    def criteria(kind: str, exptime: float) -> CalibrationCriteria:
+        key = instrument.calibration_key(
+            kind, binning=frame.binning, readout=readout_of(frame), filter=frame.filter, exptime=exptime
         )
-        if isinstance(found, NoCalibration):
-            return CalibrationChoice(calibrations=chosen, missing=found.message)
-        chosen[kind] = found
-    return CalibrationChoice(calibrations=chosen)
+        return CalibrationCriteria(key, frame.instrument, frame.night, window_nights, direction)
+
+    if instrument.darks_include_bias and "dark" in wanted:
+        found = select_calibration(session, criteria("dark", frame.exptime))
+        if not isinstance(found, NoCalibration):
+            chosen["dark"] = found
+            wanted = [kind for kind in wanted if kind not in ("bias", "dark")]
+    for kind in wanted:
+        if kind == "flat" and frame.filter is None:
+            reason = "no filter in the header: a flat cannot be chosen"
+        else:
+            found = select_calibration(session, criteria(kind, 0.0))
+            if not isinstance(found, NoCalibration):
+                chosen[kind] = found
+                continue
+            reason = found.message
+        if kind in mode.required:
+            return CalibrationChoice(calibrations=chosen, missing=reason, skipped=skipped)
+        skipped[kind] = reason
+    return CalibrationChoice(calibrations=chosen, skipped=skipped)
 
 
 def shortest_dark(

@@ -203,6 +203,8 @@ class Product(Base):
     dark_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
     flat_id: Mapped[int | None] = mapped_column(ForeignKey("calibrations.id"))
     calibration_age: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Optional masters the frame was reduced without, and why ({type: reason}).
+    skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     fallback: Mapped[bool] = mapped_column(Boolean, default=False)
     statistics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

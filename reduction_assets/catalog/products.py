@@ -66,13 +66,23 @@ def frames_to_recalibrate(
 ) -> dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]]:
     """Science frames whose best masters changed since they were reduced (or first exist).
 
-    Looks at products reduced with a fallback (an earlier night's master) and frames that were not
-    reducible; returns {(instrument, night): [(raw frame id, {type: calibration id})]}.
+    Looks at products reduced with a fallback (an earlier night's master) or without an optional
+    master, and frames that were not reducible; returns
+    {(instrument, night): [(raw frame id, {type: calibration id})]}.
     """
     rows = session.execute(
         select(Product, RawFrame)
         .join(RawFrame, Product.raw_frame_id == RawFrame.id)
-        .where(Product.kind == REDUCED, or_(Product.fallback.is_(True), Product.status == NOT_REDUCIBLE))
+        .where(
+            Product.kind == REDUCED,
+            or_(
+                Product.fallback.is_(True),
+                Product.status == NOT_REDUCIBLE,
+                # reduced without an optional master, which may exist now
+                Product.flat_id.is_(None),
+                Product.dark_id.is_(None),
+            ),
+        )
     ).all()
     found: dict[tuple[str, dt.date], list[tuple[int, dict[str, int]]]] = {}
     for product, frame in rows:

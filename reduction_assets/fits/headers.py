@@ -102,11 +102,13 @@ def ascii_text(value: Any) -> str:
     )
 
 
-def card_text(value: Any, *, max_length: int = CARD_TEXT_LENGTH) -> str:
+def card_text(value: Any, *, max_length: int = CARD_TEXT_LENGTH, keep_end: bool = True) -> str:
     """A value safe as a FITS string card: :func:`ascii_text`, at most ``max_length`` characters,
-    keeping the end (the informative part of a file name)."""
+    keeping the end (the informative part of a file name) or, with ``keep_end=False``, the start."""
     text = ascii_text(value)
-    return text[-max_length:] if len(text) > max_length else text
+    if len(text) <= max_length:
+        return text
+    return text[-max_length:] if keep_end else text[:max_length]
 
 
 def sanitise(value: Any, *, max_length: int = 64, empty: str = "unknown") -> str:

@@ -95,6 +95,31 @@ def master_hdul(
     )
 
 
+# Keywords of the raw header that describe the raw readout: a reduced frame is trimmed and in
+# electrons, so they are rewritten for it and the raw values kept under these names.
+RAW_READOUT_NAMES = {
+    "GAIN": "RAWGAIN",
+    "SATURATE": "RAWSATUR",
+    "BIASSEC": "RAWBSEC",
+    "TRIMSEC": "RAWTSEC",
+    "DATASEC": "RAWDSEC",
+}
+
+
+def readout_cards(gain_keyword: str, image_shape: tuple[int, int], saturation_e: float) -> dict[str, object]:
+    """The readout keywords of a reduced frame (SCI trimmed, in electrons): gain 1, saturation in
+    electrons, the whole image as DATASEC, and no BIASSEC or TRIMSEC."""
+    ny, nx = image_shape
+    cards: dict[str, object] = {
+        "GAIN": (1.0, "[e-/e-] SCI, ERR in electrons"),
+        "SATURATE": (round(saturation_e, 1), "[e-] raw saturation above bias, unflat"),
+        "DATASEC": (f"[1:{nx},1:{ny}]", "imaging area, trimmed"),
+    }
+    if gain_keyword != "GAIN":
+        cards[gain_keyword] = cards["GAIN"]
+    return cards
+
+
 # Keywords of the raw primary header that describe its data, not the observation.
 _DATA_KEYWORDS = {
     "SIMPLE",
@@ -119,16 +144,25 @@ def reduced_hdul(
     sources: np.ndarray,
     wcs_header: fits.Header | None,
     provenance: Mapping[str, object],
+    readout: Mapping[str, object],
 ) -> fits.HDUList:
-    """A reduced frame: the raw observation header plus provenance, SCI (e-), ERR, DQ and CAT."""
+    """A reduced frame: the raw observation header plus provenance, SCI (e-), ERR, DQ and CAT.
+
+    Raw readout keywords (:data:`RAW_READOUT_NAMES`, and the camera's own gain keyword among
+    ``readout``) keep their raw values under raw names; ``readout`` (:func:`readout_cards`) gives the
+    product's own."""
     primary = fits.PrimaryHDU()
+    renamed = {**RAW_READOUT_NAMES, **{key: "RAWGAIN" for key in readout if key not in RAW_READOUT_NAMES}}
     for card in raw_header.cards:
         if card.keyword in _DATA_KEYWORDS or card.keyword in ("COMMENT", "HISTORY", ""):
             continue
         if wcs_header is not None and card.keyword in wcs_header:
             continue  # the WCS of the trimmed frame lives in SCI
+        if card.keyword in renamed:
+            primary.header[renamed[card.keyword]] = (card.value, f"raw: {card.comment}"[:40])
+            continue
         primary.header.append(card, end=True)
-    for key, value in provenance.items():
+    for key, value in {**readout, **provenance}.items():
         primary.header[key] = value
     sci_hdu = fits.ImageHDU(sci.astype(np.float32), name="SCI")
     if wcs_header is not None:

@@ -58,17 +58,17 @@ class CombineResult:
 
 
 def _as_float_stack(stack: np.ndarray) -> np.ndarray:
+    """The stack as contiguous native floats: float32 and float64 keep their width whatever their
+    byte order (FITS data are big-endian), float16 and integers become float32."""
     stack = np.asarray(stack)
     if stack.ndim != 3:
         raise ValueError(f"stack must be (N, H, W); got shape {stack.shape}")
     if stack.shape[0] < 1:
         raise ValueError("stack has no frames")
-    if stack.dtype == np.float32 or stack.dtype == np.float64:
-        return np.ascontiguousarray(stack)
-    if stack.dtype.kind in "iub":
+    if stack.dtype.kind == "f" and stack.dtype.itemsize in (4, 8):
+        return np.ascontiguousarray(stack, dtype=stack.dtype.newbyteorder("="))
+    if stack.dtype.kind in "iubf":
         return np.ascontiguousarray(stack, dtype=np.float32)
-    if stack.dtype.kind == "f":
-        return np.ascontiguousarray(stack, dtype=np.float64)
     raise ValueError(f"stack dtype {stack.dtype} is not numeric")
 
 
@@ -104,7 +104,8 @@ def combine(
     Parameters
     ----------
     stack
-        (N, H, W) values (any unit: ADU, electrons, e/s); float32 or float64 (integers become float32).
+        (N, H, W) values (any unit: ADU, electrons, e/s); float32 or float64 of either byte order
+        (integers and float16 become float32). A ``numpy.ma.MaskedArray``'s mask is honoured.
     method
         ``'mean'``, ``'median'`` or ``'sigma_clip'`` (sigma-clipped mean).
     center, scale
@@ -137,6 +138,11 @@ def combine(
         raise ValueError("sigma_low and sigma_high must be positive")
     if max_iters is not None and (int(max_iters) != max_iters or max_iters < 1):
         raise ValueError("max_iters must be None or a whole number >= 1")
+    if isinstance(stack, np.ma.MaskedArray):
+        # A masked array's mask is honoured like ``mask`` (both, if both are given).
+        own = np.ma.getmaskarray(stack)
+        mask = own if mask is None else (np.asarray(mask, dtype=bool) | own)
+        stack = stack.data
     stack = _as_float_stack(stack)
     n, height, width = stack.shape
     weights_array = _per_frame(weights, n, "weights", positive=True)

@@ -9,30 +9,34 @@ Order of the steps and the noise model (variances in e-^2, per pixel)::
     sci    = e / flat                       var  = var / flat^2 + sci^2 * var_flat / flat^2
 
 SCI is in electrons, ERR = sqrt(var). DQ collects the masters' flags (no data, hot, low/high
-response), saturation in the raw frame, the instrument's bad pixels and cosmic rays (astroscrappy,
-L.A.Cosmic). Pixels flagged NO_DATA hold 0 in SCI, never NaN.
+response), saturation in the raw frame, the instrument's bad pixels and cosmic rays (L.A.Cosmic
+candidates sharper than the PSF, see :mod:`reduction_assets.reduction.cosmics`). Pixels flagged
+NO_DATA hold 0 in SCI, never NaN. A master that is not given (an optional calibration) is skipped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import astroscrappy
 import numpy as np
 
 from reduction_assets.instruments import Geometry, Instrument
 from reduction_assets.reduction import calibrate
+from reduction_assets.reduction.cosmics import CosmicSettings, confirm_cosmic_rays, lacosmic_candidates
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import Master
+from reduction_assets.reduction.sources import estimate_fwhm, sky_background
 
 
 @dataclass(frozen=True)
 class ScienceSettings:
     overscan_method: str = "median"
-    cosmic_sigclip: float = 4.5
-    cosmic_sigfrac: float = 0.3
-    cosmic_objlim: float = 5.0
-    psf_fwhm: float = 3.0  # pixels, a first guess for the cosmic-ray filter
+    cosmics: CosmicSettings = field(default_factory=CosmicSettings)
+    # The cosmic-ray test assumes a PSF this much sharper than the frame's measured median FWHM (a
+    # margin for seeing that varies across the field), or default_psf_fwhm (pixels) when too few
+    # stars are measured. Spectra use their mode's line FWHM instead.
+    psf_margin: float = 0.8
+    default_psf_fwhm: float = 2.0
 
 
 @dataclass
@@ -51,38 +55,6 @@ def _flag(dq: np.ndarray, where: np.ndarray, bit: DQ) -> None:
     dq[where] |= np.uint16(bit)
 
 
-COSMIC_PAD = 6  # pixels
-
-
-def detect_cosmic_rays(
-    sci: np.ndarray, variance: np.ndarray, ignore: np.ndarray, read_noise: float, settings: ScienceSettings
-) -> np.ndarray:
-    """Cosmic-ray mask by L.A.Cosmic (astroscrappy) on a calibrated frame in electrons.
-
-    The frame is padded with its median first: the Laplacian filter misses hits on the outermost
-    rows and columns otherwise (a quarter of the misses in tests of small frames).
-    """
-    pad = COSMIC_PAD
-    padded = np.pad(sci, pad, constant_values=float(np.median(sci))).astype(np.float32)
-    padded_var = np.pad(variance, pad, constant_values=float(np.median(variance))).astype(np.float32)
-    padded_ignore = np.pad(ignore, pad, constant_values=False)
-    mask, _ = astroscrappy.detect_cosmics(
-        padded,
-        inmask=padded_ignore,
-        invar=padded_var,
-        sigclip=settings.cosmic_sigclip,
-        sigfrac=settings.cosmic_sigfrac,
-        objlim=settings.cosmic_objlim,
-        gain=1.0,
-        readnoise=read_noise,
-        satlevel=np.inf,
-        psffwhm=settings.psf_fwhm,
-        cleantype="meanmask",
-        verbose=False,
-    )
-    return mask[pad:-pad, pad:-pad]
-
-
 def calibrate_science(
     raw: np.ndarray,
     *,
@@ -90,15 +62,19 @@ def calibrate_science(
     geometry: Geometry,
     exptime: float,
     bias: Master | None,
-    dark: Master,
-    flat: Master,
+    dark: Master | None,
+    flat: Master | None,
     bad_pixels: np.ndarray | None = None,
     settings: ScienceSettings = ScienceSettings(),
+    line_fwhm: float | None = None,
 ) -> CalibratedFrame:
     """Remove the instrument signature from one raw science frame (ADU) and flag what is suspect.
 
-    ``bias`` may be None only for cameras whose darks include the bias (then ``dark`` must be of
-    the frame's exposure time). Raises :class:`NotReducible` for frames that cannot be calibrated.
+    A ``dark`` with an exposure time (``Master.exptime > 0``) includes the bias and applies to
+    exposures of that time only (cameras without bias frames); then ``bias`` is None. A master that
+    is None is not applied (an optional calibration the frame's mode may do without). ``line_fwhm``
+    (pixels) marks a spectrum: the cosmic-ray test uses it as the sharpest real structure instead of
+    the stars' FWHM. Raises :class:`NotReducible` for frames that cannot be calibrated.
     """
     if not exptime > 0:
         raise NotReducible(f"science frame with EXPTIME {exptime:g} s")
@@ -120,12 +96,15 @@ def calibrate_science(
     if bad_pixels is not None:
         _flag(dq, bad_pixels, DQ.BAD_PIXEL)
 
+    zero_level_adu = 0.0
     if geometry.overscan is not None:
         levels = calibrate.overscan_levels(raw, geometry.overscan, method=settings.overscan_method)
         raw = calibrate.subtract_overscan(raw, levels)
+        zero_level_adu = float(np.median(levels))
     electrons = calibrate.to_electrons(calibrate.trim(raw, geometry.imaging), instrument.gain)
     variance = np.full(shape, instrument.read_noise**2, dtype=np.float32)
-    if instrument.darks_include_bias:
+    pedestal_e = 0.0  # what bias subtraction removed, e- (the level saturation is counted from)
+    if dark is not None and dark.exptime > 0:
         try:
             bias_and_dark = calibrate.dark_for_exposure(
                 dark.data, master_exptime=dark.exptime, exptime=exptime, includes_bias=True
@@ -134,42 +113,56 @@ def calibrate_science(
             raise NotReducible(str(err)) from err
         electrons = calibrate.subtract_bias(electrons, bias_and_dark)
         variance += dark.error**2
+        pedestal_e = float(np.nanmedian(bias_and_dark))
     else:
-        if bias is None:
-            raise NotReducible("no master bias")
-        electrons = calibrate.subtract_bias(electrons, bias.data)
-        variance += bias.error**2
-        electrons = calibrate.subtract_dark(electrons, dark.data, exptime)
-        variance += (dark.error * np.float32(exptime)) ** 2
-        # Poisson noise of the dark current removed above is part of the raw signal.
-        variance += np.clip(dark.data * np.float32(exptime), 0, None)
-        _flag(dq, (bias.dq & (DQ.NO_DATA | DQ.LOW_COUNT)) != 0, DQ.NO_DATA)
-    _flag(dq, (dark.dq & DQ.NO_DATA) != 0, DQ.NO_DATA)
-    _flag(dq, (dark.dq & DQ.HOT) != 0, DQ.HOT)
+        if bias is not None:
+            electrons = calibrate.subtract_bias(electrons, bias.data)
+            variance += bias.error**2
+            pedestal_e = float(np.nanmedian(bias.data))
+            _flag(dq, (bias.dq & (DQ.NO_DATA | DQ.LOW_COUNT)) != 0, DQ.NO_DATA)
+        if dark is not None:
+            electrons = calibrate.subtract_dark(electrons, dark.data, exptime)
+            variance += (dark.error * np.float32(exptime)) ** 2
+            # Poisson noise of the dark current removed above is part of the raw signal.
+            variance += np.clip(dark.data * np.float32(exptime), 0, None)
+    if dark is not None:
+        _flag(dq, (dark.dq & DQ.NO_DATA) != 0, DQ.NO_DATA)
+        _flag(dq, (dark.dq & DQ.HOT) != 0, DQ.HOT)
     variance += np.clip(electrons, 0, None)
 
-    good_flat = np.isfinite(flat.data) & (flat.data > 0.05)
-    _flag(dq, ~good_flat | ((flat.dq & DQ.NO_DATA) != 0), DQ.NO_DATA)
-    _flag(dq, (flat.dq & DQ.LOW_RESPONSE) != 0, DQ.LOW_RESPONSE)
-    _flag(dq, (flat.dq & DQ.HIGH_RESPONSE) != 0, DQ.HIGH_RESPONSE)
-    safe_flat = np.where(good_flat, flat.data, 1.0).astype(np.float32)
-    sci = electrons / safe_flat
-    flat_error = np.where(good_flat, flat.error, 0.0).astype(np.float32)
-    variance = variance / safe_flat**2 + (sci * flat_error / safe_flat) ** 2
+    if flat is not None:
+        good_flat = np.isfinite(flat.data) & (flat.data > 0.05)
+        _flag(dq, ~good_flat | ((flat.dq & DQ.NO_DATA) != 0), DQ.NO_DATA)
+        _flag(dq, (flat.dq & DQ.LOW_RESPONSE) != 0, DQ.LOW_RESPONSE)
+        _flag(dq, (flat.dq & DQ.HIGH_RESPONSE) != 0, DQ.HIGH_RESPONSE)
+        safe_flat = np.where(good_flat, flat.data, 1.0).astype(np.float32)
+        sci = electrons / safe_flat
+        flat_error = np.where(good_flat, flat.error, 0.0).astype(np.float32)
+        variance = variance / safe_flat**2 + (sci * flat_error / safe_flat) ** 2
+    else:
+        sci = electrons.astype(np.float32, copy=True)
     no_data = (dq & DQ.NO_DATA) != 0
     sci[no_data] = 0.0
     variance[no_data | ~np.isfinite(variance)] = np.float32(instrument.read_noise**2)
     err = np.sqrt(variance).astype(np.float32)
 
-    crmask = detect_cosmic_rays(
-        sci, variance, (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0, instrument.read_noise, settings
-    )
+    ignore = (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0
+    candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
+    background, _, _ = sky_background(sci, ignore | candidates)
+    signal = sci - background
+    measured = None if line_fwhm else estimate_fwhm(signal, err, ignore | candidates)
+    psf_fwhm = line_fwhm or (settings.psf_margin * measured if measured else settings.default_psf_fwhm)
+    crmask = confirm_cosmic_rays(candidates, signal, variance, psf_fwhm, settings.cosmics.sharpness_sigma)
     _flag(dq, crmask, DQ.COSMIC_RAY)
     clean = dq == 0
     statistics = {
         "sky_median_e": float(np.median(sci[clean])) if clean.any() else float("nan"),
         "cosmic_ray_pixels": float(crmask.sum()),
+        "cosmic_ray_candidates": float(candidates.sum()),
+        "cosmic_ray_psf_fwhm": float(psf_fwhm),
         "saturated_pixels": float(((dq & DQ.SATURATED) != 0).sum()),
         "flagged_fraction": float(np.mean(~clean)),
+        # Raw saturation in electrons above the level bias subtraction removed (before the flat).
+        "saturation_e": float((instrument.saturation - zero_level_adu) * instrument.gain - pedestal_e),
     }
     return CalibratedFrame(sci=sci.astype(np.float32), err=err, dq=dq, statistics=statistics)

@@ -5,10 +5,49 @@ from __future__ import annotations
 import numpy as np
 import sep
 
+from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
 
 SOURCE_COLUMNS = ("x", "y", "flux", "flux_err", "fwhm", "peak", "flag", "ra", "dec")
 SATURATED_SOURCE = 1 << 8  # flag bit added to sep's own flags: a saturated pixel near the centre
+COSMIC_RAY_FILLED = 1 << 9  # flag bit: cosmic-ray pixels in the aperture were filled from neighbours
+
+
+def sky_background(image: np.ndarray, mask: np.ndarray, box: int = 64) -> tuple[np.ndarray, float, float]:
+    """sep's background map of ``image`` (``mask`` pixels ignored), with its global level and rms
+    (same unit as the image); the box shrinks for small images."""
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    box = int(max(16, min(box, min(image.shape) // 2)))
+    background = sep.Background(image, mask=np.ascontiguousarray(mask), bw=box, bh=box)
+    return background.back(), float(background.globalback), float(background.globalrms)
+
+
+def estimate_fwhm(
+    signal: np.ndarray, err: np.ndarray, mask: np.ndarray, *, threshold: float = 20.0
+) -> float | None:
+    """Median FWHM (pixels) of the well-detected, unflagged sources of a background-subtracted image,
+    or None when fewer than three qualify."""
+    signal = np.ascontiguousarray(signal, dtype=np.float64)
+    mask = np.ascontiguousarray(mask)
+    objects = sep.extract(
+        signal, threshold, err=np.ascontiguousarray(err, dtype=np.float64), mask=mask, minarea=5
+    )
+    objects = objects[objects["flag"] == 0]
+    if len(objects) < 3:
+        return None
+    radius, flag = sep.flux_radius(
+        signal, objects["x"], objects["y"], 6.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
+    )
+    fwhm = 2.0 * radius[(flag == 0) & np.isfinite(radius) & (radius > 0)]
+    return float(np.median(fwhm)) if fwhm.size >= 3 else None
+
+
+def no_sources() -> np.ndarray:
+    """An empty source catalogue, with the columns of :func:`extract_sources`."""
+    return np.zeros(
+        0,
+        dtype=[(name, "f8") for name in SOURCE_COLUMNS[:-3]] + [("flag", "i4"), ("ra", "f8"), ("dec", "f8")],
+    )
 
 
 def extract_sources(
@@ -30,19 +69,15 @@ def extract_sources(
     sci = np.ascontiguousarray(sci, dtype=np.float64)
     err = np.ascontiguousarray(err, dtype=np.float64)
     mask = (dq & (DQ.NO_DATA | DQ.COSMIC_RAY | DQ.BAD_PIXEL)) != 0
-    box = int(max(16, min(background_box, min(sci.shape) // 2)))
-    background = sep.Background(sci, mask=mask, bw=box, bh=box)
-    subtracted = sci - background.back()
+    back, globalback, globalrms = sky_background(sci, mask, background_box)
+    subtracted = sci - back
     objects = sep.extract(
         subtracted, threshold, err=err, mask=mask, minarea=min_area, deblend_cont=0.005, clean=True
     )
-    empty = np.zeros(
-        0,
-        dtype=[(name, "f8") for name in SOURCE_COLUMNS[:-3]] + [("flag", "i4"), ("ra", "f8"), ("dec", "f8")],
-    )
+    empty = no_sources()
     statistics = {
-        "sky_e": float(background.globalback),
-        "sky_rms_e": float(background.globalrms),
+        "sky_e": globalback,
+        "sky_rms_e": globalrms,
         "n_sources": 0.0,
         "fwhm_median": float("nan"),
     }
@@ -57,9 +92,21 @@ def extract_sources(
     fwhm_median = float(np.median(fwhm[good_fwhm])) if good_fwhm.any() else 3.0
     sigma = max(fwhm_median, 1.0) / 2.3548
     wx, wy, wflag = sep.winpos(subtracted, x, y, sigma, mask=mask)
+    # Cosmic-ray pixels in an aperture are filled from their neighbours rather than masked: sep would
+    # rescale the sum by the unmasked area, which is wrong wherever a star is not flat.
+    hits = (dq & DQ.COSMIC_RAY) != 0
+    usable = (dq & (DQ.NO_DATA | DQ.BAD_PIXEL)) == 0
+    radius = aperture_fwhm * fwhm_median
     flux, flux_err, flux_flag = sep.sum_circle(
-        subtracted, wx, wy, aperture_fwhm * fwhm_median, err=err, mask=mask, subpix=5
+        fill_masked(subtracted, hits, usable),
+        wx,
+        wy,
+        radius,
+        err=fill_masked(err, hits, usable),
+        mask=np.ascontiguousarray(~usable),
+        subpix=5,
     )
+    filled, _, _ = sep.sum_circle(hits.astype(np.float64), wx, wy, radius, subpix=1)
     table = np.zeros(len(objects), dtype=empty.dtype)
     table["x"], table["y"] = wx, wy
     table["flux"], table["flux_err"] = flux, flux_err
@@ -81,7 +128,13 @@ def extract_sources(
         ],
         dtype=bool,
     )
-    table["flag"] = objects["flag"] | wflag | flux_flag | np.where(saturated, SATURATED_SOURCE, 0)
+    table["flag"] = (
+        objects["flag"]
+        | wflag
+        | flux_flag
+        | np.where(saturated, SATURATED_SOURCE, 0)
+        | np.where(filled > 0, COSMIC_RAY_FILLED, 0)
+    )
     table["ra"] = np.nan
     table["dec"] = np.nan
     statistics.update(n_sources=float(len(objects)), fwhm_median=fwhm_median)

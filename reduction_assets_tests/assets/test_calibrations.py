@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
 from reduction_assets.checksums import sha256_of
+from reduction_assets.provenance import step_version
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 from reduction_assets_tests.runs import metadata, run_partition
 
@@ -52,7 +53,7 @@ def test_masters_are_fits_with_sci_err_dq_and_their_inputs(home, built):
             bias.path.rsplit("/", 1)[-1],
             0,
         )
-        assert header["STEPVER"] == "master/1" and header["FINGERPR"] == row.fingerprint
+        assert header["STEPVER"] == step_version("master") and header["FINGERPR"] == row.fingerprint
         names = [header[f"IMCMB{i:03d}"] for i in range(1, 6)]
         sums = [header[f"ICSUM{i:03d}"] for i in range(1, 6)]
         assert names == [entry["name"] for entry in row.inputs]

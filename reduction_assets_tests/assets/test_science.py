@@ -71,7 +71,12 @@ def test_checks_pass_on_a_good_night(night_done):
         for c in night_done.get_asset_check_evaluations()
         if c.asset_key.path == ["reduced_frames"]
     }
-    assert checks == {"sci_finite_where_clean": True, "err_positive": True, "sky_and_sources_plausible": True}
+    assert checks == {
+        "sci_finite_where_clean": True,
+        "err_positive": True,
+        "sky_and_sources_plausible": True,
+        "all_frames_reduced": True,
+    }
 
 
 def test_rematerializing_redoes_nothing_unless_asked(home, night_done):

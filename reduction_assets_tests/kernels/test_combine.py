@@ -225,3 +225,24 @@ def test_bad_arguments_are_refused_with_the_reason(kwargs, message):
 def test_a_stack_must_be_three_dimensional():
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         combine(np.zeros((4, 4)), "mean")
+
+
+def test_a_masked_arrays_mask_is_honoured():
+    rng = np.random.default_rng(8)
+    stack = np.ma.MaskedArray(rng.normal(100, 1, (5, 6, 7)).astype(np.float32), mask=False)
+    stack.data[2, 3, 4] = 1e9
+    stack.mask[2, 3, 4] = True
+    result = combine(stack, "mean")
+    assert result.n_used[3, 4] == 4 and result.n_used.sum() == 5 * 42 - 1
+    assert result.data[3, 4] == pytest.approx(np.mean(np.delete(stack.data[:, 3, 4], 2)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [(">f4", np.float32), ("<f4", np.float32), (">f8", np.float64), ("f2", np.float32), (">i2", np.float32)],
+)
+def test_the_result_has_the_stacks_float_width_whatever_its_byte_order(dtype, expected):
+    stack = np.random.default_rng(9).normal(100, 5, (5, 4, 4)).astype(dtype)
+    result = combine(stack, "sigma_clip")
+    assert result.data.dtype == expected and result.error.dtype == expected
+    np.testing.assert_allclose(result.data, combine(stack.astype(np.float64), "sigma_clip").data, rtol=1e-3)

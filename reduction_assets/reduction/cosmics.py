@@ -1,0 +1,142 @@
+"""Cosmic rays: L.A.Cosmic candidates, kept only where they are sharper than the point-spread function.
+
+L.A.Cosmic (van Dokkum 2001, through astroscrappy) finds pixels whose Laplacian stands out of the
+noise. On well-sampled bright stars the Laplacian's positive ring (about 2-3 px from the centre) stands
+out too, and on arc spectra so do the lines. A cosmic ray, unlike a star or a line, is sharper than
+the optics can make anything: so a candidate is kept only if, in at least one of the four directions
+(two axes, two diagonals), its background-subtracted value exceeds what the PSF allows given its two
+opposite neighbours (the SDSS photo pipeline's test, Lupton et al.)::
+
+    (I - c sigma_I) * psf(r)  >  (I_+ + I_-) / 2 + c sigma_mean,     psf(r) = exp(-r^2 / (2 s^2))
+
+with r = 1 (axes) or sqrt(2) (diagonals) pixels and s the PSF's sigma. Candidates next to a kept
+pixel are kept with it (the wings of a hit). ``psf_fwhm`` should not exceed the sharpest real
+structure of the frame: a smaller value keeps fewer candidates on stars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import astroscrappy
+import numpy as np
+
+COSMIC_PAD = 6  # pixels: the Laplacian filter misses hits on the outermost rows and columns otherwise
+
+# (dy, dx, distance) of the four directions of the sharpness test.
+_DIRECTIONS = ((0, 1, 1.0), (1, 0, 1.0), (1, 1, math.sqrt(2.0)), (1, -1, math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class CosmicSettings:
+    """L.A.Cosmic's parameters (astroscrappy's names) and the sharpness test's threshold."""
+
+    sigclip: float = 4.5
+    sigfrac: float = 0.3
+    objlim: float = 5.0
+    sharpness_sigma: float = 3.0  # c: noise margin of the sharpness test, in standard deviations
+
+
+def lacosmic_candidates(
+    image: np.ndarray, variance: np.ndarray, ignore: np.ndarray, read_noise: float, settings: CosmicSettings
+) -> np.ndarray:
+    """L.A.Cosmic's mask of an image in electrons (variance in e^2; ``ignore`` pixels are skipped).
+
+    The image is padded with its median first: the Laplacian filter misses hits on the outermost
+    rows and columns otherwise.
+    """
+    pad = COSMIC_PAD
+    padded = np.pad(image, pad, constant_values=float(np.median(image))).astype(np.float32)
+    padded_var = np.pad(variance, pad, constant_values=float(np.median(variance))).astype(np.float32)
+    padded_ignore = np.pad(ignore, pad, constant_values=False)
+    mask, _ = astroscrappy.detect_cosmics(
+        padded,
+        inmask=padded_ignore,
+        invar=padded_var,
+        sigclip=settings.sigclip,
+        sigfrac=settings.sigfrac,
+        objlim=settings.objlim,
+        gain=1.0,
+        readnoise=read_noise,
+        satlevel=np.inf,
+        cleantype="meanmask",
+        verbose=False,
+    )
+    return mask[pad:-pad, pad:-pad]
+
+
+def sharper_than_psf(
+    signal: np.ndarray, variance: np.ndarray, psf_fwhm: float, sharpness_sigma: float
+) -> np.ndarray:
+    """Pixels sharper than a Gaussian PSF of ``psf_fwhm`` pixels allows, in at least one direction.
+
+    ``signal`` is background-subtracted (e-), ``variance`` its variance (e^2). Edge pixels, which lack
+    one neighbour in every direction, are never sharp.
+    """
+    if not psf_fwhm > 0:
+        raise ValueError(f"psf_fwhm must be positive, got {psf_fwhm}")
+    sigma_psf = psf_fwhm / 2.3548200450309493
+    sigma = np.sqrt(np.maximum(variance, 0.0))
+    centre = signal[1:-1, 1:-1]
+    lowered = centre - sharpness_sigma * sigma[1:-1, 1:-1]
+    sharp = np.zeros(signal.shape, dtype=bool)
+    inner = sharp[1:-1, 1:-1]
+    height, width = signal.shape
+    for dy, dx, distance in _DIRECTIONS:
+        ratio = math.exp(-(distance**2) / (2.0 * sigma_psf**2))
+        plus = np.s_[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
+        minus = np.s_[1 - dy : height - 1 - dy, 1 - dx : width - 1 - dx]
+        mean = 0.5 * (signal[plus] + signal[minus])
+        sigma_mean = 0.5 * np.sqrt(variance[plus] + variance[minus])
+        inner |= lowered * ratio > mean + sharpness_sigma * sigma_mean
+    return sharp
+
+
+def grow_within(seeds: np.ndarray, allowed: np.ndarray, steps: int = 0) -> np.ndarray:
+    """``seeds`` grown by ``steps`` 8-connected steps through ``allowed`` pixels. One step takes the
+    wings of a hit; more would walk along a star's ring of candidates from one noisy pixel."""
+    grown = seeds & allowed
+    for _ in range(steps):
+        padded = np.pad(grown, 1)
+        neighbours = np.zeros_like(grown)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                neighbours |= padded[1 + dy : 1 + dy + grown.shape[0], 1 + dx : 1 + dx + grown.shape[1]]
+        grown = neighbours & allowed
+    return grown
+
+
+def confirm_cosmic_rays(
+    candidates: np.ndarray, signal: np.ndarray, variance: np.ndarray, psf_fwhm: float, sharpness_sigma: float
+) -> np.ndarray:
+    """The candidates that are sharper than the PSF (:func:`sharper_than_psf` of the
+    background-subtracted ``signal``), with the candidates next to them."""
+    sharp = sharper_than_psf(signal, variance, psf_fwhm, sharpness_sigma)
+    return grow_within(sharp & candidates, candidates)
+
+
+def fill_masked(image: np.ndarray, masked: np.ndarray, usable: np.ndarray, half_width: int = 2) -> np.ndarray:
+    """A copy of ``image`` with ``masked`` pixels replaced by the mean of the ``usable``, unmasked
+    pixels of the (2 half_width + 1)^2 box around them (widened until it holds one); for aperture
+    photometry across cosmic-ray hits, instead of rescaling the aperture sum by its unmasked area."""
+    filled = np.array(image, dtype=np.float64, copy=True)
+    todo = masked.copy()
+    good = usable & ~masked
+    width = half_width
+    while todo.any() and width <= 8 * half_width:
+        sums = _box_sum(np.where(good, image, 0.0), width)
+        counts = _box_sum(good.astype(np.float64), width)
+        ready = todo & (counts > 0)
+        filled[ready] = sums[ready] / counts[ready]
+        todo &= ~ready
+        width *= 2
+    return filled.astype(image.dtype, copy=False)
+
+
+def _box_sum(values: np.ndarray, half_width: int) -> np.ndarray:
+    """Sum over the (2 half_width + 1)^2 box around each pixel (clipped at the edges)."""
+    size = 2 * half_width + 1
+    padded = np.pad(values.astype(np.float64), ((half_width + 1, half_width), (half_width + 1, half_width)))
+    table = padded.cumsum(axis=0).cumsum(axis=1)
+    return table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
