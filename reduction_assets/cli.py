@@ -107,12 +107,18 @@ def cmd_process(args) -> int:
             f"{len(tick.not_open)} files belong to night {nights}, whose partition opens at the next "
             "UTC midnight: the next invocation after that ingests them"
         )
+    if outcome.not_reducible:
+        print(f"{len(outcome.not_reducible)} science frames are left not reducible:")
+        for row in outcome.not_reducible:
+            print(f"  {row['instrument']} {row['night']} {shown(row['frame'])}: {row['reason']}")
     if tick is not None and tick.ignored:
         print(
             f"{len(tick.ignored)} landing entries are not arrivals (hidden, temporary or not regular "
             "files): `reduction-assets quarantine --ignored` lists them"
         )
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return 1 if args.strict and outcome.not_reducible else 0
 
 
 def _catalog(home):
@@ -155,6 +161,7 @@ def cmd_progress(args) -> int:
                     "quarantined",
                     "masters",
                     "reduced",
+                    "not_reducible",
                     "last_raw_time",
                 ],
             )
@@ -285,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait this long for another process working on the same home (default: "
         "exit at once, status 0, saying so)",
+    )
+    proc.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when a science frame of the partitions processed is left not reducible",
     )
     proc.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
     proc.set_defaults(func=cmd_process)

@@ -12,6 +12,7 @@ marked failed) and nothing after it starts.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -25,7 +26,9 @@ from dataclasses import dataclass, field
 from dagster import DagsterInstance
 
 from reduction_assets.catalog import Catalog
+from reduction_assets.catalog.reports import not_reducible_frames
 from reduction_assets.home import Home, HomeBusy, read_text_or_none, write_atomic
+from reduction_assets.partitions import split_key
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.runs import (
     RUN_KEY_TAG,
@@ -71,6 +74,7 @@ class ProcessOutcome:
     reaped: list[ReapedRun] = field(default_factory=list)
     busy: bool = False  # another process holds the home's lock: nothing was done
     last_tick: LandingTick | None = None
+    not_reducible: list[dict] = field(default_factory=list)  # frames of the partitions run, with reasons
 
     @property
     def failed(self) -> list[dict]:
@@ -205,7 +209,7 @@ def process_landing(
                             f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
                             f"freed {run.freed_slots} pool slots"
                         )
-                    _process_until_idle(
+                    partitions = _process_until_idle(
                         home,
                         instance,
                         watch,
@@ -215,6 +219,12 @@ def process_landing(
                         log_level=log_level,
                         echo=echo,
                     )
+                    catalog = Catalog(home.catalog_url())
+                    try:
+                        with catalog.session() as session:
+                            outcome.not_reducible = not_reducible_frames(session, partitions)
+                    finally:
+                        catalog.dispose()
             finally:
                 instance.dispose()
     except HomeBusy as busy:
@@ -233,7 +243,8 @@ def _process_until_idle(
     max_wait_seconds: float,
     log_level: str,
     echo,
-) -> None:
+) -> list[tuple[str, dt.date]]:
+    """Evaluate and execute until idle; returns the partitions whose runs were executed."""
     from reduction_assets.definitions import build_definitions
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
@@ -243,6 +254,7 @@ def _process_until_idle(
     cursor = read_text_or_none(cursor_path)
     deadline = time.monotonic() + max_wait_seconds
     tags = process_run_tags(home)
+    partitions: list[tuple[str, dt.date]] = []
     while True:
         busy = partitions_in_flight(instance)
         tick, result = evaluate_landing(resource, cursor, busy)
@@ -283,6 +295,8 @@ def _process_until_idle(
             finally:
                 watch.run_id = None
             outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
+            if request.partition_key:
+                partitions.append(split_key(request.partition_key))
             echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
             if not run.success:
                 next_cursor = forget_files(next_cursor, request_files(request))
@@ -291,16 +305,16 @@ def _process_until_idle(
         cursor = next_cursor
         write_atomic(cursor_path, cursor or "")
         if outcome.failed:
-            break  # the failed files are left for the next invocation, not retried in a loop
+            return partitions  # the failed files are left for the next invocation, not retried
         if executed:
             continue
         if not tick.waiting and not tick.deferred:
-            break
+            return partitions
         if time.monotonic() > deadline:
             names = tick.waiting + list(tick.deferred)
             echo(
                 f"gave up waiting for {len(names)} files to settle or for runs in flight: "
                 + ", ".join(names[:5])
             )
-            break
+            return partitions
         time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))

@@ -126,6 +126,18 @@ def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcos
     assert code == 0 and "1 runs executed, 0 failed" in out  # the failed files are retried
 
 
+def test_frames_left_not_reducible_are_listed_and_fail_a_strict_run(home, capsys, lcosim_night):
+    no_flats = [f for f in lcosim_night.frames if "_flat" not in f.name]
+    deliver(no_flats, home.landing)
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0", "--strict")
+    assert code == 1 and "1 runs executed, 0 failed" in out
+    assert "12 science frames are left not reducible:" in out
+    assert "lcosim 2026-11-20 lcosim_20261120_0021_science.fits: no calibration matches type=flat" in out
+    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20", "--instrument", "lcosim")
+    header, _, row = out.strip().splitlines()
+    assert header.split()[6:8] == ["reduced", "not_reducible"] and row.split()[6:8] == ["0", "12"]
+
+
 def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
     lines = out.strip().splitlines()
@@ -137,6 +149,7 @@ def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
         "quarantined",
         "masters",
         "reduced",
+        "not_reducible",
         "last_raw_time",
     ]
     assert len(lines) == 2 + 3

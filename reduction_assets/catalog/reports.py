@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame
-from reduction_assets.catalog.products import REDUCED
+from reduction_assets.catalog.products import NOT_REDUCIBLE, REDUCED
 
 
 def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
@@ -58,16 +58,20 @@ def progress_rows(
         )
         .group_by(Calibration.instrument, Calibration.night)
     )
-    reduced = grouped(
-        select(Product.instrument, Product.night, func.count())
-        .where(
-            in_range(Product.night),
-            Product.instrument.in_(instruments),
-            Product.kind == REDUCED,
-            Product.status == REDUCED,
+
+    def products_with(status: str):
+        return grouped(
+            select(Product.instrument, Product.night, func.count())
+            .where(
+                in_range(Product.night),
+                Product.instrument.in_(instruments),
+                Product.kind == REDUCED,
+                Product.status == status,
+            )
+            .group_by(Product.instrument, Product.night)
         )
-        .group_by(Product.instrument, Product.night)
-    )
+
+    reduced, not_reducible = products_with(REDUCED), products_with(NOT_REDUCIBLE)
     rows = []
     night = start
     while night <= end:
@@ -83,6 +87,7 @@ def progress_rows(
                     "last_raw_time": last.isoformat() if last else None,
                     "masters": masters.get((instrument, night), 0),
                     "reduced": reduced.get((instrument, night), 0),
+                    "not_reducible": not_reducible.get((instrument, night), 0),
                 }
             )
         night += dt.timedelta(days=1)
@@ -109,3 +114,25 @@ def quarantine_rows(session: Session, include_resolved: bool = False) -> list[di
         }
         for row in session.scalars(query)
     ]
+
+
+def not_reducible_frames(session: Session, partitions: list[tuple[str, dt.date]]) -> list[dict[str, Any]]:
+    """The science frames of these partitions that are left not reducible, with their reasons."""
+    rows = []
+    for instrument, night in sorted(set(partitions), key=lambda p: (p[1], p[0])):
+        found = session.execute(
+            select(RawFrame.original_name, Product.reason)
+            .join(RawFrame, Product.raw_frame_id == RawFrame.id)
+            .where(
+                Product.kind == REDUCED,
+                Product.status == NOT_REDUCIBLE,
+                Product.instrument == instrument,
+                Product.night == night,
+            )
+            .order_by(RawFrame.date_obs)
+        )
+        rows.extend(
+            {"instrument": instrument, "night": night.isoformat(), "frame": name, "reason": reason}
+            for name, reason in found
+        )
+    return rows
