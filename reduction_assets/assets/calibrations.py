@@ -52,7 +52,11 @@ class MasterConfig(Config):
     min_frames: int = Field(default=3, description="fewer usable frames than this: no master")
     method: str = Field(default="sigma_clip", description="sigma_clip, median or mean")
     sigma: float = Field(default=3.0, description="clipping threshold, both sides")
-    scale: str = Field(default="mad", description="clipping scale: mad (robust for few frames) or std")
+    scale: str = Field(
+        default="model",
+        description="clipping scale: model (the known read and Poisson noise), mad or std (scatter of the "
+        "frames)",
+    )
     max_iters: int | None = Field(default=None, description="clipping iterations; empty: converge")
     memory_budget_mb: int = Field(default=512, description="peak memory of the stacking, MiB")
     outlier_sigma: float = Field(default=5.0, description="reject frames whose level is this far out")
@@ -168,8 +172,8 @@ def _master_of_group(
         return MasterOutcome(label, UP_TO_DATE, calibration=existing)
     masters = VerifiedMasters(catalog, products)
     try:
-        bias = masters(upstream.bias).data if upstream.bias else None
-        dark = masters(upstream.dark).data if upstream.dark else None
+        bias = masters(upstream.bias) if upstream.bias else None
+        dark = masters(upstream.dark) if upstream.dark else None
     except DamagedMaster as damaged:
         return MasterOutcome(label, NOT_MADE, reason=str(damaged), candidates=len(inputs))
     product = build_master(

@@ -4,6 +4,7 @@ from reduction_assets.kernels.combine import (
     BANZAI_MAD_TO_SIGMA,
     MAD_TO_SIGMA,
     CombineResult,
+    NoiseModel,
     combine,
 )
 from reduction_assets.kernels.streaming import combine_blocks
@@ -12,6 +13,7 @@ __all__ = [
     "BANZAI_MAD_TO_SIGMA",
     "MAD_TO_SIGMA",
     "CombineResult",
+    "NoiseModel",
     "combine",
     "combine_blocks",
 ]

@@ -18,6 +18,7 @@ import numpy as np
 TILE = 256
 
 MEAN, MEDIAN, SIGMA_CLIP = 0, 1, 2
+SCALE_STD, SCALE_MAD, SCALE_MODEL = 0, 1, 2
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
@@ -137,7 +138,9 @@ def _move_window(buf, p, ref, lo, hi, new_lo, new_hi, w1, w2):
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
-def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_low, sigma_high, max_iters):
+def _clip(
+    buf, p, n, ref, w1, w2, centre_median, scale_mode, mad_factor, noise, sigma_low, sigma_high, max_iters
+):
     """Sigma-clip one pixel whose sorted valid values are buf[0:n, p].
 
     ``w1``, ``w2`` are the sums of (v - ref) and (v - ref)^2 over all n values; the window of
@@ -153,9 +156,13 @@ def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_lo
     std = 0.0
     while True:
         count = hi - lo
-        if centre_median or scale_mad:
+        if scale_mode == SCALE_MODEL and count < 3:
+            # Two values cannot tell which of them is the outlier: stop, keeping the last bounds
+            # (none when there were never three).
+            break
+        if centre_median or scale_mode == SCALE_MAD:
             median = _median_sorted(buf, p, lo, hi)
-        if not scale_mad:
+        if scale_mode == SCALE_STD:
             d1 = w1 / count
             variance = w2 / count - d1 * d1
             std = math.sqrt(variance) if variance > 0.0 else 0.0
@@ -167,8 +174,17 @@ def _clip(buf, p, n, ref, w1, w2, centre_median, scale_mad, mad_factor, sigma_lo
                 total += buf[i, p]
             mean = total / count
         centre = median if centre_median else mean
-        if scale_mad:
+        if scale_mode == SCALE_MODEL and centre_median and count % 2 == 0:
+            # The lower of the two middle values: hits are positive, and two among four frames must
+            # not pull the centre between them (then every value would lie outside the bounds).
+            centre = buf[lo + count // 2 - 1, p]
+        if scale_mode == SCALE_MAD:
             std = _mad(buf, p, lo, hi, median) * mad_factor
+        elif scale_mode == SCALE_MODEL:
+            # The known noise of the frames at this level: read noise, and Poisson noise above an
+            # offset (the pedestal of darks that include the bias).
+            excess = centre - noise[2]
+            std = math.sqrt(noise[0] + noise[1] * (excess if excess > 0.0 else 0.0))
         low = centre - sigma_low * std
         high = centre + sigma_high * std
         new_lo, new_hi = lo, hi
@@ -198,8 +214,9 @@ def combine_kernel(
     use_weights,
     method,
     centre_median,
-    scale_mad,
+    scale_mode,
     mad_factor,
+    noise,
     sigma_low,
     sigma_high,
     max_iters,
@@ -289,8 +306,9 @@ def combine_kernel(
                         w1,
                         w2,
                         centre_median,
-                        scale_mad,
+                        scale_mode,
                         mad_factor,
+                        noise,
                         sigma_low,
                         sigma_high,
                         max_iters,

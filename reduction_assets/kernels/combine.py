@@ -19,7 +19,12 @@ Definitions (per pixel, over the values ``x_k`` of the N frames at that pixel):
   ``sigma_clip(axis=0, sigma_lower, sigma_upper, maxiters, cenfunc, stdfunc)`` (its C fast path,
   including re-admission of earlier rejects that lie inside the final bounds) followed by the mean;
   with ``max_iters=1, scale='mad', mad_factor=1.4826`` it is BANZAI's ``sigma_clipped_mean``
-  (reject |x - median| > 3 * 1.4826 * MAD, mean of the rest).
+  (reject |x - median| > 3 * 1.4826 * MAD, mean of the rest). With ``scale='model'`` the scale is not
+  measured but known: s = sqrt(floor + gain * max(c - offset, 0)) from a :class:`NoiseModel`, and
+  clipping stops when fewer than three values survive (two cannot tell which is the outlier), keeping
+  the bounds of the last iteration (no bounds at all for a pixel with fewer than three values); the
+  median centre of an even number of values is then the lower middle one (hits are positive: two
+  among four frames must not pull the centre between them).
 * Equal values (zero scatter) give s = 0 and reject nothing that equals the centre.
 
 Outputs: ``data`` (the combined image), ``n_used`` (values that entered the result) and ``error``,
@@ -46,6 +51,35 @@ MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): astropy's mad_std
 BANZAI_MAD_TO_SIGMA = 1.4826
 
 _METHODS = {"mean": _k.MEAN, "median": _k.MEDIAN, "sigma_clip": _k.SIGMA_CLIP}
+_SCALES = {"std": _k.SCALE_STD, "mad": _k.SCALE_MAD, "model": _k.SCALE_MODEL}
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The standard deviation of one value at level ``c`` (in the stack's unit)::
+
+        sigma(c)^2 = floor + gain * max(c - offset, 0)
+
+    ``floor`` is the read noise squared (plus what every value shares, e.g. the overscan level's
+    error), ``gain`` turns levels above ``offset`` into Poisson variance: 1 for electrons, 1/t for
+    rates in e-/s over t seconds, 1/L for flats scaled by 1/L; ``offset`` is the noiseless pedestal of
+    darks that include the bias (0 otherwise).
+    """
+
+    floor: float
+    gain: float = 0.0
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if not (self.floor > 0 and self.gain >= 0 and np.isfinite(self.offset)):
+            raise ValueError(f"a noise model needs floor > 0 and gain >= 0; got {self}")
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return float(self.floor), float(self.gain), float(self.offset)
+
+    def sigma(self, level: np.ndarray) -> np.ndarray:
+        """The standard deviation of one value at ``level`` (array)."""
+        return np.sqrt(self.floor + self.gain * np.clip(np.asarray(level, np.float64) - self.offset, 0, None))
 
 
 @dataclass(frozen=True)
@@ -90,7 +124,7 @@ def combine(
     method: Literal["mean", "median", "sigma_clip"],
     *,
     center: Literal["median", "mean"] = "median",
-    scale: Literal["std", "mad"] = "std",
+    scale: Literal["std", "mad", "model"] = "std",
     sigma_low: float = 3.0,
     sigma_high: float = 3.0,
     max_iters: int | None = None,
@@ -98,6 +132,7 @@ def combine(
     weights: np.ndarray | None = None,
     scales: np.ndarray | None = None,
     mad_factor: float = MAD_TO_SIGMA,
+    noise: NoiseModel | None = None,
 ) -> CombineResult:
     """Combine a stack of frames along axis 0. See the module docstring for the exact definitions.
 
@@ -109,7 +144,9 @@ def combine(
     method
         ``'mean'``, ``'median'`` or ``'sigma_clip'`` (sigma-clipped mean).
     center, scale
-        Centre (``'median'`` or ``'mean'``) and scale (``'std'`` or ``'mad'``) of the clipping.
+        Centre (``'median'`` or ``'mean'``) and scale of the clipping: ``'std'``, ``'mad'``, or
+        ``'model'``: the known noise of the values at the centre's level, from ``noise`` (efficient on
+        clean data, where a scatter measured from a few values is itself noisy).
     sigma_low, sigma_high
         Rejection thresholds below and above the centre, in units of the scale.
     max_iters
@@ -122,6 +159,8 @@ def combine(
         (N,) per-frame multiplicative scales applied before everything else.
     mad_factor
         Factor turning the MAD into a standard deviation (astropy's by default; BANZAI uses 1.4826).
+    noise
+        The :class:`NoiseModel` of ``scale='model'``.
 
     Returns
     -------
@@ -132,8 +171,10 @@ def combine(
         raise ValueError(f"method must be one of {sorted(_METHODS)}; got {method!r}")
     if center not in ("median", "mean"):
         raise ValueError(f"center must be 'median' or 'mean'; got {center!r}")
-    if scale not in ("std", "mad"):
-        raise ValueError(f"scale must be 'std' or 'mad'; got {scale!r}")
+    if scale not in _SCALES:
+        raise ValueError(f"scale must be one of {sorted(_SCALES)}; got {scale!r}")
+    if (scale == "model") != (noise is not None):
+        raise ValueError("scale='model' needs a noise model, and only it takes one")
     if not (sigma_low > 0 and sigma_high > 0):
         raise ValueError("sigma_low and sigma_high must be positive")
     if max_iters is not None and (int(max_iters) != max_iters or max_iters < 1):
@@ -167,8 +208,9 @@ def combine(
         weights_array is not None,
         _METHODS[method],
         center == "median",
-        scale == "mad",
+        _SCALES[scale],
         float(mad_factor),
+        np.array(noise.as_tuple() if noise is not None else (0.0, 0.0, 0.0), dtype=np.float64),
         float(sigma_low),
         float(sigma_high),
         0 if max_iters is None else int(max_iters),

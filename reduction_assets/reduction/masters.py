@@ -25,7 +25,7 @@ import numpy as np
 from astropy.stats import mad_std
 
 from reduction_assets.instruments import Geometry, Instrument
-from reduction_assets.kernels import CombineResult, combine_blocks
+from reduction_assets.kernels import CombineResult, NoiseModel, combine_blocks
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.dq import DQ
 
@@ -74,9 +74,11 @@ class MasterSettings:
     method: Literal["sigma_clip", "median", "mean"] = "sigma_clip"
     sigma: float = 3.0
     max_iters: int | None = None
-    # A standard deviation cannot reject one cosmic ray among five frames (the largest possible z-score
-    # of 5 values is 1.79); the MAD can, as BANZAI's stacking does.
-    scale: Literal["std", "mad"] = "mad"
+    # The clipping scale. A standard deviation cannot reject one cosmic ray among five frames (the
+    # largest possible z-score of 5 values is 1.79); the MAD can, as BANZAI's stacking does, but a
+    # scatter measured from five values is itself noisy and clips good values (a bias 15% noisier
+    # than a plain mean). "model" clips against the known noise (read noise, Poisson): both right.
+    scale: Literal["std", "mad", "model"] = "model"
     min_frames: int = 3
     memory_budget: int = 512 * 2**20  # bytes
     outlier_sigma: float = 5.0  # frame levels further than this from the others are rejected
@@ -306,6 +308,7 @@ def _inspect(
 
 def _finish_bias(
     result: CombineResult,
+    error: np.ndarray,
     dq: np.ndarray,
     inspected: list[Inspected],
     settings: MasterSettings,
@@ -317,11 +320,12 @@ def _finish_bias(
         "robust_std": float(mad_std(values)),
         "read_noise_e": read_noise_e,
     }
-    return result.data, result.error, statistics
+    return result.data, error, statistics
 
 
 def _finish_dark(
     result: CombineResult,
+    error: np.ndarray,
     dq: np.ndarray,
     inspected: list[Inspected],
     settings: MasterSettings,
@@ -337,13 +341,14 @@ def _finish_dark(
         "median": centre,
         "robust_std": spread,
         "hot_pixels": float(hot.sum()),
-        "median_error": float(np.median(result.error[good])) if good.any() else float("nan"),
+        "median_error": float(np.median(error[good])) if good.any() else float("nan"),
     }
-    return result.data, result.error, statistics
+    return result.data, error, statistics
 
 
 def _finish_flat(
     result: CombineResult,
+    error: np.ndarray,
     dq: np.ndarray,
     inspected: list[Inspected],
     settings: MasterSettings,
@@ -352,7 +357,7 @@ def _finish_flat(
     good = dq == 0
     level = calibrate.illuminated_level(result.data, threshold=settings.flat_threshold)
     data = calibrate.normalise_flat(result.data, level)
-    error = (result.error / np.float32(level)).astype(np.float32)
+    error = (error / np.float32(level)).astype(np.float32)
     dq[(data < 0.5) & good] |= np.uint16(DQ.LOW_RESPONSE)
     dq[(data > 1.5) & good] |= np.uint16(DQ.HIGH_RESPONSE)
     finite = data[np.isfinite(data)]
@@ -368,6 +373,63 @@ def _finish_flat(
 FINISH = {"bias": _finish_bias, "dark": _finish_dark, "flat": _finish_flat}
 
 
+def noise_model(
+    kind: Kind, instrument: Instrument, geometry: Geometry, inspected: list[Inspected]
+) -> NoiseModel:
+    """The noise of one calibrated value of one frame, in the unit the frames are combined in.
+
+    Every pixel has the read noise, and the error of its row's overscan level (the median of the
+    overscan columns: (pi/2) RN^2 / columns); bias frames have no other noise; darks add the Poisson
+    noise of their dark current (in e-/s over t seconds: variance x / t; darks that include the bias
+    count it above their median level, the pedestal); flats scaled to 1 by their level L add their
+    light's (variance x / L).
+    """
+    floor = instrument.read_noise**2
+    if geometry.overscan is not None:
+        columns = geometry.overscan[1].stop - geometry.overscan[1].start
+        floor *= 1.0 + (np.pi / 2.0) / columns
+    if kind == "bias":
+        return NoiseModel(floor)
+    if kind == "dark" and instrument.darks_include_bias:
+        return NoiseModel(floor, 1.0, float(np.median([item.level for item in inspected])))
+    if kind == "dark":
+        t = float(np.median([item.frame.exptime for item in inspected]))
+        return NoiseModel(floor / t**2, 1.0 / t)
+    level = float(np.mean([item.level for item in inspected]))
+    return NoiseModel(floor / level**2, 1.0 / level)
+
+
+def master_error(
+    kind: Kind,
+    result: CombineResult,
+    noise: NoiseModel,
+    settings: MasterSettings,
+    inspected: list[Inspected],
+    bias: Master | None,
+    dark: Master | None,
+) -> np.ndarray:
+    """The standard error of a master (in the unit it was combined in), from the noise model rather
+    than the scatter of a few values (which is 0 where five integers happen to agree): the noise of
+    one value over sqrt(frames used), sqrt(pi/2) more for a median, plus the error of the masters
+    subtracted from every frame alike (they do not average down)."""
+    n = np.where(result.n_used > 0, result.n_used, np.nan)
+    variance = noise.sigma(result.data) ** 2 / n
+    if settings.method == "median":
+        variance *= np.pi / 2.0
+    exptimes = np.array([item.frame.exptime for item in inspected])
+    if kind == "dark" and bias is not None and not noise.offset:
+        variance += (bias.error / float(np.median(exptimes))) ** 2
+    if kind == "flat":
+        level = float(np.mean([item.level for item in inspected]))
+        shared = np.zeros_like(variance)
+        if bias is not None:
+            shared += bias.error.astype(np.float64) ** 2
+        if dark is not None:
+            shared += (dark.error.astype(np.float64) * float(np.mean(exptimes))) ** 2
+        variance += shared / level**2
+    return np.sqrt(variance).astype(np.float32)
+
+
 def build_master(
     kind: Kind,
     frames: list[InputFrame],
@@ -375,14 +437,15 @@ def build_master(
     instrument: Instrument,
     settings: MasterSettings = MasterSettings(),
     *,
-    bias: np.ndarray | None = None,
-    dark: np.ndarray | None = None,
+    bias: Master | None = None,
+    dark: Master | None = None,
 ) -> MasterProduct | NoMaster:
     """Build one master from raw frames of one instrument and calibration key.
 
     ``bias`` (e-) is subtracted from darks and flats, ``dark`` (e-/s) scaled and subtracted from
-    flats; both on the trimmed imaging area. Returns :class:`NoMaster` with the reason when fewer
-    than ``settings.min_frames`` frames survive the rejections.
+    flats; both on the trimmed imaging area, their errors propagated into the master's. Returns
+    :class:`NoMaster` with the reason when fewer than ``settings.min_frames`` frames survive the
+    rejections.
     """
     rejected: list[tuple[str, str]] = []
     candidates = []
@@ -406,14 +469,16 @@ def build_master(
         geometry.imaging[1].stop - geometry.imaging[1].start,
     )
     for name, calibration in (("bias", bias), ("dark", dark)):
-        if calibration is not None and calibration.shape != image_shape:
+        if calibration is not None and calibration.data.shape != image_shape:
             return NoMaster(
                 kind,
-                f"the master {name} has shape {calibration.shape}, the frames {image_shape}",
+                f"the master {name} has shape {calibration.data.shape}, the frames {image_shape}",
                 rejected,
                 len(frames),
             )
-    calibrator = _Calibrator(kind, instrument, geometry, settings, bias, dark)
+    calibrator = _Calibrator(
+        kind, instrument, geometry, settings, bias.data if bias else None, dark.data if dark else None
+    )
     inspected, read_noise_e = _inspect(candidates, reader, calibrator, kind, instrument, settings, rejected)
     if len(inspected) < settings.min_frames:
         return NoMaster(
@@ -429,6 +494,7 @@ def build_master(
         return calibrator.rows_in_electrons(raw_rows, item.overscan, r0, r1, item.frame.exptime)
 
     scales = 1.0 / np.array([item.level for item in inspected]) if kind == "flat" else None
+    noise = noise_model(kind, instrument, geometry, inspected)
     result = combine_blocks(
         read_block,
         len(inspected),
@@ -440,11 +506,13 @@ def build_master(
         max_iters=settings.max_iters,
         scale=settings.scale,
         scales=scales,
+        noise=noise if settings.scale == "model" else None,
     )
     dq = np.zeros(image_shape, dtype=np.uint16)
     dq[result.n_used == 0] |= np.uint16(DQ.NO_DATA)
     dq[result.n_used < 2] |= np.uint16(DQ.LOW_COUNT)
-    data, error, statistics = FINISH[kind](result, dq, inspected, settings, read_noise_e)
+    error = master_error(kind, result, noise, settings, inspected, bias, dark)
+    data, error, statistics = FINISH[kind](result, error, dq, inspected, settings, read_noise_e)
     exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias else 0.0
     return MasterProduct(
         kind=kind,

@@ -246,3 +246,23 @@ def test_the_result_has_the_stacks_float_width_whatever_its_byte_order(dtype, ex
     result = combine(stack, "sigma_clip")
     assert result.data.dtype == expected and result.error.dtype == expected
     np.testing.assert_allclose(result.data, combine(stack.astype(np.float64), "sigma_clip").data, rtol=1e-3)
+
+
+def test_model_clipping_keeps_clean_values_and_rejects_what_the_noise_cannot_explain():
+    from reduction_assets.kernels import NoiseModel
+
+    rng = np.random.default_rng(12)
+    stack = rng.normal(10.0, 2.0, (5, 200, 200)).astype(np.float32)
+    stack[1, 5, 5] += 40.0  # one hit among five
+    stack[1:3, 6, 6] += (150.0, 170.0)  # two hits among five at one pixel
+    stack[4, 7, 7] = np.nan
+    four = stack[:4].copy()
+    four[0:2, 8, 8] += (150.0, 170.0)  # two hits among four: the centre must not fall between them
+    noise = NoiseModel(floor=4.0)
+    result = combine(stack, "sigma_clip", scale="model", noise=noise)
+    assert (result.n_used[5, 5], result.n_used[6, 6]) == (4, 3)
+    assert result.n_used[7, 7] in (3, 4)  # the NaN never counts
+    assert np.mean(result.n_used == 5) > 0.97  # 3 sigma of a known noise clips ~1 % of clean values
+    assert combine(four, "sigma_clip", scale="model", noise=noise).n_used[8, 8] == 2
+    with pytest.raises(ValueError, match="needs a noise model"):
+        combine(stack, "sigma_clip", scale="model")

@@ -30,8 +30,8 @@ def frames(registry, tmp_path_factory):
     )
     truth = night.truth
     bias = build("bias", inputs(night, "bias"), lco).master
-    dark = build("dark", inputs(night, "dark"), lco, bias=bias.data).master
-    flat = build("flat", inputs(night, "flat", "rp"), lco, bias=bias.data, dark=dark.data).master
+    dark = build("dark", inputs(night, "dark"), lco, bias=bias).master
+    flat = build("flat", inputs(night, "flat", "rp"), lco, bias=bias, dark=dark).master
     reduced = []
     for index, (path, frame) in enumerate(zip(night.frames, truth.frames)):
         if frame.frame_type != "science":

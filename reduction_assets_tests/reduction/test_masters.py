@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction_assets.reduction.masters import InputFrame, MasterSettings, NoMaster, build_master
+from reduction_assets.reduction.masters import InputFrame, Master, MasterSettings, NoMaster, build_master
 from reduction_assets_tests.conftest import with_header
-from reduction_assets_tests.reduction.frames import ArrayReader, build, frame, inputs
+from reduction_assets_tests.reduction.frames import ArrayReader, FileReader, build, frame, inputs
 
 
 @pytest.fixture(scope="module")
 def masters(registry, lcosim_night):
     lco = registry["lcosim"]
     bias = build("bias", inputs(lcosim_night, "bias"), lco).master
-    dark = build("dark", inputs(lcosim_night, "dark"), lco, bias=bias.data).master
-    flat = build("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias.data, dark=dark.data)
+    dark = build("dark", inputs(lcosim_night, "dark"), lco, bias=bias).master
+    flat = build("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias, dark=dark)
     return bias, dark, flat.master, flat
 
 
@@ -131,7 +131,7 @@ def test_darks_with_exptime_zero_are_rejected(registry, lcosim_night, tmp_path):
     frames = inputs(lcosim_night, "dark")
     frames[0] = frame(frames[0].key, "4" * 64, exptime=0.0)
     bias = build("bias", inputs(lcosim_night, "bias"), registry["lcosim"]).master
-    result = build("dark", frames, registry["lcosim"], bias=bias.data)
+    result = build("dark", frames, registry["lcosim"], bias=bias)
     assert len(result.inputs) == 4 and "EXPTIME 0" in result.rejected[0][1]
 
 
@@ -144,7 +144,7 @@ def test_a_flat_with_no_illumination_is_rejected(registry, lcosim_night, masters
             "dark_flat.fits", dark_frame.key, "5" * 64, 3.0, dark_frame.date_obs, dark_frame.shape, (1, 1)
         )
     )
-    result = build("flat", frames, registry["lcosim"], bias=bias.data, dark=dark.data)
+    result = build("flat", frames, registry["lcosim"], bias=bias, dark=dark)
     assert len(result.inputs) == 5
     assert result.rejected[0][0] == "dark_flat.fits"
     assert "illumination" in result.rejected[0][1] or "too faint" in result.rejected[0][1]
@@ -158,7 +158,7 @@ def test_a_saturated_flat_is_rejected(registry, lcosim_night, masters, tmp_path)
         saturated = np.clip(data, 0, 62000).astype(np.uint16)
         fits.PrimaryHDU(saturated, hdul[0].header).writeto(tmp_path / "bright.fits")
     frames.append(frame(tmp_path / "bright.fits", "6" * 64, exptime=2.0))
-    result = build("flat", frames, registry["lcosim"], bias=bias.data, dark=dark.data)
+    result = build("flat", frames, registry["lcosim"], bias=bias, dark=dark)
     assert result.rejected[0][0] == "bright.fits" and "saturated" in result.rejected[0][1]
 
 
@@ -177,6 +177,56 @@ def test_nan_pixels_do_not_enter_the_master(registry, lcosim_night, tmp_path):
 
 def test_a_master_of_the_wrong_shape_is_refused(registry, lcosim_night):
     result = build(
-        "dark", inputs(lcosim_night, "dark"), registry["lcosim"], bias=np.zeros((64, 64), np.float32)
+        "dark",
+        inputs(lcosim_night, "dark"),
+        registry["lcosim"],
+        bias=Master(*[np.zeros((64, 64), np.float32)] * 3),
     )
     assert isinstance(result, NoMaster) and "master bias has shape (64, 64)" in result.reason
+
+
+# --- error planes and clipping efficiency ---------------------------------------------------------
+
+
+def truths(registry, night):
+    lco, truth = registry["lcosim"], night.truth
+    good = np.ones(truth.dark_rate.shape, bool)
+    good[tuple(truth.hot_pixels.T)] = False
+    good[:, truth.bad_columns] = False
+    return {
+        "bias": (truth.bias[:, :128] - truth.bias_level) * lco.gain,
+        "dark": truth.dark_rate,
+        "flat": truth.flats["rp"],
+    }, good
+
+
+@pytest.mark.parametrize("index, kind", [(0, "bias"), (1, "dark"), (2, "flat")])
+def test_master_errors_are_never_zero_and_describe_the_real_error(
+    registry, lcosim_night, masters, index, kind
+):
+    from astropy.stats import mad_std
+
+    master = masters[index]
+    truth, good = truths(registry, lcosim_night)
+    assert np.all(master.error > 0)  # MAD errors of five integers were 0 for 8-15 % of pixels
+    expected = truth[kind]
+    if kind == "flat":  # normalised by its illuminated level, the truth by its median
+        expected = expected * np.median(master.data[good] / expected[good])
+    width = mad_std(((master.data - expected) / master.error)[good])
+    assert width == pytest.approx(1.0, abs=0.1)  # was 1.5 (bias, flat) and 2-3.4 (dark)
+
+
+def test_a_clean_master_bias_is_as_quiet_as_a_plain_mean(registry, lcosim_night, masters):
+    lco = registry["lcosim"]
+    residual = masters[0].data - truths(registry, lcosim_night)[0]["bias"]
+    # Each row shares its frames' overscan levels; what is left is the pixels' own noise.
+    pixel_noise = np.std(residual - np.median(residual, axis=1, keepdims=True))
+    assert pixel_noise == pytest.approx(lco.read_noise / np.sqrt(5), rel=0.05)  # MAD clipping: +15 %
+
+
+def test_one_cosmic_ray_among_five_biases_is_still_rejected(registry, lcosim_night):
+    frames = inputs(lcosim_night, "bias")
+    arrays = {f.key: FileReader().read(f) for f in frames}
+    arrays[frames[2].key][40, 50] += 60.0  # ADU: 96 e-, 13 sigma of the read noise
+    product = build_master("bias", frames, ArrayReader(arrays), registry["lcosim"])
+    assert product.n_used[40, 50] == 4 and product.n_used.sum() >= 0.97 * 5 * product.n_used.size

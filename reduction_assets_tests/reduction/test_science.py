@@ -19,8 +19,8 @@ def reduced(registry, lcosim_night):
     """Every rp science frame of the night, reduced, with the model of what was injected."""
     lco, truth = registry["lcosim"], lcosim_night.truth
     bias = build("bias", inputs(lcosim_night, "bias"), lco).master
-    dark = build("dark", inputs(lcosim_night, "dark"), lco, bias=bias.data).master
-    flat = build("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias.data, dark=dark.data).master
+    dark = build("dark", inputs(lcosim_night, "dark"), lco, bias=bias).master
+    flat = build("flat", inputs(lcosim_night, "flat", "rp"), lco, bias=bias, dark=dark).master
     frames = []
     for index, (path, frame) in enumerate(zip(lcosim_night.frames, truth.frames)):
         if frame.frame_type != "science" or frame.filter != "rp":
