@@ -28,9 +28,10 @@ _CALIBRATION = ("reduction_assets.reduction.calibrate", "reduction_assets.reduct
 
 STEPS: dict[str, Step] = {
     "master": Step(
-        3,
+        4,
         (
             "reduction_assets.reduction.masters",
+            "reduction_assets.reduction.pedestal",
             "reduction_assets.kernels.combine",
             "reduction_assets.kernels._combine_kernel",
             "reduction_assets.kernels.network",
@@ -40,7 +41,7 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        2,
+        3,
         (
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
@@ -68,15 +69,11 @@ def step_version(step: str) -> str:
 class UsedCalibration:
     """A master that went into a product: recorded as ``{TAG}ID``, ``{TAG}FILE``, ``{TAG}AGE``."""
 
-    kind: str  # bias, dark, flat; zero for the dark that gives flats of bias-less cameras their pedestal
+    kind: str  # bias, dark or flat
     id: int
     key: str
     night: dt.date
     checksum: str
-
-    @property
-    def tag(self) -> str:
-        return self.kind.upper()[:4]
 
 
 def calibrations_payload(used: Mapping[str, UsedCalibration]) -> dict[str, list]:

@@ -29,7 +29,7 @@ def ingested(tmp_path_factory):
         frames = {row.original_name: row for row in session.scalars(select(RawFrame))}
         duplicates = list(session.scalars(select(RawDuplicate)))
         progress = progress_rows(session, dt.date(2019, 10, 28), dt.date(2019, 10, 29), ["st7"])
-        masters = {row.exptime: row for row in session.scalars(select(Calibration))}
+        masters = {row.exptime: row for row in session.scalars(select(Calibration)) if row.exptime > 0}
     return frames, duplicates, progress, masters, home
 
 
@@ -176,3 +176,27 @@ def test_the_neon_arc_lines_are_not_cosmic_rays(ingested):
     # rays gives a few hits on this chip in 120 s.
     assert product.statistics["cosmic_ray_candidates"] > 900
     assert np.count_nonzero(dq & 128) <= 10 and np.count_nonzero((dq & 128).astype(bool) & lit) <= 2
+
+
+def test_a_pedestal_and_a_dark_rate_are_fitted_through_the_three_exposure_times(ingested):
+    from reduction_assets.fits.reading import read_master
+
+    masters, home = ingested[3], ingested[4]
+    with Catalog(home.catalog_url()).session() as session:
+        fitted = {
+            row.type: row for row in session.scalars(select(Calibration).where(Calibration.exptime == 0))
+        }
+    assert set(fitted) == {"bias", "dark"}
+    stats = fitted["dark"].statistics
+    assert (stats["exptimes_s"], stats["shortest_s"], stats["longest_s"]) == (3.0, 120.0, 900.0)
+    assert stats["synthetic"] == 1.0 and 0 < stats["fit_chi2_median"] < 3
+    assert stats["fit_bad_fraction"] < 0.02
+    pedestal = read_master(home.products / fitted["bias"].path)
+    rate = read_master(home.products / fitted["dark"].path)
+    dark300 = read_master(home.products / masters[300.0].path)
+    # The line predicts the 300 s master within its errors, pixel by pixel.
+    residual = (dark300.data - pedestal.data - 300.0 * rate.data) / np.hypot(dark300.error, pedestal.error)
+    good = (rate.dq == 0) & (dark300.dq == 0)
+    assert abs(np.median(residual[good])) < 0.5 and np.mean(np.abs(residual[good]) < 5) > 0.99
+    # A CCD cooled to -17 C: next to no dark current in most pixels, warm pixels well above it.
+    assert abs(np.median(rate.data[good])) < 0.05 and np.percentile(rate.data[good], 99.9) > 0.3

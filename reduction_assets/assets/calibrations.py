@@ -3,6 +3,7 @@
 import functools
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -41,7 +42,14 @@ from reduction_assets.partitions import (
     split_key,
 )
 from reduction_assets.provenance import UsedCalibration, calibrations_payload, fingerprint, step_version
-from reduction_assets.reduction.masters import InputFrame, MasterSettings, NoMaster, build_master
+from reduction_assets.reduction.masters import (
+    InputFrame,
+    MasterProduct,
+    MasterSettings,
+    NoMaster,
+    build_master,
+)
+from reduction_assets.reduction.pedestal import fit_pedestal_and_rate
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.storage import Integrity, ObjectStore
 
@@ -183,30 +191,46 @@ def _master_of_group(
         return MasterOutcome(
             label, NOT_MADE, reason=product.reason, rejected=product.rejected, candidates=product.candidates
         )
+    row = _write_master(product, group.key, instrument, night, digest, upstream.used, catalog, products)
+    return MasterOutcome(
+        label,
+        MADE,
+        calibration=row,
+        rejected=product.rejected,
+        notes=upstream.notes,
+        statistics=product.statistics,
+    )
+
+
+def _write_master(
+    product: MasterProduct,
+    key: CalibrationKey,
+    instrument: Instrument,
+    night,
+    digest: str,
+    used_masters: dict[str, UsedCalibration],
+    catalog: Catalog,
+    products: ObjectStore,
+) -> Calibration:
+    """Write a master as FITS and record it, in one transaction with its file."""
     provenance = provenance_cards(
         software_version=reduction_assets.__version__,
         step_version=step_version("master"),
         fingerprint=digest,
         night=night,
-        used=upstream.used,
+        used=used_masters,
     )
     hdul = master_hdul(
-        product,
-        instrument=instrument.name,
-        night=night,
-        binning=group.key.binning,
-        filter=group.key.filter,
+        product, instrument=instrument.name, night=night, binning=key.binning, filter=key.filter,
         provenance=provenance,
-    )
-    staged = products.stage(
-        master_key(instrument.name, night, group.key), functools.partial(write_hdul, hdul)
-    )
-    row = record_and_publish(
+    )  # fmt: skip
+    staged = products.stage(master_key(instrument.name, night, key), functools.partial(write_hdul, hdul))
+    return record_and_publish(
         catalog,
         staged,
         lambda session: record_calibration(
             session,
-            group.key,
+            key,
             instrument.name,
             night,
             path=staged.key,
@@ -218,14 +242,6 @@ def _master_of_group(
             fingerprint=digest,
             software_version=_version("master"),
         ),
-    )
-    return MasterOutcome(
-        label,
-        MADE,
-        calibration=row,
-        rejected=product.rejected,
-        notes=upstream.notes,
-        statistics=product.statistics,
     )
 
 
@@ -261,25 +277,13 @@ def _input_frame(frame: RawFrame, raw_store: ObjectStore) -> InputFrame:
 
 
 def _upstream(kind: str, instrument: Instrument, night, key: CalibrationKey, catalog: Catalog) -> Upstream:
-    """The masters a master of ``kind`` needs, chosen in the catalog (not read yet)."""
+    """The masters a master of ``kind`` needs, chosen in the catalog (not read yet): a bias for darks,
+    a bias and a dark for flats. Cameras without bias frames take for their flats the synthetic bias
+    and rate dark of a pedestal fit, or else the shortest bias-including dark as the pedestal."""
     if kind == "bias" or (kind == "dark" and instrument.darks_include_bias):
         return Upstream()
+    found = {}
     with catalog.session() as session:
-        if instrument.darks_include_bias:  # flats of a camera without bias frames
-            zero = shortest_dark(session, instrument.name, key, night, CALIBRATION_WINDOW_NIGHTS)
-            if zero is None:
-                return Upstream(
-                    missing="needs a bias-including master dark to remove the pedestal of "
-                    "the flats (nights up to "
-                    f"{CALIBRATION_WINDOW_NIGHTS} before {night})"
-                )
-            # Its dark current over the difference in exposure time is neglected ("dark flats").
-            return Upstream(
-                used={"zero": used("zero", zero)},
-                bias=zero,
-                notes=[f"pedestal from the {zero.exptime:g} s dark of {zero.night}"],
-            )
-        found = {}
         for needed in ("bias", "dark") if kind == "flat" else ("bias",):
             wanted = instrument.calibration_key(
                 needed, binning=key.binning, readout=key.readout, filter=None, exptime=0.0
@@ -287,8 +291,22 @@ def _upstream(kind: str, instrument: Instrument, night, key: CalibrationKey, cat
             found[needed] = select_calibration(
                 session, CalibrationCriteria(wanted, instrument.name, night, CALIBRATION_WINDOW_NIGHTS)
             )
+        zero = shortest_dark(session, instrument.name, key, night, CALIBRATION_WINDOW_NIGHTS)
     if isinstance(found["bias"], NoCalibration):
-        return Upstream(missing=f"needs a master bias: {found['bias'].message}")
+        if not instrument.darks_include_bias:
+            return Upstream(missing=f"needs a master bias: {found['bias'].message}")
+        if zero is None:
+            return Upstream(
+                missing="needs a pedestal fit or a bias-including master dark to remove the pedestal "
+                f"of the flats (nights up to {CALIBRATION_WINDOW_NIGHTS} before {night})"
+            )
+        # Without a pedestal fit, the dark current over the difference in exposure time is
+        # neglected ("dark flats").
+        return Upstream(
+            used={"zero": used("dark", zero)},
+            bias=zero,
+            notes=[f"pedestal from the {zero.exptime:g} s dark of {zero.night}"],
+        )
     upstream = Upstream(used={"bias": used("bias", found["bias"])}, bias=found["bias"])
     if found["bias"].night != night:
         upstream.notes.append(f"bias from {found['bias'].night}")
@@ -298,6 +316,66 @@ def _upstream(kind: str, instrument: Instrument, night, key: CalibrationKey, cat
         upstream.used["dark"] = used("dark", found["dark"])
         upstream.dark = found["dark"]
     return upstream
+
+
+def pedestal_fits(
+    instrument: Instrument, night, darks: list[Calibration], catalog: Catalog, products: ObjectStore
+) -> list[MasterOutcome]:
+    """Cameras without bias frames: per binning and readout, a synthetic bias and a rate dark fitted
+    through the partition's bias-including darks of two or more exposure times."""
+    groups: dict[tuple[str, str], list[Calibration]] = {}
+    for dark in darks:
+        if dark.exptime > 0:
+            groups.setdefault((dark.binning, dark.readout), []).append(dark)
+    outcomes = []
+    for (binning, readout), members in sorted(groups.items()):
+        members = sorted(members, key=lambda c: c.exptime)
+        if len({dark.exptime for dark in members}) < 2:
+            continue
+        label = f"{binning} {readout} fit of {'/'.join(f'{d.exptime:g}' for d in members)} s"
+        digest = fingerprint("master", kind="pedestal", darks=[[d.id, d.checksum] for d in members])
+        keys = {
+            kind: instrument.calibration_key(kind, binning=binning, readout=readout, filter=None, exptime=0.0)
+            for kind in ("bias", "dark")
+        }
+        with catalog.session() as session:
+            existing = {
+                kind: find_calibration(session, key, instrument.name, night) for kind, key in keys.items()
+            }
+        if all(
+            row is not None
+            and row.fingerprint == digest
+            and products.check(row.path, row.checksum) is Integrity.OK
+            for row in existing.values()
+        ):
+            outcomes += [
+                MasterOutcome(f"{kind} {label}", UP_TO_DATE, calibration=row)
+                for kind, row in existing.items()
+            ]
+            continue
+        try:
+            masters = VerifiedMasters(catalog, products)
+            fit = fit_pedestal_and_rate([masters(dark) for dark in members])
+        except DamagedMaster as damaged:
+            outcomes.append(MasterOutcome(label, NOT_MADE, reason=str(damaged)))
+            continue
+        inputs = [
+            InputFrame(entry["name"], "", entry["checksum"], dark.exptime, "", (0, 0), (1, 1))
+            for dark in members
+            for entry in dark.inputs
+        ]
+        used_darks = {f"dk{index}": used("dark", dark) for index, dark in enumerate(members, start=1)}
+        for kind, master in (("bias", fit.bias), ("dark", fit.rate)):
+            product = MasterProduct(
+                kind, master, np.full(master.data.shape, len(inputs), np.int32), inputs, [],
+                {"synthetic": 1.0, **fit.statistics},
+            )  # fmt: skip
+            row = _write_master(product, keys[kind], instrument, night, digest, used_darks, catalog, products)
+            outcomes.append(
+                MasterOutcome(f"{kind} {label}", MADE, calibration=row, statistics=product.statistics,
+                              notes=[f"fitted through {len(used_darks)} darks"])
+            )  # fmt: skip
+    return outcomes
 
 
 # --- results and checks ---------------------------------------------------------------------------
@@ -399,10 +477,17 @@ def master_dark(
     context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Master darks of one night and instrument: e-/s per binning, or e- per exposure time for
-    cameras whose darks include the bias."""
+    cameras whose darks include the bias (with, from two or more exposure times, a pedestal fit: a
+    synthetic bias and a rate dark)."""
     outcomes = partition_masters(context, "dark", config, home)
+    instrument_name, night = split_key(context.partition_key)
+    instrument = home.registry()[instrument_name]
+    if instrument.darks_include_bias:
+        outcomes += pedestal_fits(instrument, night, _current(outcomes), home.catalog(), home.product_store())
     failures, detail = [], {}
     for row in _current(outcomes):
+        if row.type != "dark":
+            continue
         median = row.statistics.get("median")
         noise = row.statistics.get("median_error") or 0.0
         detail[row.path] = {"median": median, "median_error": noise, "exptime": row.exptime}

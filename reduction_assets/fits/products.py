@@ -28,18 +28,21 @@ def provenance_cards(
 ) -> dict[str, object]:
     """The provenance keywords of every product: versions, fingerprint, and per master used
     ``{TAG}ID`` (catalog id), ``{TAG}FILE`` (its file name) and ``{TAG}AGE`` (nights older than the
-    product's night), TAG being BIAS, DARK, FLAT or ZERO (the pedestal of bias-less flats)."""
+    product's night), TAG being the master's role in ``used`` (BIAS, DARK, FLAT; ZERO for the dark
+    that gives flats of bias-less cameras their pedestal; DK1, DK2... for the darks of a pedestal
+    fit)."""
     cards: dict[str, object] = {
         "SOFTVER": (software_version, "reduction_assets version"),
         "STEPVER": (step_version, "version of the step that made this product"),
         "FINGERPR": fingerprint,  # sha256 of inputs, masters, settings and step: no room for a comment
     }
-    for kind, calibration in used.items():
-        cards[f"{calibration.tag}ID"] = (calibration.id, f"catalog id of the master {kind}")
-        cards[f"{calibration.tag}FILE"] = card_text(PurePosixPath(calibration.key).name)
-        cards[f"{calibration.tag}AGE"] = (
+    for role, calibration in used.items():
+        tag = role.upper()[:4]
+        cards[f"{tag}ID"] = (calibration.id, f"catalog id of the master {calibration.kind}")
+        cards[f"{tag}FILE"] = card_text(PurePosixPath(calibration.key).name)
+        cards[f"{tag}AGE"] = (
             (night - calibration.night).days,
-            f"nights between product and master {kind}",
+            f"nights between product and master {calibration.kind}",
         )
     return cards
 

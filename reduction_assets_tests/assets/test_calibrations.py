@@ -188,3 +188,38 @@ def test_each_readout_shape_gets_its_own_master(home, lcosim_night, tmp_path, re
     run_partition(home, names)
     masters = {(r.readout, r.input_count) for r in calibrations(home) if r.type == "bias"}
     assert masters == {("128x144", 5), ("160x176", 5)}  # before: one master of the majority shape
+
+
+def test_darks_of_two_exposure_times_give_a_pedestal_fit_that_calibrates_any_exposure(
+    home, registry, tmp_path
+):
+    from reduction_assets.catalog import Product
+    from reduction_assets.simulate import SimulationConfig, simulate_night
+
+    st7 = registry["st7"]
+    # The same detector (seed) seen with 60 s darks and with 300 s darks, flats and 100 s science.
+    short = simulate_night(st7, NIGHT, tmp_path / "a", SimulationConfig(seed=43, dark_exptime=60.0, n_flat=0,
+                                                                        n_dither=0))  # fmt: skip
+    night = simulate_night(st7, NIGHT, tmp_path / "b", SimulationConfig(seed=43, dark_exptime=300.0,
+                                                                        n_targets=1, n_dither=1,
+                                                                        science_exptime=100.0))  # fmt: skip
+    names = deliver(frames_of(short, "dark"), home.landing, [f"s_{f.name}" for f in frames_of(short, "dark")])
+    run_partition(home, names + deliver(night.frames, home.landing), instrument="st7")
+    rows = {(r.type, r.exptime): r for r in calibrations(home)}
+    assert {("dark", 60.0), ("dark", 300.0), ("bias", 0.0), ("dark", 0.0), ("flat", 0.0)} <= set(rows)
+    truth = night.truth
+    with fits.open(home.products / rows[("dark", 0.0)].path) as hdul:
+        rate = hdul["SCI"].data
+    with fits.open(home.products / rows[("flat", 0.0)].path) as hdul:
+        flat = hdul["SCI"].data
+        assert hdul[0].header["BIASID"] == rows[("bias", 0.0)].id and "ZEROID" not in hdul[0].header
+    hot = tuple(truth.hot_pixels.T)
+    close = np.isclose(rate[hot], truth.dark_rate[hot], rtol=0.1, atol=0.05)
+    assert np.mean(close) > 0.98 and abs(np.median(rate[hot] / truth.dark_rate[hot]) - 1) < 0.02
+    # Hot pixels of the flat: right now, where a 300 s pedestal left them ~16 % low.
+    ratio = flat[hot] / truth.flats["clear"][hot]
+    assert abs(np.median(ratio) - 1) < 0.01
+    with Catalog(home.catalog_url()).session() as session:
+        (science,) = session.scalars(select(Product)).all()
+    assert science.status == "reduced" and (science.bias_id, science.dark_id) == (
+        rows[("bias", 0.0)].id, rows[("dark", 0.0)].id)  # fmt: skip

@@ -237,3 +237,16 @@ def test_frames_take_masters_of_their_own_readout_from_an_earlier_night(home, re
     with Catalog(home.catalog_url()).session() as session:
         used = {session.get(Calibration, p.flat_id).readout for p, _ in rows}
     assert used == {"160x176"}  # 160 columns and lcosim's 16 of overscan
+
+
+def test_reduced_headers_describe_the_trimmed_frame_in_electrons(home, night_done):
+    product, frame = products(home)[0]
+    with fits.open(home.products / product.path) as hdul:
+        header, sci = hdul[0].header, hdul["SCI"].data
+    raw = frame.header
+    assert header["GAIN"] == 1.0 and header["RAWGAIN"] == raw["GAIN"]
+    assert header["RAWSATUR"] == raw["SATURATE"] and header["RAWTSEC"] == raw["TRIMSEC"]
+    assert header["RAWBSEC"] == raw["BIASSEC"] and "TRIMSEC" not in header and "BIASSEC" not in header
+    assert header["DATASEC"] == f"[1:{sci.shape[1]},1:{sci.shape[0]}]"
+    # Saturation in electrons above the bias: (62000 - ~1000 ADU) x 1.6 e-/ADU.
+    assert header["SATURATE"] == pytest.approx((62000 - 1000) * 1.6, rel=0.01)

@@ -98,3 +98,17 @@ def test_a_certified_validity_range_is_respected(catalog, registry):  # noqa: F8
     yesterday = NIGHT - dt.timedelta(days=1)
     add(catalog, yesterday, valid=(yesterday, yesterday))
     assert select(catalog) == older
+
+
+def test_for_archival_work_the_nearest_master_on_either_side_is_taken(catalog, registry):  # noqa: F811
+    catalog.sync_instruments(registry)
+    add(catalog, NIGHT - dt.timedelta(days=3))
+    after = add(catalog, NIGHT + dt.timedelta(days=2))
+    key = CalibrationKey("flat", "1x1", "128x144", "rp")
+    with catalog.session() as session:
+        before = select_calibration(session, CalibrationCriteria(key, "lcosim", NIGHT, 7))
+        either = select_calibration(session, CalibrationCriteria(key, "lcosim", NIGHT, 7, "either"))
+    assert before.night == NIGHT - dt.timedelta(days=3) and either.id == after
+    tie = add(catalog, NIGHT - dt.timedelta(days=2))
+    with catalog.session() as session:
+        assert select_calibration(session, CalibrationCriteria(key, "lcosim", NIGHT, 7, "either")).id == tie
