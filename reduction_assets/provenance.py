@@ -28,7 +28,7 @@ _CALIBRATION = ("reduction_assets.reduction.calibrate", "reduction_assets.reduct
 
 STEPS: dict[str, Step] = {
     "master": Step(
-        4,
+        5,
         (
             "reduction_assets.reduction.masters",
             "reduction_assets.reduction.pedestal",
@@ -41,7 +41,7 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        3,
+        4,
         (
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",

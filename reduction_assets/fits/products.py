@@ -176,7 +176,8 @@ def reduced_hdul(
     cat_hdu = fits.BinTableHDU(Table(sources), name="CAT")
     cat_hdu.header["COMMENT"] = (
         "x, y: 0-based pixels of SCI; flux, flux_err: e- in a circular "
-        "aperture; fwhm: pixels; flag: sep flags, 256 = saturated"
+        "aperture; fwhm: pixels; flag: sep flags, 256 = saturated, 512 = cosmic-ray "
+        "pixels in the aperture filled from their neighbours"
     )
     return fits.HDUList([primary, sci_hdu, err_hdu, _dq_hdu(dq), cat_hdu])
 
