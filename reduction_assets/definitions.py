@@ -1,24 +1,41 @@
-"""The Definitions of reduction_assets: assets, sensors and resources.
+"""The Definitions of reduction_assets: assets, jobs, sensors, resources and the executor.
 
 Environment switching happens here and only here. ``defs`` is a function, so Dagster builds the
-definitions when it loads the code location, not when this module is imported; the deployment
-(``REDUCTION_DEPLOYMENT``: ``embedded`` by default, or ``production``) chooses how the resources
-find their settings, always through ``EnvVar`` so the values never appear in the UI or the code.
+definitions when it loads the code location, not when this module is imported:
+
+- ``REDUCTION_DEPLOYMENT`` (``embedded`` by default, or ``production``) chooses how the resources
+  find their settings, always through ``EnvVar`` so the values never appear in the UI or the code;
+- ``REDUCTION_EXECUTOR`` (``in_process`` by default, or ``multiprocess``) chooses how a run executes
+  its steps. A partition's steps run one after the other anyway (each needs the one before), so in
+  process they cost only their work; ``multiprocess`` isolates steps in processes started from a
+  preloaded forkserver. Memory-heavy steps are serialised by the ``stacking`` pool either way.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
-from dagster import Definitions, EnvVar
+from dagster import (
+    BetaWarning,
+    Definitions,
+    EnvVar,
+    ExecutorDefinition,
+    in_process_executor,
+    multiprocess_executor,
+    with_source_code_references,
+)
 
 from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
+from reduction_assets.jobs import ALL_JOBS
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.sensors import calibration_sensor, landing_sensor
 
 DEPLOYMENT_ENV = "REDUCTION_DEPLOYMENT"
+EXECUTOR_ENV = "REDUCTION_EXECUTOR"
+ASSETS = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames]
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
@@ -35,16 +52,36 @@ def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
     raise ValueError(f"{DEPLOYMENT_ENV}={deployment!r}: expected 'embedded' or 'production'")
 
 
-def build_definitions(home: ReductionHomeResource | None = None) -> Definitions:
+def executor_for(name: str) -> ExecutorDefinition:
+    """``in_process`` (the default) or ``multiprocess`` with a forkserver that preloads the package."""
+    if name == "in_process":
+        return in_process_executor
+    if name == "multiprocess":
+        return multiprocess_executor.configured(
+            {"start_method": {"forkserver": {"preload_modules": ["reduction_assets.definitions"]}}}
+        )
+    raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected 'in_process' or 'multiprocess'")
+
+
+def build_definitions(
+    home: ReductionHomeResource | None = None, executor: ExecutorDefinition = in_process_executor
+) -> Definitions:
     """The definitions with a given home resource (tests and `process` pass their own)."""
+    with warnings.catch_warnings():
+        # Beta in Dagster 1.13; a warning at every code-location load tells operators nothing.
+        warnings.simplefilter("ignore", BetaWarning)
+        assets = with_source_code_references(ASSETS)
     return Definitions(
-        assets=[raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames],
+        assets=assets,
+        jobs=ALL_JOBS,
         sensors=[landing_sensor, calibration_sensor],
         resources={"home": home} if home is not None else resources_for("embedded"),
+        executor=executor,
     )
 
 
 def defs() -> Definitions:
     """What Dagster loads (``-m reduction_assets.definitions -a defs``)."""
     deployment = os.environ.get(DEPLOYMENT_ENV, "embedded")
-    return build_definitions(resources_for(deployment)["home"])
+    executor = executor_for(os.environ.get(EXECUTOR_ENV, "in_process"))
+    return build_definitions(resources_for(deployment)["home"], executor)

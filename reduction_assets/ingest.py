@@ -46,6 +46,15 @@ class IngestReport:
     other_partition: list[tuple[str, str]] = field(default_factory=list)  # (name, partition)
     by_type_filter: Counter = field(default_factory=Counter)
 
+    def merge(self, other: IngestReport) -> None:
+        """Add another pass's results to this report."""
+        self.ingested += other.ingested
+        self.already_ingested += other.already_ingested
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+        self.other_partition += other.other_partition
+        self.by_type_filter.update(other.by_type_filter)
+
     def summary(self) -> dict[str, int]:
         return {
             "ingested": len(self.ingested),

@@ -248,7 +248,7 @@ def _process_until_idle(
     from reduction_assets.definitions import build_definitions
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
-    job = build_definitions(resource).resolve_implicit_global_asset_job_def()
+    definitions = build_definitions(resource)
     loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     cursor_path = home.state / CURSOR_FILE
     cursor = read_text_or_none(cursor_path)
@@ -269,7 +269,7 @@ def _process_until_idle(
             ]
         executed = 0
         for sensor_name, request in requests:
-            label = request.partition_key or ",".join(k.to_user_string() for k in request.asset_selection)
+            label = request.partition_key or request.job_name
             if run_key_succeeded(instance, request.run_key):
                 outcome.skipped.append(label)
                 echo(f"skip {label}: run key {request.run_key} already succeeded")
@@ -283,11 +283,10 @@ def _process_until_idle(
             executed += 1
             watch.run_id = run_id
             try:
-                run = job.execute_in_process(
+                run = definitions.resolve_job_def(request.job_name).execute_in_process(
                     run_config={**request.run_config, **loggers},
                     instance=instance,
                     partition_key=request.partition_key,
-                    asset_selection=request.asset_selection,
                     tags={**request.tags, **tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
                     run_id=run_id,
                     raise_on_error=False,

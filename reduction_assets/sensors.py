@@ -8,7 +8,6 @@ from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 
 from dagster import (
-    AssetKey,
     DagsterInstance,
     DagsterInvariantViolationError,
     DefaultSensorStatus,
@@ -23,6 +22,16 @@ from reduction_assets.catalog.integrity import stale_partitions
 from reduction_assets.catalog.products import frames_to_recalibrate
 from reduction_assets.fits.headers import FrameRejected, shown
 from reduction_assets.fits.validate import FileState
+from reduction_assets.jobs import (
+    PROCESS_NIGHT,
+    QUARANTINE_REJECTS,
+    REBUILD_MASTERS,
+    REDUCE_FRAMES,
+    process_night,
+    quarantine_rejects,
+    rebuild_masters,
+    reduce_frames,
+)
 from reduction_assets.landing import (
     IgnoredEntry,
     Route,
@@ -41,9 +50,6 @@ from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.runs import partitions_in_flight, reap_dead_process_runs
 
 CURSOR_VERSION = 1
-PARTITION_ASSETS = [
-    AssetKey(name) for name in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
-]
 
 
 def _stamp(state: FileState) -> str:
@@ -164,7 +170,7 @@ def landing_tick_result(tick: LandingTick, files: dict[str, FileState]) -> Senso
             run_key=_run_key(f"raw_frames:{instrument}|{night}", names, files),
             partition_key=partition_key(instrument, night),
             # The partition's masters and reduced frames follow in the same run, in graph order.
-            asset_selection=PARTITION_ASSETS,
+            job_name=PROCESS_NIGHT,
             run_config={"ops": {"raw_frames": {"config": {"files": [encode_name(n) for n in names]}}}},
             tags={"reduction_assets/trigger": "landing_sensor", "reduction_assets/files": str(len(names))},
         )
@@ -174,7 +180,7 @@ def landing_tick_result(tick: LandingTick, files: dict[str, FileState]) -> Senso
         requests.append(
             RunRequest(
                 run_key=_run_key("landing_rejects", tick.rejects, files),
-                asset_selection=[AssetKey("landing_rejects")],
+                job_name=QUARANTINE_REJECTS,
                 run_config={
                     "ops": {"landing_rejects": {"config": {"files": [encode_name(n) for n in tick.rejects]}}}
                 },
@@ -236,7 +242,7 @@ def _instance(context: SensorEvaluationContext) -> DagsterInstance | None:
 
 @sensor(
     name="landing_sensor",
-    asset_selection=[*PARTITION_ASSETS, AssetKey("landing_rejects")],
+    jobs=[process_night, quarantine_rejects],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches landing/ and requests raw_frames runs for each night and instrument with "
@@ -281,12 +287,12 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
         frames = sorted(nearer.get((instrument, night), []), key=lambda f: f[0])
         stale = damaged.get((instrument, night))
         digest = hashlib.sha256(json.dumps([frames, stale and stale.version], sort_keys=True).encode())
-        selection = PARTITION_ASSETS[1:] if stale and stale.masters else [AssetKey("reduced_frames")]
+        job_name = REBUILD_MASTERS if stale and stale.masters else REDUCE_FRAMES
         requests.append(
             RunRequest(
                 run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
                 partition_key=partition_key(instrument, night),
-                asset_selection=selection,
+                job_name=job_name,
                 tags={
                     "reduction_assets/trigger": "calibration_sensor",
                     "reduction_assets/frames": str(len(frames)),
@@ -308,7 +314,7 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
 
 @sensor(
     name="calibration_sensor",
-    asset_selection=PARTITION_ASSETS[1:],
+    jobs=[rebuild_masters, reduce_frames],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="Re-reduces frames that used an earlier night's calibrations (or none) once a nearer "

@@ -1,6 +1,7 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -14,12 +15,15 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, record_and_publish, used
+from reduction_assets.assets.common import OWNERS, DamagedMaster, VerifiedMasters, record_and_publish, used
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
 from reduction_assets.catalog.calibrations import (
     CalibrationCriteria,
@@ -31,6 +35,7 @@ from reduction_assets.catalog.calibrations import (
     select_calibration,
     shortest_dark,
 )
+from reduction_assets.catalog.integrity import record_check
 from reduction_assets.fits.products import master_hdul, provenance_cards, write_hdul
 from reduction_assets.fits.reading import StoreFrameReader
 from reduction_assets.instruments import CalibrationKey, Instrument
@@ -106,42 +111,39 @@ class MasterOutcome:
     candidates: int = 0
     statistics: dict[str, float] = field(default_factory=dict)
 
-    def summary(self) -> dict:
-        row = {"group": self.group, "status": self.status}
-        if self.calibration is not None:
-            row.update(
-                id=self.calibration.id, inputs=self.calibration.input_count, path=self.calibration.path
-            )
-        if self.reason:
-            row.update(reason=self.reason, candidates=self.candidates)
-        if self.rejected:
-            row["rejected"] = [{"frame": name, "reason": reason} for name, reason in self.rejected]
-        if self.notes:
-            row["notes"] = self.notes
-        row.update({k: round(v, 6) for k, v in self.statistics.items()})
-        return row
+    def row(self) -> dict:
+        """The outcome as a row of the summary table."""
+        calibration = self.calibration
+        return {
+            "group": self.group,
+            "status": self.status,
+            "id": calibration.id if calibration else None,
+            "inputs": calibration.input_count if calibration else len(self.rejected) + self.candidates,
+            "rejected": len(self.rejected),
+            "path": calibration.path if calibration else None,
+            "reason": self.reason or "; ".join(f"{name}: {why}" for name, why in self.rejected) or None,
+            "notes": "; ".join(self.notes) or None,
+        }
 
 
 def partition_masters(
-    context: AssetExecutionContext, kind: str, config: MasterConfig, home: ReductionHomeResource
+    kind: str, instrument: Instrument, night, config: MasterConfig, home: ReductionHomeResource, log
 ) -> list[MasterOutcome]:
-    """Build (or confirm up to date) every master of ``kind`` of the run's partition."""
-    instrument_name, night = split_key(context.partition_key)
-    instrument = home.registry()[instrument_name]
-    catalog = home.catalog()
+    """Build (or confirm up to date) every master of ``kind`` of one partition."""
+    catalog, products = home.catalog(), home.product_store()
     with catalog.session() as session:
         groups = calibration_groups(session, instrument, night, kind)
     if not groups:
-        return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument_name} {night}")]
+        return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument.name} {night}")]
     outcomes = [
-        _master_of_group(
-            kind, group, instrument, night, config, catalog, home.raw_store(), home.product_store()
-        )
+        _master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(), products)
         for group in groups
     ]
+    if kind == "dark" and instrument.darks_include_bias:
+        outcomes += pedestal_fits(instrument, night, _current(outcomes), catalog, products)
     for outcome in outcomes:
         if outcome.status == NOT_MADE:
-            context.log.warning("%s %s %s: %s", kind, instrument_name, outcome.group, outcome.reason)
+            log.warning("%s %s %s %s: %s", kind, instrument.name, night, outcome.group, outcome.reason)
     return outcomes
 
 
@@ -387,33 +389,118 @@ FLAT_LEVEL_TOLERANCE = 0.01
 MAX_FLAT_BAD_FRACTION = 0.05
 
 
-def _result(kind: str, outcomes: list[MasterOutcome], check: AssetCheckResult) -> MaterializeResult:
-    summaries = [outcome.summary() for outcome in outcomes]
-    current = sum(1 for o in outcomes if o.status != NOT_MADE)
+def read_noise_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str | None]:
+    """(detail, failure) of a master bias: its measured read noise within tolerance of the registry's."""
+    measured = row.statistics.get("read_noise_e")
+    if row.statistics.get("synthetic"):
+        return measured, None  # a pedestal fit measures no read noise
+    if measured is None or abs(measured / instrument.read_noise - 1) > READ_NOISE_TOLERANCE:
+        return measured, f"read noise {measured} e- vs {instrument.read_noise} e- expected"
+    return measured, None
+
+
+def dark_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str | None]:
+    """(detail, failure) of a master dark: a positive level (darks with the bias) or a plausible rate."""
+    median = row.statistics.get("median")
+    noise = row.statistics.get("median_error") or 0.0
+    detail = {"median": median, "median_error": noise, "exptime": row.exptime}
+    if median is None:
+        return detail, "no median"
+    if row.exptime:  # includes the bias: a level in e-, positive
+        return detail, f"negative level {median:.1f} e-" if median < 0 else None
+    if median < -3 * max(noise, 1e-6) or median > MAX_DARK_RATE:
+        return detail, f"median dark current {median:.4g} e-/s is implausible"
+    return detail, None
+
+
+def flat_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str | None]:
+    """(detail, failure) of a master flat: illuminated level 1 and few bad pixels."""
+    level = row.statistics.get("illuminated_level")
+    bad = row.statistics.get("bad_fraction")
+    problems = []
+    if level is None or abs(level - 1) > FLAT_LEVEL_TOLERANCE:
+        problems.append(f"illuminated level {level}")
+    if bad is None or bad > MAX_FLAT_BAD_FRACTION:
+        problems.append(f"{100 * (bad or 1):.1f}% bad pixels")
+    return {"illuminated_level": level, "bad_fraction": bad}, "; ".join(problems) or None
+
+
+Verdict = Callable[[Calibration, Instrument], tuple[object, str | None]]
+
+
+def _masters_asset(
+    context: AssetExecutionContext,
+    kind: str,
+    check_name: str,
+    verdict: Verdict,
+    config: MasterConfig,
+    home: ReductionHomeResource,
+) -> MaterializeResult:
+    """The body shared by the three master assets, for the run's partition or partitions: build the
+    masters, judge each with the blocking check's ``verdict`` (a master that fails is marked bad, so
+    no later frame uses it, and what was made with it is redone), and report."""
+    catalog = home.catalog()
+    outcomes: list[tuple[str, MasterOutcome]] = []
+    failures: list[str] = []
+    detail: dict[str, object] = {}
+    for key in context.partition_keys:
+        instrument_name, night = split_key(key)
+        instrument = home.registry()[instrument_name]
+        for outcome in partition_masters(kind, instrument, night, config, home, context.log):
+            outcomes.append((str(key), outcome))
+            row = outcome.calibration
+            if row is None or row.type != kind:
+                continue
+            detail[row.path], failure = verdict(row, instrument)
+            with catalog.session() as session:
+                redo = record_check(session, row.id, failure and f"{check_name}: {failure}")
+            if failure:
+                failures.append(f"{row.path}: {failure}")
+                outcome.reason = f"failed {check_name}: {failure}; marked bad, {redo} products to redo"
+    made = sum(1 for _, o in outcomes if o.status != NOT_MADE)
+    check = AssetCheckResult(
+        check_name=check_name,
+        asset_key=AssetKey(f"master_{kind}"),
+        passed=not failures,
+        severity=AssetCheckSeverity.ERROR,
+        description="; ".join(failures) if failures else f"{len(detail)} master(s) checked",
+        metadata={"detail": MetadataValue.json(detail)},
+    )
     return MaterializeResult(
         metadata={
-            "masters": MetadataValue.int(current),
-            "not_made": MetadataValue.int(len(outcomes) - current),
-            "summary": MetadataValue.json(summaries),
+            "masters": MetadataValue.int(made),
+            "not_made": MetadataValue.int(len(outcomes) - made),
+            "failed_check": MetadataValue.int(len(failures)),
             "status": MetadataValue.text(
-                "; ".join(f"{o.group}: {o.status}" + (f" ({o.reason})" if o.reason else "") for o in outcomes)
+                "; ".join(
+                    f"{partition} {o.group}: {o.status}" + (f" ({o.reason})" if o.reason else "")
+                    for partition, o in outcomes
+                )
+            ),
+            "summary": MetadataValue.table(
+                [TableRecord({"partition": partition, **outcome.row()}) for partition, outcome in outcomes],
+                schema=SUMMARY_SCHEMA,
             ),
         },
         check_results=[check],
     )
 
 
-def _check(name: str, asset_name: str, failures: list[str], checked: int, detail: dict) -> AssetCheckResult:
-    return AssetCheckResult(
-        check_name=name,
-        asset_key=AssetKey(asset_name),
-        passed=not failures,
-        severity=AssetCheckSeverity.ERROR,
-        description="; ".join(failures)
-        if failures
-        else (f"{checked} master(s) checked" if checked else "no master made: nothing to check"),
-        metadata={"detail": MetadataValue.json(detail)},
-    )
+SUMMARY_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("partition", "string"),
+        TableColumn("group", "string"),
+        TableColumn("status", "string"),
+        TableColumn("id", "int"),
+        TableColumn("inputs", "int"),
+        TableColumn("rejected", "int"),
+        TableColumn("path", "string"),
+        TableColumn("reason", "string", description="why it was not made, or failed its check"),
+        TableColumn(
+            "notes", "string", description="which masters it was made with, when not its own night's"
+        ),
+    ]
+)
 
 
 def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
@@ -423,6 +510,7 @@ def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
 # Shared by the three masters: stacking is memory-heavy, so its steps share an instance-wide pool.
 _MASTER_ASSET = dict(
     partitions_def=night_instrument_partitions,
+    owners=OWNERS,
     group_name="calibrations",
     kinds={"fits"},
     tags={"reduction_assets/family": "calibrations"},
@@ -446,19 +534,7 @@ def master_bias(
     context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Master bias frames (e-) of one night and instrument, one per binning."""
-    outcomes = partition_masters(context, "bias", config, home)
-    instrument = home.registry()[split_key(context.partition_key)[0]]
-    failures, detail = [], {}
-    for row in _current(outcomes):
-        measured = row.statistics.get("read_noise_e")
-        detail[row.path] = measured
-        if measured is None or abs(measured / instrument.read_noise - 1) > READ_NOISE_TOLERANCE:
-            failures.append(f"{row.path}: read noise {measured} e- vs {instrument.read_noise} e- expected")
-    return _result(
-        "bias",
-        outcomes,
-        _check("read_noise_consistent", "master_bias", failures, len(_current(outcomes)), detail),
-    )
+    return _masters_asset(context, "bias", "read_noise_consistent", read_noise_verdict, config, home)
 
 
 @asset(
@@ -479,30 +555,7 @@ def master_dark(
     """Master darks of one night and instrument: e-/s per binning, or e- per exposure time for
     cameras whose darks include the bias (with, from two or more exposure times, a pedestal fit: a
     synthetic bias and a rate dark)."""
-    outcomes = partition_masters(context, "dark", config, home)
-    instrument_name, night = split_key(context.partition_key)
-    instrument = home.registry()[instrument_name]
-    if instrument.darks_include_bias:
-        outcomes += pedestal_fits(instrument, night, _current(outcomes), home.catalog(), home.product_store())
-    failures, detail = [], {}
-    for row in _current(outcomes):
-        if row.type != "dark":
-            continue
-        median = row.statistics.get("median")
-        noise = row.statistics.get("median_error") or 0.0
-        detail[row.path] = {"median": median, "median_error": noise, "exptime": row.exptime}
-        if median is None:
-            failures.append(f"{row.path}: no median")
-        elif row.exptime:  # includes the bias: a level in e-, positive
-            if median < 0:
-                failures.append(f"{row.path}: negative level {median:.1f} e-")
-        elif median < -3 * max(noise, 1e-6) or median > MAX_DARK_RATE:
-            failures.append(f"{row.path}: median dark current {median:.4g} e-/s is implausible")
-    return _result(
-        "dark",
-        outcomes,
-        _check("dark_current_plausible", "master_dark", failures, len(_current(outcomes)), detail),
-    )
+    return _masters_asset(context, "dark", "dark_current_plausible", dark_verdict, config, home)
 
 
 @asset(
@@ -525,16 +578,4 @@ def master_flat(
     context: AssetExecutionContext, config: MasterConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Master flats (normalised to 1) of one night and instrument, per binning and filter."""
-    outcomes = partition_masters(context, "flat", config, home)
-    failures, detail = [], {}
-    for row in _current(outcomes):
-        level = row.statistics.get("illuminated_level")
-        bad = row.statistics.get("bad_fraction")
-        detail[row.path] = {"illuminated_level": level, "bad_fraction": bad}
-        if level is None or abs(level - 1) > FLAT_LEVEL_TOLERANCE:
-            failures.append(f"{row.path}: illuminated level {level}")
-        if bad is None or bad > MAX_FLAT_BAD_FRACTION:
-            failures.append(f"{row.path}: {100 * (bad or 1):.1f}% bad pixels")
-    return _result(
-        "flat", outcomes, _check("flat_normalised", "master_flat", failures, len(_current(outcomes)), detail)
-    )
+    return _masters_asset(context, "flat", "flat_normalised", flat_verdict, config, home)

@@ -17,6 +17,10 @@ from reduction_assets.storage import Integrity, ObjectStore, StagedObject
 T = TypeVar("T")
 
 
+# Who answers for the assets in the UI: the observatory's data-reduction team.
+OWNERS = ["team:data-reduction"]
+
+
 class DamagedMaster(Exception):
     """A master's file is missing or does not match its checksum; it was marked for rebuilding."""
 

@@ -9,6 +9,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from reduction_assets.assets.common import OWNERS
 from reduction_assets.catalog.reports import partition_counts
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.ingest import Ingestor, IngestReport
@@ -69,6 +70,7 @@ def _report_metadata(report: IngestReport) -> dict:
 
 @asset(
     partitions_def=night_instrument_partitions,
+    owners=OWNERS,
     group_name="raw",
     kinds={"fits"},
     tags={"reduction_assets/family": "raw"},
@@ -77,38 +79,42 @@ def raw_frames(
     context: AssetExecutionContext, config: RawFramesConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Raw frames of one night and instrument: validated, checksummed, stored and catalogued."""
-    instrument, night = split_key(context.partition_key)
     ingestor = _ingestor(home)
-    names = None if config.files is None else [decode_name(name) for name in config.files]
-    if names is None:
-        names = _partition_files(ingestor, instrument, night)
-        context.log.info("scanned landing/: %d files belong to %s %s", len(names), instrument, night)
-    report = ingestor.ingest(names, partition=(instrument, night))
+    partitions = [split_key(key) for key in context.partition_keys]
+    if config.files is not None and len(partitions) == 1:
+        wanted = {partitions[0]: [decode_name(name) for name in config.files]}
+    else:  # a manual run or a backfill: what landing/ holds for these partitions
+        wanted = _partition_files(ingestor, set(partitions))
+        context.log.info("scanned landing/: %d files belong to %d partitions", sum(map(len, wanted.values())),
+                         len(partitions))  # fmt: skip
+    report = IngestReport()
+    for partition in partitions:
+        report.merge(ingestor.ingest(wanted.get(partition, []), partition=partition))
     for name, reason, message in report.quarantined:
         context.log.warning("quarantined %s [%s]: %s", name, reason, message)
     for name, original in report.duplicates:
         context.log.info("duplicate: %s has the same content as %s", name, original)
     with ingestor.catalog.session() as session:
-        totals = partition_counts(session, instrument, night)
+        totals = [partition_counts(session, instrument, night) for instrument, night in partitions]
     metadata = _report_metadata(report)
-    metadata["total_frames"] = MetadataValue.int(totals["raw"])
-    metadata["total_by_type"] = MetadataValue.json(totals["by_type"])
+    metadata["total_frames"] = MetadataValue.int(sum(t["raw"] for t in totals))
     return MaterializeResult(metadata=metadata)
 
 
-def _partition_files(ingestor: Ingestor, instrument: str, night) -> list[str]:
-    names = []
+def _partition_files(ingestor: Ingestor, partitions: set) -> dict[tuple, list[str]]:
+    """The landing files of each of ``partitions``, from one scan."""
+    found: dict[tuple, list[str]] = {}
     for name in scan_landing(ingestor.landing).files:
         try:
             route = route_landing_file(ingestor.landing, name, ingestor.registry)
         except FrameRejected:
             continue  # unroutable files are the landing_rejects asset's business
-        if (route.instrument, route.night) == (instrument, night):
-            names.append(name)
-    return names
+        if (route.instrument, route.night) in partitions:
+            found.setdefault((route.instrument, route.night), []).append(name)
+    return found
 
 
-@asset(group_name="raw", tags={"reduction_assets/family": "raw"})
+@asset(group_name="raw", owners=OWNERS, tags={"reduction_assets/family": "raw"})
 def landing_rejects(
     context: AssetExecutionContext, config: LandingRejectsConfig, home: ReductionHomeResource
 ) -> MaterializeResult:

@@ -14,12 +14,15 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import DamagedMaster, VerifiedMasters, record_and_publish, used
+from reduction_assets.assets.common import OWNERS, DamagedMaster, VerifiedMasters, record_and_publish, used
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.calibrations import BEFORE, CalibrationChoice, select_for_frame
 from reduction_assets.catalog.products import (
@@ -72,8 +75,29 @@ class FrameOutcome:
     sources: int | None = None
     ages: dict[str, int] | None = None
 
-    def summary(self) -> dict:
-        return {key: value for key, value in vars(self).items() if value is not None}
+    def row(self) -> dict:
+        """The outcome as a row of the frames table."""
+        return {
+            "frame": self.frame,
+            "status": self.status,
+            "sources": self.sources,
+            "ages": ", ".join(f"{kind} {age}" for kind, age in (self.ages or {}).items()) or None,
+            "path": self.path,
+            "reason": self.reason,
+        }
+
+
+FRAMES_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("partition", "string"),
+        TableColumn("frame", "string"),
+        TableColumn("status", "string"),
+        TableColumn("sources", "int"),
+        TableColumn("ages", "string", description="nights between the frame and each master"),
+        TableColumn("path", "string"),
+        TableColumn("reason", "string", description="why it could not be reduced"),
+    ]
+)
 
 
 @dataclass
@@ -290,6 +314,7 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
 
 @asset(
     partitions_def=night_instrument_partitions,
+    owners=OWNERS,
     deps=[
         AssetKey("raw_frames"),
         *[
@@ -322,23 +347,20 @@ def reduced_frames(
     context: AssetExecutionContext, config: ReducedConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Reduced science frames of one night and instrument (SCI e-, ERR, DQ, CAT), with provenance."""
-    instrument, night = split_key(context.partition_key)
     catalog, products = home.catalog(), home.product_store()
-    run = _Run(
-        home.registry()[instrument],
-        config,
-        catalog,
-        home.raw_store(),
-        products,
-        VerifiedMasters(catalog, products),
-    )
-    with catalog.session() as session:
-        frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
-    outcomes = [_reduce_frame(run, frame, context.log) for frame in frames]
-    with catalog.session() as session:
-        rows = products_of(session, instrument, night)
+    masters = VerifiedMasters(catalog, products)
+    outcomes: list[tuple[str, FrameOutcome]] = []
+    rows: list[Product] = []
+    for key in context.partition_keys:
+        instrument, night = split_key(key)
+        run = _Run(home.registry()[instrument], config, catalog, home.raw_store(), products, masters)
+        with catalog.session() as session:
+            frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
+        outcomes += [(str(key), _reduce_frame(run, frame, context.log)) for frame in frames]
+        with catalog.session() as session:
+            rows += products_of(session, instrument, night)
     counts = {
-        status: sum(1 for o in outcomes if o.status == status)
+        status: sum(1 for _, o in outcomes if o.status == status)
         for status in (REDUCED, UP_TO_DATE, NOT_REDUCIBLE)
     }
     return MaterializeResult(
@@ -347,7 +369,10 @@ def reduced_frames(
             "up_to_date": MetadataValue.int(counts[UP_TO_DATE]),
             "not_reducible": MetadataValue.int(counts[NOT_REDUCIBLE]),
             "fallback_calibrations": MetadataValue.int(sum(1 for r in rows if r.fallback)),
-            "frames": MetadataValue.json([o.summary() for o in outcomes]),
+            "frames": MetadataValue.table(
+                [TableRecord({"partition": partition, **o.row()}) for partition, o in outcomes],
+                schema=FRAMES_SCHEMA,
+            ),
         },
         check_results=_checks(rows),
     )

@@ -79,13 +79,8 @@ def stored_objects(session: Session) -> list[StoredObject]:
     return objects
 
 
-def mark_calibration_stale(session: Session, calibration_id: int) -> int:
-    """Mark a master for rebuilding, and every product made with it; returns the products marked."""
-    session.execute(
-        update(Calibration)
-        .where(Calibration.id == calibration_id)
-        .values(fingerprint=STALE, updated_at=utcnow())
-    )
+def _mark_products_of_stale(session: Session, calibration_id: int) -> int:
+    """Mark every product made with a master for rebuilding; returns how many."""
     result = session.execute(
         update(Product)
         .where(
@@ -98,6 +93,35 @@ def mark_calibration_stale(session: Session, calibration_id: int) -> int:
         .values(fingerprint=STALE, updated_at=utcnow())
     )
     return result.rowcount or 0
+
+
+def mark_calibration_stale(session: Session, calibration_id: int) -> int:
+    """Mark a master for rebuilding, and every product made with it; returns the products marked."""
+    session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id)
+        .values(fingerprint=STALE, updated_at=utcnow())
+    )
+    return _mark_products_of_stale(session, calibration_id)
+
+
+FAILED_CHECK = "failed check "  # how a master that failed a blocking check is marked bad
+
+
+def record_check(session: Session, calibration_id: int, failure: str | None) -> int:
+    """Record a blocking check's verdict on a master: a failure marks it bad (so it is never chosen)
+    and the products made with it stale (so they are redone with the next best master); a pass
+    lifts a bad mark that an earlier failed check set, never one an operator set. Returns the
+    products marked."""
+    row = session.get(Calibration, calibration_id)
+    if row is None:
+        return 0
+    if failure is None:
+        if row.bad and (row.bad_reason or "").startswith(FAILED_CHECK):
+            row.bad, row.bad_reason = False, None
+        return 0
+    row.bad, row.bad_reason = True, FAILED_CHECK + failure
+    return _mark_products_of_stale(session, calibration_id)
 
 
 def mark_product_stale(session: Session, product_id: int) -> None:

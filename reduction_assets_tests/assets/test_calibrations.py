@@ -8,16 +8,21 @@ from astropy.io import fits
 from dagster import AssetKey
 from sqlalchemy import select
 
-from reduction_assets.catalog import Calibration, Catalog, RawFrame
+from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
 from reduction_assets.checksums import sha256_of
 from reduction_assets.provenance import step_version
-from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
 from reduction_assets_tests.runs import metadata, run_partition
 
 
 def calibrations(home):
     with Catalog(home.catalog_url()).session() as session:
         return list(session.scalars(select(Calibration).order_by(Calibration.id)))
+
+
+@pytest.fixture
+def night_done_copy(home, reduced_lcosim_night):
+    return reduced_lcosim_night.copy_into(home)
 
 
 @pytest.fixture
@@ -75,7 +80,7 @@ def test_rematerializing_an_unchanged_night_rebuilds_nothing(home, built):
     again = run_partition(home)
     after = {r.id: (r.checksum, r.updated_at) for r in calibrations(home)}
     assert after == before
-    assert {s["status"] for s in metadata(again, "master_flat")["summary"].value} == {"up_to_date"}
+    assert {r.data["status"] for r in metadata(again, "master_flat")["summary"].records} == {"up_to_date"}
 
 
 def test_full_refresh_rebuilds_in_place(home, built):
@@ -124,8 +129,8 @@ def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_
     assert dark.night == next_night and bias.night == NIGHT
     with fits.open(home.products / dark.path) as hdul:
         assert hdul[0].header["BIASID"] == bias.id and hdul[0].header["BIASAGE"] == 1
-    summary = metadata(result, "master_dark")["summary"].value[0]
-    assert summary["notes"] == [f"bias from {NIGHT}"]
+    summary = metadata(result, "master_dark")["summary"].records[0].data
+    assert summary["notes"] == f"bias from {NIGHT}" and summary["partition"] == f"lcosim|{next_night}"
 
 
 def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcosim_night, tmp_path):
@@ -148,6 +153,37 @@ def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcos
     materialized = {event.asset_key for event in result.get_asset_materialization_events()}
     assert AssetKey("master_bias") in materialized  # recorded, then the check failed the step
     assert AssetKey("master_dark") not in materialized
+    # The partition's own record says so, and the catalog will never offer this master again.
+    bias_metadata = metadata(result, "master_bias")
+    assert bias_metadata["failed_check"].value == 1
+    (row,) = [r.data for r in bias_metadata["summary"].records]
+    assert row["reason"].startswith("failed read_noise_consistent: read noise")
+    (master,) = calibrations(home)
+    assert master.bad and master.bad_reason.startswith("failed check read_noise_consistent")
+
+    # The next night's science frames do not fall back on it (they used to, with every check green).
+    science = frames_of(lcosim_night, "science")[:2]
+    later = [with_header(p, tmp_path / "later" / p.name, DAY_OBS="20261121") for p in science]
+    run_partition(
+        home, deliver(later, home.landing), night=NIGHT + dt.timedelta(days=1), raise_on_error=False
+    )
+    with Catalog(home.catalog_url()).session() as session:
+        products = list(session.scalars(select(Product)))
+    assert len(products) == 2 and {p.status for p in products} == {"not_reducible"}
+    assert all(p.bias_id is None and "BAD" in p.reason for p in products)
+
+
+def test_a_master_that_fails_its_check_sends_what_was_made_with_it_back_to_be_redone(home, night_done_copy):
+    from reduction_assets.catalog.integrity import record_check
+
+    bias = next(r for r in calibrations(home) if r.type == "bias")
+    with Catalog(home.catalog_url()).session() as session:
+        redo = record_check(session, bias.id, "read_noise_consistent: read noise 69 e- vs 4.5 e- expected")
+    assert redo == 12
+    with Catalog(home.catalog_url()).session() as session:
+        assert {p.fingerprint for p in session.scalars(select(Product))} == {""}
+        record_check(session, bias.id, None)  # a later pass lifts the mark the check set
+    assert not next(r for r in calibrations(home) if r.type == "bias").bad
 
 
 def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registry, tmp_path):

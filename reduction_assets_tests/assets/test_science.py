@@ -139,7 +139,7 @@ def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(
     )
     requests = evaluate_recalibration(resource).run_requests
     assert [r.partition_key for r in requests] == [f"lcosim|{NEXT}"]
-    assert requests[0].asset_selection == [AssetKey("reduced_frames")]
+    assert requests[0].job_name == "reduce_frames"
 
     run_partition(home, night=NEXT)
     redone = products(home, NEXT)

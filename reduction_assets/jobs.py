@@ -1,0 +1,43 @@
+"""The named jobs of the graph, one per kind of work, so that runs say what they do in the UI.
+
+Every partitioned job runs several partitions per run in backfills (see the README's backfill
+sizing); sensors and `process` launch them one partition at a time.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+MASTERS = ("master_bias", "master_dark", "master_flat")
+
+# Everything a night's partition needs: ingest, stack the masters, reduce the science frames.
+PROCESS_NIGHT = "process_night"
+# Masters marked stale (damaged files) and the frames made with them.
+REBUILD_MASTERS = "rebuild_masters"
+# Science frames only (nearer masters appeared, or their products were marked stale).
+REDUCE_FRAMES = "reduce_frames"
+# Landing files that could not be routed to any partition.
+QUARANTINE_REJECTS = "quarantine_rejects"
+
+process_night = define_asset_job(
+    PROCESS_NIGHT,
+    selection=AssetSelection.assets("raw_frames", *MASTERS, "reduced_frames"),
+    description="Ingest a night's landing files, stack its masters and reduce its science frames.",
+)
+rebuild_masters = define_asset_job(
+    REBUILD_MASTERS,
+    selection=AssetSelection.assets(*MASTERS, "reduced_frames"),
+    description="Rebuild a night's masters and reduce its science frames again.",
+)
+reduce_frames = define_asset_job(
+    REDUCE_FRAMES,
+    selection=AssetSelection.assets("reduced_frames"),
+    description="Reduce a night's science frames again with the best masters now available.",
+)
+quarantine_rejects = define_asset_job(
+    QUARANTINE_REJECTS,
+    selection=AssetSelection.assets("landing_rejects"),
+    description="Validate landing files that fit no partition and quarantine them with a reason.",
+)
+
+ALL_JOBS = [process_night, rebuild_masters, reduce_frames, quarantine_rejects]
