@@ -10,6 +10,7 @@ import datetime as dt
 import warnings
 
 from dagster import (
+    BackfillPolicy,
     BetaWarning,
     DailyPartitionsDefinition,
     DimensionPartitionMapping,
@@ -36,6 +37,12 @@ night_instrument_partitions = MultiPartitionsDefinition(
 
 # Night N may use calibrations of nights N-k..N (the actual choice is a catalog query).
 CALIBRATION_WINDOW_NIGHTS = 7
+
+# Backfills run up to a month of partitions per run: a backfill of up to 30 nights of one instrument is
+# one run of every asset (the window mappings let assets share a run only when a run can hold all
+# the partitions they target); longer ones are cut in runs of this size, asset by asset.
+PARTITIONS_PER_BACKFILL_RUN = 31
+backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_BACKFILL_RUN)
 
 
 def calibration_window_mapping(nights: int = CALIBRATION_WINDOW_NIGHTS) -> MultiPartitionMapping:

@@ -42,6 +42,7 @@ from reduction_assets.instruments import CalibrationKey, Instrument
 from reduction_assets.keys import master_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
+    backfill_policy,
     calibration_window_mapping,
     night_instrument_partitions,
     split_key,
@@ -510,6 +511,7 @@ def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
 # Shared by the three masters: stacking is memory-heavy, so its steps share an instance-wide pool.
 _MASTER_ASSET = dict(
     partitions_def=night_instrument_partitions,
+    backfill_policy=backfill_policy,
     owners=OWNERS,
     group_name="calibrations",
     kinds={"fits"},

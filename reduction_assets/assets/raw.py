@@ -14,7 +14,12 @@ from reduction_assets.catalog.reports import partition_counts
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.ingest import Ingestor, IngestReport
 from reduction_assets.landing import decode_name, route_landing_file, scan_landing
-from reduction_assets.partitions import night_in_range, night_instrument_partitions, split_key
+from reduction_assets.partitions import (
+    backfill_policy,
+    night_in_range,
+    night_instrument_partitions,
+    split_key,
+)
 from reduction_assets.resources import ReductionHomeResource
 
 
@@ -70,6 +75,7 @@ def _report_metadata(report: IngestReport) -> dict:
 
 @asset(
     partitions_def=night_instrument_partitions,
+    backfill_policy=backfill_policy,
     owners=OWNERS,
     group_name="raw",
     kinds={"fits"},

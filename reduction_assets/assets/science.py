@@ -40,6 +40,7 @@ from reduction_assets.instruments import Instrument, ScienceMode
 from reduction_assets.keys import reduced_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
+    backfill_policy,
     calibration_window_mapping,
     night_instrument_partitions,
     split_key,
@@ -314,6 +315,7 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
 
 @asset(
     partitions_def=night_instrument_partitions,
+    backfill_policy=backfill_policy,
     owners=OWNERS,
     deps=[
         AssetKey("raw_frames"),
