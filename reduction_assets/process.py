@@ -27,7 +27,7 @@ from dagster import DagsterInstance
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.reports import not_reducible_frames
-from reduction_assets.home import Home, HomeBusy, read_text_or_none, write_atomic
+from reduction_assets.home import Home, HomeBusy, read_text_or_none
 from reduction_assets.partitions import split_key
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.runs import (
@@ -39,18 +39,21 @@ from reduction_assets.runs import (
     process_run_tags,
     reap_dead_process_runs,
     run_key_in_flight,
+    run_key_outcome,
     run_key_succeeded,
 )
 from reduction_assets.sensors import (
     LandingTick,
     evaluate_landing,
     evaluate_recalibration,
-    forget_files,
-    request_files,
+    no_retry_delay,
+    settle_landing_run,
 )
 
 log = logging.getLogger(__name__)
-CURSOR_FILE = "landing_sensor.cursor"
+PROCESS = "process"
+# Where release 0.2 kept the landing sensor's memory for `process`; imported into the catalog once.
+LEGACY_CURSOR_FILE = "landing_sensor.cursor"
 # Seconds Dagster gets to end a run itself after SIGTERM/SIGINT before `process` ends it.
 INTERRUPT_GRACE_SECONDS = 5.0
 
@@ -250,16 +253,25 @@ def _process_until_idle(
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
     definitions = build_definitions(resource)
     loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    cursor_path = home.state / CURSOR_FILE
-    cursor = read_text_or_none(cursor_path)
+    legacy_cursor_path = home.state / LEGACY_CURSOR_FILE
+    legacy_cursor = read_text_or_none(legacy_cursor_path)
     deadline = time.monotonic() + max_wait_seconds
     tags = process_run_tags(home)
     partitions: list[tuple[str, dt.date]] = []
     while True:
         busy = partitions_in_flight(instance)
-        tick, result = evaluate_landing(resource, cursor, busy)
+        tick, result = evaluate_landing(
+            resource,
+            requested_by=PROCESS,
+            outcome_of=lambda run_key: run_key_outcome(instance, run_key),
+            busy=busy,
+            retry_delay=no_retry_delay,
+            legacy_cursor=legacy_cursor,
+        )
+        if legacy_cursor is not None or legacy_cursor_path.exists():
+            legacy_cursor_path.unlink(missing_ok=True)  # what it held is in the catalog now
+            legacy_cursor = None
         outcome.last_tick = tick
-        next_cursor = result.cursor
         requests = [("landing_sensor", r) for r in result.run_requests or []]
         if not requests and not tick.waiting and not tick.deferred:
             # Landing is quiet: frames reduced with an earlier night's calibrations may now
@@ -277,7 +289,6 @@ def _process_until_idle(
             if run_key_in_flight(instance, request.run_key):
                 outcome.skipped.append(label)
                 echo(f"skip {label}: a run with key {request.run_key} is in flight (the daemon's)")
-                next_cursor = forget_files(next_cursor, request_files(request))
                 continue
             run_id = str(uuid.uuid4())
             executed += 1
@@ -293,18 +304,15 @@ def _process_until_idle(
                 )
             finally:
                 watch.run_id = None
+            if sensor_name == "landing_sensor":
+                settle_landing_run(resource, request.run_key, run.success, run.run_id)
             outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
             if request.partition_key:
                 partitions.append(split_key(request.partition_key))
             echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
-            if not run.success:
-                next_cursor = forget_files(next_cursor, request_files(request))
             watch.check()
-        # Only now is the work done: a crash above re-requests the same files next time.
-        cursor = next_cursor
-        write_atomic(cursor_path, cursor or "")
         if outcome.failed:
-            return partitions  # the failed files are left for the next invocation, not retried
+            return partitions  # the failed files are asked for again by the next invocation
         if executed:
             continue
         if not tick.waiting and not tick.deferred:

@@ -20,6 +20,7 @@ from reduction_assets.home import Home, HomeBusy
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
+MAX_RETRIES_TAG = "dagster/max_retries"
 LAUNCHED_BY_TAG = "reduction_assets/launched_by"
 HOST_TAG = "reduction_assets/host"
 HOME_TAG = "reduction_assets/home"
@@ -39,6 +40,9 @@ IN_FLIGHT_STATUSES = [
 def process_run_tags(home: Home) -> dict[str, str]:
     """Tags that identify a run executed by this `process` invocation."""
     return {
+        # `process` asks again for the files of its failed runs at its next invocation; the daemon
+        # could not re-execute these runs anyway (they have no code location).
+        MAX_RETRIES_TAG: "0",
         LAUNCHED_BY_TAG: PROCESS_LAUNCHER,
         HOST_TAG: socket.gethostname(),
         HOME_TAG: str(home.root),
@@ -66,6 +70,39 @@ def run_key_succeeded(instance: DagsterInstance, run_key: str) -> bool:
             filters=RunsFilter(tags={RUN_KEY_TAG: run_key}, statuses=[DagsterRunStatus.SUCCESS]), limit=1
         )
     )
+
+
+RUN_SUCCEEDED = "succeeded"
+RUN_FAILED = "failed"
+RUN_IN_FLIGHT = "in_flight"
+WILL_RETRY_TAG = "dagster/will_retry"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """Where the runs of one run key stand: ``status`` is RUN_SUCCEEDED, RUN_FAILED or RUN_IN_FLIGHT."""
+
+    status: str
+    run_id: str
+
+
+def run_key_outcome(instance: DagsterInstance, run_key: str) -> RunOutcome | None:
+    """The outcome of the runs launched under ``run_key`` (automatic run retries carry the key of the
+    run they retry), or None when no run has it. A failed run that the daemon will retry counts as
+    in flight."""
+    runs = instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key}))
+    if not runs:
+        return None
+    for run in runs:
+        if run.status == DagsterRunStatus.SUCCESS:
+            return RunOutcome(RUN_SUCCEEDED, run.run_id)
+    for run in runs:
+        if run.status in IN_FLIGHT_STATUSES:
+            return RunOutcome(RUN_IN_FLIGHT, run.run_id)
+    newest = runs[0]
+    if newest.tags.get(WILL_RETRY_TAG) == "true":
+        return RunOutcome(RUN_IN_FLIGHT, newest.run_id)
+    return RunOutcome(RUN_FAILED, newest.run_id)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,17 @@ def test_process_twice_does_nothing_the_second_time(home, capsys, lcosim_night):
     assert code == 0 and "0 runs executed" in out
 
 
+def test_process_takes_over_what_the_cursor_file_of_release_0_2_had_requested(home, capsys, lcosim_night):
+    names = deliver(frames_of(lcosim_night, "bias"), home.landing)
+    stamps = {
+        n: f"{(home.landing / n).stat().st_size}:{(home.landing / n).stat().st_mtime_ns}" for n in names
+    }
+    (home.state / "landing_sensor.cursor").write_text(json.dumps({"v": 1, "requested": stamps}))
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")
+    assert code == 0 and "0 runs executed" in out
+    assert not (home.state / "landing_sensor.cursor").exists()
+
+
 def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcosim_night):
     from reduction_assets.ingest import Ingestor
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from sqlalchemy import create_engine, text
 
 from reduction_assets.definitions import defs
@@ -90,6 +91,7 @@ def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
             "DAGSTER_PG_HOST": "127.0.0.1",
             "DAGSTER_PG_DB": db,
             "DAGSTER_PG_PORT": "5432",
+            "DAGSTER_COMPUTE_LOG_DIR": str(tmp_path / "compute_logs"),
         }.items():
             monkeypatch.setenv(key, value)
         (tmp_path / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.yaml").read_text())
@@ -97,6 +99,7 @@ def test_production_instance_config_starts_on_postgresql(tmp_path, monkeypatch):
         try:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
             assert instance.get_runs() == []
+            assert instance.compute_log_manager._base_dir == str(tmp_path / "compute_logs")
         finally:
             instance.dispose()
     finally:
@@ -147,6 +150,23 @@ def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
     instance = DagsterInstance.from_config(str(home.dagster))
     assert instance.run_monitoring_enabled
     assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+
+
+def test_both_instance_configs_bound_tick_history_and_retry_crashed_runs_only(tmp_path, monkeypatch):
+    from reduction_assets.home import Home
+
+    for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
+        config = yaml.safe_load(path.read_text())
+        ticks = config["retention"]["sensor"]["purge_after_days"]
+        assert 0 < ticks["skipped"] <= 7 and ticks["failure"] > 0 and ticks["success"] > 0, path
+        retries = config["run_retries"]
+        assert retries["enabled"] and retries["max_retries"] >= 1, path
+        assert retries["retry_on_asset_or_op_failure"] is False, path
+    home = Home(tmp_path / "home").ensure()
+    instance = DagsterInstance.from_config(str(home.dagster))
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    assert not instance.run_retries_retry_on_asset_or_op_failure
+    assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 7
 
 
 def test_the_embedded_deployment_finds_its_home_through_the_environment(tmp_path, monkeypatch, lcosim_night):

@@ -23,7 +23,14 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import OWNERS, DamagedMaster, VerifiedMasters, record_and_publish, used
+from reduction_assets.assets.common import (
+    OWNERS,
+    DamagedMaster,
+    VerifiedMasters,
+    record_and_publish,
+    retried_when_transient,
+    used,
+)
 from reduction_assets.catalog import Calibration, Catalog, RawFrame
 from reduction_assets.catalog.calibrations import (
     CalibrationCriteria,
@@ -429,6 +436,7 @@ def flat_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str 
 Verdict = Callable[[Calibration, Instrument], tuple[object, str | None]]
 
 
+@retried_when_transient
 def _masters_asset(
     context: AssetExecutionContext,
     kind: str,

@@ -9,7 +9,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from reduction_assets.assets.common import OWNERS
+from reduction_assets.assets.common import OWNERS, retried_when_transient
 from reduction_assets.catalog.reports import partition_counts
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.ingest import Ingestor, IngestReport
@@ -81,6 +81,7 @@ def _report_metadata(report: IngestReport) -> dict:
     kinds={"fits"},
     tags={"reduction_assets/family": "raw"},
 )
+@retried_when_transient
 def raw_frames(
     context: AssetExecutionContext, config: RawFramesConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
@@ -121,6 +122,7 @@ def _partition_files(ingestor: Ingestor, partitions: set) -> dict[tuple, list[st
 
 
 @asset(group_name="raw", owners=OWNERS, tags={"reduction_assets/family": "raw"})
+@retried_when_transient
 def landing_rejects(
     context: AssetExecutionContext, config: LandingRejectsConfig, home: ReductionHomeResource
 ) -> MaterializeResult:

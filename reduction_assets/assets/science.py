@@ -22,9 +22,17 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import OWNERS, DamagedMaster, VerifiedMasters, record_and_publish, used
+from reduction_assets.assets.common import (
+    OWNERS,
+    DamagedMaster,
+    VerifiedMasters,
+    record_and_publish,
+    retried_when_transient,
+    used,
+)
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.calibrations import BEFORE, CalibrationChoice, select_for_frame
+from reduction_assets.catalog.db import is_transient
 from reduction_assets.catalog.products import (
     NOT_REDUCIBLE,
     REDUCED,
@@ -153,6 +161,8 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
         except (NotReducible, DamagedMaster) as err:
             reason = str(err)
         except Exception as err:
+            if is_transient(err):
+                raise  # not the frame's fault: the step is retried
             log.exception("reducing %s failed", frame.original_name)
             reason = f"reduction failed: {type(err).__name__}: {err}"
     log.warning("%s not reducible: %s", frame.original_name, reason)
@@ -329,9 +339,15 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
     tags={"reduction_assets/family": "science"},
     check_specs=[
         AssetCheckSpec(
-            "sci_finite_where_clean", asset="reduced_frames", description="no NaN or inf in SCI where DQ is 0"
+            "sci_finite_where_clean",
+            asset="reduced_frames",
+            description="no NaN or inf in SCI where DQ is 0",
         ),
-        AssetCheckSpec("err_positive", asset="reduced_frames", description="ERR > 0 everywhere"),
+        AssetCheckSpec(
+            "err_positive",
+            asset="reduced_frames",
+            description="ERR > 0 everywhere",
+        ),
         AssetCheckSpec(
             "all_frames_reduced",
             asset="reduced_frames",
@@ -345,6 +361,7 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
         ),
     ],
 )
+@retried_when_transient
 def reduced_frames(
     context: AssetExecutionContext, config: ReducedConfig, home: ReductionHomeResource
 ) -> MaterializeResult:

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -35,6 +35,21 @@ retry_transient = retry(
     wait=wait_exponential(multiplier=0.2, max=5),
     reraise=True,
 )
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a database error that a later attempt can get past: a
+    dropped or refused connection, a server restarting, a locked SQLite file. Constraint violations,
+    bad SQL and bad data are not."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OperationalError | InterfaceError):
+            return True
+        if isinstance(err, DBAPIError) and err.connection_invalidated:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class CatalogUnavailable(RuntimeError):

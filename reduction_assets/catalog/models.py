@@ -124,6 +124,27 @@ class Quarantine(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
 
+class LandingFile(Base):
+    """A file version in landing/ that was asked for (ingestion or quarantine): the landing sensor's
+    memory, kept here rather than in the sensor's cursor so that the cursor stays small whatever the
+    size of landing/. One row per file present in landing/; rows of files gone from it are deleted."""
+
+    __tablename__ = "landing_files"
+    __table_args__ = (Index("ix_landing_files_state", "state"),)
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)  # path under landing/, as encode_name()
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    partition: Mapped[str | None] = mapped_column(String(64))  # instrument|night; None for rejects
+    run_key: Mapped[str] = mapped_column(String(160))
+    requested_by: Mapped[str] = mapped_column(String(32))  # landing_sensor or process
+    state: Mapped[str] = mapped_column(String(16))  # requested, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    retry_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(64))  # the run that settled the state
+
+
 class Calibration(Base):
     """A master calibration in the product store.
 

@@ -133,18 +133,22 @@ def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_
     assert summary["notes"] == f"bias from {NIGHT}" and summary["partition"] == f"lcosim|{next_night}"
 
 
-def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcosim_night, tmp_path):
-    # Biases with three times the instrument's read noise (a failing amplifier).
+def noisy_biases(night, folder) -> list:
+    """Copies of a night's biases with three times the instrument's read noise (a failing amplifier)."""
     rng = np.random.default_rng(0)
     noisy = []
-    for path in frames_of(lcosim_night, "bias"):
+    for path in frames_of(night, "bias"):
         with fits.open(path) as hdul:
             data = hdul[0].data.astype(np.float64)
             data += rng.normal(0, 2.8 * 7.5 / 1.6, data.shape)
-            target = tmp_path / path.name
+            target = folder / path.name
             fits.PrimaryHDU(np.clip(data, 0, 65535).astype(np.uint16), hdul[0].header).writeto(target)
             noisy.append(target)
-    names = deliver(noisy + frames_of(lcosim_night, "dark"), home.landing)
+    return noisy
+
+
+def test_a_failing_blocking_check_stops_the_masters_that_would_use_it(home, lcosim_night, tmp_path):
+    names = deliver(noisy_biases(lcosim_night, tmp_path) + frames_of(lcosim_night, "dark"), home.landing)
     result = run_partition(home, names, raise_on_error=False)
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
