@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/demo_home
 DEMO_NIGHT ?= 2026-11-20
 REDUCTION_HOME ?= $(CURDIR)/reduction_home
+HOST ?= 127.0.0.1
+PORT ?= 3000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
 .PHONY: setup demo test dev validate bench clean
@@ -48,12 +50,13 @@ bench: setup
 validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml
 
-# The Dagster UI and daemon (sensors run) on the state in REDUCTION_HOME.
+# The Dagster UI and daemon (sensors run) on the state in REDUCTION_HOME, at http://$(HOST):$(PORT)
+# (`make dev HOST=0.0.0.0 PORT=3300` to serve other machines or avoid a busy port).
 dev: setup
 	mkdir -p $(REDUCTION_HOME)
 	$(BIN)/python -c "from reduction_assets.home import resolve_home; resolve_home('$(REDUCTION_HOME)').ensure()"
 	REDUCTION_HOME=$(REDUCTION_HOME) DAGSTER_HOME=$(REDUCTION_HOME)/dagster \
-	  $(BIN)/dagster dev -w workspace.yaml
+	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .numba_cache .pytest_cache *.egg-info

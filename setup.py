@@ -40,7 +40,7 @@ setup(
         "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "requests>=2.31"],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4"],
     },

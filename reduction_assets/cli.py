@@ -74,10 +74,48 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+# Exit codes of `process`, for cron wrappers and supervisors.
+EXIT_OK = 0
+EXIT_LEFT_UNDONE = 1  # a run failed, files were given up on, or (--strict) frames are not reducible
+EXIT_UNUSABLE = 2  # the catalog or the Dagster instance cannot be used: nothing was done
+
+
+def _echo(to_stderr: bool):
+    from tqdm import tqdm
+
+    # tqdm.write keeps progress bars intact; with --json, standard output holds only the document.
+    return lambda line: tqdm.write(line, file=sys.stderr if to_stderr else sys.stdout)
+
+
+def process_summary(outcome, home) -> dict:
+    """The outcome of `process` as the document `process --json` prints."""
+    tick = outcome.last_tick
+    return {
+        "home": str(home.root),
+        "runs": outcome.runs,
+        "executed": len(outcome.runs),
+        "failures": [run for run in outcome.runs if not run["success"]],
+        "skipped": outcome.skipped,
+        "busy": outcome.busy,
+        "files_waiting": {
+            "to_settle": len(tick.waiting) if tick else 0,
+            "for_runs_in_flight": len(tick.deferred) if tick else 0,
+            "for_their_night": len(tick.not_open) if tick else 0,
+            "for_a_retry": len(tick.retry_later) if tick else 0,
+            "given_up": len(tick.gave_up) if tick else 0,
+            "gave_up_waiting": len(outcome.gave_up_waiting),
+        },
+        "not_reducible": {"count": len(outcome.not_reducible), "frames": outcome.not_reducible},
+        "ignored": len(tick.ignored) if tick else 0,
+    }
+
+
 def cmd_process(args) -> int:
     from reduction_assets.process import Interrupted, process_landing
+    from reduction_assets.sensors import MAX_ATTEMPTS
 
     home = resolve_home(args.home)
+    echo = _echo(to_stderr=args.json)
     try:
         outcome = process_landing(
             home,
@@ -85,6 +123,7 @@ def cmd_process(args) -> int:
             max_wait_seconds=args.max_wait,
             lock_wait_seconds=args.wait,
             log_level="DEBUG" if args.verbose else "WARNING",
+            echo=echo,
         )
     except Interrupted as interrupted:
         print(
@@ -93,19 +132,35 @@ def cmd_process(args) -> int:
             file=sys.stderr,
         )
         return interrupted.exit_code
+    tick = outcome.last_tick
+    left_undone = bool(outcome.failed or outcome.gave_up_waiting or (tick and tick.gave_up))
+    code = EXIT_LEFT_UNDONE if left_undone or (args.strict and outcome.not_reducible) else EXIT_OK
     if outcome.busy:
-        return 0
-    failed = outcome.failed
+        code = EXIT_OK
+    if args.json:
+        print(json.dumps({**process_summary(outcome, home), "exit_code": code}, indent=2, default=str))
+        return code
+    if outcome.busy:
+        return code
     print(
-        f"{len(outcome.runs)} runs executed, {len(failed)} failed, {len(outcome.skipped)} skipped "
+        f"{len(outcome.runs)} runs executed, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped "
         f"(home {home.root})"
     )
-    tick = outcome.last_tick
     if tick is not None and tick.not_open:
         nights = ", ".join(sorted(set(tick.not_open.values())))
         print(
             f"{len(tick.not_open)} files belong to night {nights}, whose partition opens at the next "
             "UTC midnight: the next invocation after that ingests them"
+        )
+    if outcome.gave_up_waiting:
+        print(
+            f"{len(outcome.gave_up_waiting)} files were still changing (or waiting for a run in flight) "
+            f"after --max-wait {args.max_wait:.0f} s: the next invocation takes them"
+        )
+    if tick is not None and tick.gave_up:
+        print(
+            f"{len(tick.gave_up)} files are not asked for again after {MAX_ATTEMPTS} failed runs "
+            f"(touch or replace them to retry): {', '.join(shown(n) for n in tick.gave_up[:5])}"
         )
     if outcome.not_reducible:
         print(f"{len(outcome.not_reducible)} science frames are left not reducible:")
@@ -116,9 +171,7 @@ def cmd_process(args) -> int:
             f"{len(tick.ignored)} landing entries are not arrivals (hidden, temporary or not regular "
             "files): `reduction-assets quarantine --ignored` lists them"
         )
-    if failed:
-        return 1
-    return 1 if args.strict and outcome.not_reducible else 0
+    return code
 
 
 def _catalog(home):
@@ -245,12 +298,102 @@ def cmd_verify(args) -> int:
     return 1 if report.unrepaired else 0
 
 
+HOME_HELP = "REDUCTION_HOME folder (default: $REDUCTION_HOME or ~/reduction_home)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import reduction_assets
+
+    try:
+        dagster = version("dagster")
+    except PackageNotFoundError:  # pragma: no cover - dagster is a dependency
+        dagster = "not installed"
+    python = sys.version.split()[0]
+    return f"reduction-assets {reduction_assets.__version__} (dagster {dagster}, Python {python})"
+
+
+def cmd_backfill(args) -> int:
+    import math
+    import time
+
+    from tqdm import tqdm
+
+    from reduction_assets.instruments import load_registry
+    from reduction_assets.partitions import PARTITIONS_PER_BACKFILL_RUN, night_in_range
+    from reduction_assets.webserver import (
+        BACKFILL_DONE,
+        NightRange,
+        WebserverClient,
+        WebserverError,
+        shown_url,
+    )
+
+    names = load_registry().names
+    unknown = [name for name in args.instrument or [] if name not in names]
+    if unknown:
+        print(f"backfill: unknown instrument {unknown[0]!r}; known: {', '.join(names)}", file=sys.stderr)
+        return 2
+    end = args.end or args.start
+    if end < args.start:
+        print("backfill: END is before START", file=sys.stderr)
+        return 2
+    for night in (args.start, end):
+        if not night_in_range(night):
+            print(f"backfill: night {night} has no partition (before the first night, or not over yet)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    instruments = args.instrument or names
+    ranges = [NightRange(name, args.start.isoformat(), end.isoformat()) for name in instruments]
+    nights = (end - args.start).days + 1
+    client = WebserverClient(args.url)
+    try:
+        backfill_id = client.launch_backfill(ranges, title=f"nights {args.start}..{end}")
+    except WebserverError as err:
+        print(f"backfill: {err}", file=sys.stderr)
+        return 2
+    runs = len(instruments) * math.ceil(nights / PARTITIONS_PER_BACKFILL_RUN)
+    print(
+        f"backfill {backfill_id}: {nights} nights x {len(instruments)} instruments "
+        f"({', '.join(instruments)}), about {runs} runs; "
+        f"{shown_url(client.url)}/runs/b/{backfill_id}?tab=partitions"
+    )
+    if not args.wait:
+        return 0
+    with tqdm(desc="backfill runs", unit="run", file=sys.stderr, disable=None) as bar:
+        while True:
+            try:
+                state = client.backfill_status(backfill_id)
+            except WebserverError as err:
+                print(f"backfill: {err}", file=sys.stderr)
+                return 2
+            finished = sum(1 for run in state["runs"] if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"))
+            bar.total = max(len(state["runs"]), runs)
+            bar.n = finished
+            bar.set_postfix_str(state["status"].lower())
+            if state["status"] in BACKFILL_DONE:
+                break
+            time.sleep(2.0)
+    failed = [run["runId"] for run in state["runs"] if run["status"] != "SUCCESS"]
+    print(
+        f"backfill {backfill_id}: {state['status']}, {len(state['runs'])} runs, {len(failed)} not successful"
+    )
+    return 0 if state["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and not failed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reduction-assets", description=__doc__)
-    parser.add_argument("--home", help="REDUCTION_HOME folder (default: $REDUCTION_HOME or ~/reduction_home)")
+    parser.add_argument("--home", help=HOME_HELP)
+    parser.add_argument("--version", action="version", version=_version())
+    # `--home` is accepted after the subcommand too; there it must not reset a value given before.
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sim = sub.add_parser("simulate", help="write a simulated night of raw frames and its truth file")
+    sim = sub.add_parser(
+        "simulate", parents=[home], help="write a simulated night of raw frames and its truth file"
+    )
     sim.add_argument("--instrument", required=True)
     sim.add_argument("--night", required=True, type=_date)
     sim.add_argument("--out", required=True)
@@ -272,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--science-exptime", type=float, default=60.0)
     sim.set_defaults(func=cmd_simulate)
 
-    proc = sub.add_parser("process", help="process what is in landing/ now, as the daemon would")
+    proc = sub.add_parser(
+        "process", parents=[home], help="process what is in landing/ now, as the daemon would"
+    )
     proc.add_argument(
         "--settle-seconds",
         type=float,
@@ -299,16 +444,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 when a science frame of the partitions processed is left not reducible",
     )
     proc.add_argument("--verbose", action="store_true", help="show Dagster's run logs")
+    proc.add_argument(
+        "--json",
+        action="store_true",
+        help="print the outcome as JSON (runs, failures, files waiting, not reducible frames); "
+        "progress goes to standard error",
+    )
     proc.set_defaults(func=cmd_process)
 
-    prog = sub.add_parser("progress", help="per-night, per-instrument processing table")
+    prog = sub.add_parser("progress", parents=[home], help="per-night, per-instrument processing table")
     prog.add_argument("start", type=_date)
     prog.add_argument("end", type=_date, nargs="?")
     prog.add_argument("--instrument")
     prog.add_argument("--json", action="store_true")
     prog.set_defaults(func=cmd_progress)
 
-    quar = sub.add_parser("quarantine", help="list quarantined files, oldest first")
+    quar = sub.add_parser("quarantine", parents=[home], help="list quarantined files, oldest first")
     quar.add_argument("--all", action="store_true", help="include resolved (transient) entries")
     quar.add_argument(
         "--ignored",
@@ -319,7 +470,30 @@ def build_parser() -> argparse.ArgumentParser:
     quar.add_argument("--json", action="store_true")
     quar.set_defaults(func=cmd_quarantine)
 
-    ver = sub.add_parser("verify", help="check every stored file against the catalog's checksums")
+    back = sub.add_parser(
+        "backfill",
+        parents=[home],
+        help="launch a daemon backfill of every partitioned asset over a range of nights",
+        description="Launches, through the webserver, an asset backfill of exactly these nights for every "
+        "partitioned asset (the UI's asset dialog would add the two weeks of later nights that depend on "
+        "them through the calibration window). Up to 31 nights of one instrument run as one run.",
+    )
+    back.add_argument("start", type=_date, help="first night, YYYY-MM-DD")
+    back.add_argument("end", type=_date, nargs="?", help="last night (default: START)")
+    back.add_argument(
+        "--instrument", action="append", help="only this instrument (repeatable; default: all registered)"
+    )
+    back.add_argument(
+        "--url", help="the Dagster webserver (default: $DAGSTER_WEBSERVER_URL or http://127.0.0.1:3000)"
+    )
+    back.add_argument(
+        "--wait", action="store_true", help="follow the backfill until it ends; exit 1 if a run failed"
+    )
+    back.set_defaults(func=cmd_backfill)
+
+    ver = sub.add_parser(
+        "verify", parents=[home], help="check every stored file against the catalog's checksums"
+    )
     ver.add_argument(
         "--repair",
         action="store_true",
@@ -349,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CatalogUnavailable, InstanceUnavailable) as err:
         print(f"{args.command}: {err}", file=sys.stderr)
-        return 2
+        return EXIT_UNUSABLE
     except KeyboardInterrupt:
         print(f"{args.command}: interrupted", file=sys.stderr)
         return 130

@@ -27,6 +27,7 @@ from reduction_assets.fits.validate import (
 from reduction_assets.instruments import Registry
 from reduction_assets.keys import raw_key
 from reduction_assets.landing import resolve_in_landing, route_file
+from reduction_assets.progress import progress
 from reduction_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class Ingestor:
         alone and reported in ``other_partition``; with None, every file is taken where it belongs.
         """
         report = IngestReport()
-        for name in sorted(set(names)):
+        where = f"{partition[0]} {partition[1]}" if partition else "landing/"
+        for name in progress(sorted(set(names)), f"ingesting {where}", "file"):
             self._ingest_one(name, partition, report)
         return report
 

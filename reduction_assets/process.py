@@ -27,8 +27,10 @@ from dagster import DagsterInstance
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.reports import not_reducible_frames
+from reduction_assets.fits.headers import shown
 from reduction_assets.home import Home, HomeBusy, read_text_or_none
 from reduction_assets.partitions import split_key
+from reduction_assets.progress import progress
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.runs import (
     RUN_KEY_TAG,
@@ -78,6 +80,7 @@ class ProcessOutcome:
     busy: bool = False  # another process holds the home's lock: nothing was done
     last_tick: LandingTick | None = None
     not_reducible: list[dict] = field(default_factory=list)  # frames of the partitions run, with reasons
+    gave_up_waiting: list[str] = field(default_factory=list)  # files still unsettled at the deadline
 
     @property
     def failed(self) -> list[dict]:
@@ -280,7 +283,7 @@ def _process_until_idle(
                 ("calibration_sensor", r) for r in evaluate_recalibration(resource, busy).run_requests or []
             ]
         executed = 0
-        for sensor_name, request in requests:
+        for sensor_name, request in progress(requests, "runs", "run"):
             label = request.partition_key or request.job_name
             if run_key_succeeded(instance, request.run_key):
                 outcome.skipped.append(label)
@@ -319,9 +322,10 @@ def _process_until_idle(
             return partitions
         if time.monotonic() > deadline:
             names = tick.waiting + list(tick.deferred)
+            outcome.gave_up_waiting = names
             echo(
                 f"gave up waiting for {len(names)} files to settle or for runs in flight: "
-                + ", ".join(names[:5])
+                + ", ".join(shown(name) for name in names[:5])
             )
             return partitions
         time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))

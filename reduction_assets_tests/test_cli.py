@@ -185,3 +185,47 @@ def test_quarantine_lists_reasons_oldest_first(home, capsys, lcosim_night):
         ("b_text.fits", "not_fits"),
     ]
     assert rows[0]["quarantined_at"] <= rows[1]["quarantined_at"] and rows[0]["message"]
+
+
+def test_version_names_the_release_and_dagster(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and out.startswith("reduction-assets 0.") and "dagster 1.13" in out
+
+
+def test_home_may_follow_the_subcommand(tmp_path, capsys):
+    code, _ = cli(capsys, "progress", "2026-11-20", "--home", str(tmp_path / "after"))
+    assert code == 0 and (tmp_path / "after" / "catalog.sqlite").exists()
+    code, _ = cli(capsys, "--home", str(tmp_path / "before"), "progress", "2026-11-20")
+    assert code == 0 and (tmp_path / "before" / "catalog.sqlite").exists()
+
+
+def test_process_json_reports_runs_failures_waiting_files_and_not_reducible_frames(
+    home, capsys, lcosim_night
+):
+    no_flats = [f for f in lcosim_night.frames if "_flat" not in f.name]
+    deliver(no_flats, home.landing)
+    code, out = cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0", "--json")
+    stdout = out.split("\n[stderr]\n")[0]
+    document = json.loads(stdout)  # standard output holds the document and nothing else
+    assert code == 0 and document["exit_code"] == 0
+    assert document["executed"] == 1 and document["failures"] == []
+    assert document["runs"][0]["partition"] == "lcosim|2026-11-20" and document["runs"][0]["success"]
+    assert document["not_reducible"]["count"] == 12
+    assert document["files_waiting"] == {
+        "to_settle": 0,
+        "for_runs_in_flight": 0,
+        "for_their_night": 0,
+        "for_a_retry": 0,
+        "given_up": 0,
+        "gave_up_waiting": 0,
+    }
+
+
+def test_process_exits_1_when_it_gave_up_waiting_for_files_to_settle(home, capsys, lcosim_night):
+    deliver(frames_of(lcosim_night, "bias")[:1], home.landing, age_seconds=0)
+    code, out = cli(
+        capsys, "--home", str(home.root), "process", "--settle-seconds", "600", "--max-wait", "0.5"
+    )
+    assert code == 1 and "1 files were still changing" in out

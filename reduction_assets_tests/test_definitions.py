@@ -46,8 +46,11 @@ def test_partitions_are_night_by_instrument_from_the_first_real_night():
     assert not any(key.endswith("|2018-12-31") for key in keys)
 
 
-def test_dagster_definitions_validate_passes(tmp_path):
-    env = {**os.environ, "REDUCTION_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+def test_dagster_definitions_validate_passes_without_warnings_about_the_instance(tmp_path):
+    from reduction_assets.home import Home
+
+    home = Home(tmp_path / "home").ensure()
+    env = {**os.environ, "REDUCTION_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster)}
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
@@ -58,6 +61,19 @@ def test_dagster_definitions_validate_passes(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # Nothing in the repository's root makes every `dagster` command there warn about the instance.
+    assert "dagster.yaml" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+    assert "Validation successful for code location reduction_assets" in result.stdout + result.stderr
+
+
+def test_the_code_location_has_one_name_in_development_and_production():
+    names = [
+        entry[kind]["location_name"]
+        for path in (ROOT / "workspace.yaml", ROOT / "deploy" / "workspace.yaml")
+        for entry in yaml.safe_load(path.read_text())["load_from"]
+        for kind in entry
+    ]
+    assert names == ["reduction_assets", "reduction_assets"]
 
 
 def test_production_instance_config_names_the_psycopg2_scheme():

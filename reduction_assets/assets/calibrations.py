@@ -54,6 +54,7 @@ from reduction_assets.partitions import (
     night_instrument_partitions,
     split_key,
 )
+from reduction_assets.progress import progress
 from reduction_assets.provenance import UsedCalibration, calibrations_payload, fingerprint, step_version
 from reduction_assets.reduction.masters import (
     InputFrame,
@@ -145,7 +146,7 @@ def partition_masters(
         return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument.name} {night}")]
     outcomes = [
         _master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(), products)
-        for group in groups
+        for group in progress(groups, f"master {kind} {instrument.name} {night}", "master")
     ]
     if kind == "dark" and instrument.darks_include_bias:
         outcomes += pedestal_fits(instrument, night, _current(outcomes), catalog, products)

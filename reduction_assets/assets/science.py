@@ -53,6 +53,7 @@ from reduction_assets.partitions import (
     night_instrument_partitions,
     split_key,
 )
+from reduction_assets.progress import progress
 from reduction_assets.provenance import calibrations_payload, fingerprint, step_version
 from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import extract_sources, no_sources
@@ -375,7 +376,8 @@ def reduced_frames(
         run = _Run(home.registry()[instrument], config, catalog, home.raw_store(), products, masters)
         with catalog.session() as session:
             frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
-        outcomes += [(str(key), _reduce_frame(run, frame, context.log)) for frame in frames]
+        bar = progress(frames, f"reducing {instrument} {night}", "frame")
+        outcomes += [(str(key), _reduce_frame(run, frame, context.log)) for frame in bar]
         with catalog.session() as session:
             rows += products_of(session, instrument, night)
     counts = {
