@@ -382,6 +382,39 @@ def cmd_backfill(args) -> int:
     return 0 if state["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and not failed else 1
 
 
+def cmd_prune_runs(args) -> int:
+    from reduction_assets.process import instance_for
+    from reduction_assets.runs import prune_runs
+
+    if args.older_than_days < 1:
+        print("prune-runs: --older-than-days must be at least 1", file=sys.stderr)
+        return 2
+    home = resolve_home(args.home)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.older_than_days)
+    instance = instance_for(home)
+    try:
+        report = prune_runs(instance, before, dry_run=args.dry_run)
+    finally:
+        instance.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    if args.json:
+        document = {
+            "dry_run": args.dry_run,
+            "before": before.isoformat(),
+            "runs": report.runs,
+            "compute_logs": len(report.compute_logs),
+            "kept_failed": report.kept_failed,
+        }
+        print(json.dumps(document, indent=2))
+    else:
+        print(
+            f"{verb} {len(report.runs)} superseded failed runs and the step logs of "
+            f"{len(report.compute_logs)} runs older than {args.older_than_days} days; "
+            f"{report.kept_failed} failed runs kept (nothing succeeded after them)"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reduction-assets", description=__doc__)
     parser.add_argument("--home", help=HOME_HELP)
@@ -490,6 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the backfill until it ends; exit 1 if a run failed"
     )
     back.set_defaults(func=cmd_backfill)
+
+    prune = sub.add_parser(
+        "prune-runs",
+        parents=[home],
+        help="delete superseded failed runs and old step logs (Dagster has no run retention setting)",
+    )
+    prune.add_argument("--older-than-days", type=int, default=90, help="age of what is deleted (default 90)")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be deleted")
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(func=cmd_prune_runs)
 
     ver = sub.add_parser(
         "verify", parents=[home], help="check every stored file against the catalog's checksums"

@@ -9,6 +9,7 @@ marks such runs failed and frees their slots (:func:`reap_dead_process_runs`).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ HOME_TAG = "reduction_assets/home"
 PID_TAG = "reduction_assets/pid"
 PROCESS_LAUNCHER = "process"
 
+FINISHED_STATUSES = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 # Runs that hold, or are about to hold, a worker and concurrency slots.
 IN_FLIGHT_STATUSES = [
     DagsterRunStatus.QUEUED,
@@ -157,3 +159,54 @@ def free_slots(instance: DagsterInstance, run_id: str) -> int:
     held = len(claimed_slots(instance, run_id))
     instance.event_log_storage.free_concurrency_slots_for_run(run_id)
     return held
+
+
+@dataclass
+class PruneReport:
+    """What :func:`prune_runs` deleted (or, dry, would delete)."""
+
+    runs: list[str]  # failed or canceled runs whose partition and job later succeeded
+    compute_logs: list[str]  # runs whose step logs were deleted
+    kept_failed: int  # old failed runs kept: nothing succeeded after them, their record is the only one
+
+
+def prune_runs(instance: DagsterInstance, before: dt.datetime, *, dry_run: bool = False) -> PruneReport:
+    """Dagster has no run retention setting: delete what an operator no longer needs, older than
+    ``before`` (UTC).
+
+    - Failed and canceled runs of a partition whose same job succeeded later: the later run
+      materialized everything they did, so deleting their events loses no asset history. Failed
+      runs with nothing after them stay, as do backfill runs and runs of no partition.
+    - The step logs (stdout/stderr) of every finished run; the events, with the metadata the UI
+      shows, stay.
+    """
+    report = PruneReport(runs=[], compute_logs=[], kept_failed=0)
+    failed = instance.get_runs(
+        filters=RunsFilter(
+            statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED], updated_before=before
+        )
+    )
+    for run in failed:
+        partition = run.tags.get(PARTITION_TAG)
+        record = instance.get_run_record_by_id(run.run_id)
+        later = partition and instance.get_runs(
+            filters=RunsFilter(
+                job_name=run.job_name,
+                tags={PARTITION_TAG: partition},
+                statuses=[DagsterRunStatus.SUCCESS],
+                created_after=record.create_timestamp,
+            ),
+            limit=1,
+        )
+        if later:
+            report.runs.append(run.run_id)
+        else:
+            report.kept_failed += 1
+    finished = instance.get_runs(filters=RunsFilter(statuses=FINISHED_STATUSES, updated_before=before))
+    report.compute_logs = [run.run_id for run in finished if run.run_id not in report.runs]
+    if not dry_run:
+        for run_id in report.runs + report.compute_logs:
+            instance.compute_log_manager.delete_logs(prefix=[run_id])
+        for run_id in report.runs:
+            instance.delete_run(run_id)
+    return report

@@ -229,3 +229,12 @@ def test_process_exits_1_when_it_gave_up_waiting_for_files_to_settle(home, capsy
         capsys, "--home", str(home.root), "process", "--settle-seconds", "600", "--max-wait", "0.5"
     )
     assert code == 1 and "1 files were still changing" in out
+
+
+def test_prune_runs_says_what_it_would_delete_and_refuses_a_zero_age(home, capsys, lcosim_night):
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    assert cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")[0] == 0
+    code, out = cli(capsys, "--home", str(home.root), "prune-runs", "--older-than-days", "1", "--dry-run")
+    assert code == 0 and "would delete 0 superseded failed runs" in out
+    code, out = cli(capsys, "--home", str(home.root), "prune-runs", "--older-than-days", "0")
+    assert code == 2 and "at least 1" in out
