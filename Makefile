@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: setup demo test dev validate bench clean
+.PHONY: setup demo test dev validate bench bench-backfill clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stacking
 	$(BIN)/python -m benchmarks.reduce_frame
+
+# A daemon backfill of 30 nights through a real webserver and daemon (~5 min; BEFORE=<checkout> adds
+# the same measurement of an older release, ~1 h).
+bench-backfill: setup
+	$(BIN)/python -m benchmarks.backfill $(if $(BEFORE),--before $(BEFORE))
 
 validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml
