@@ -217,3 +217,14 @@ def test_a_partition_key_given_as_plain_text_is_understood():
     from reduction_assets.partitions import split_key
 
     assert split_key("st7|2019-10-28") == ("st7", dt.date(2019, 10, 28))
+
+
+def test_the_executor_is_chosen_per_deployment(monkeypatch):
+    from reduction_assets.definitions import executor_for
+
+    assert executor_for("in_process").name == "in_process"
+    assert executor_for("multiprocess").name == "multiprocess"  # steps in processes: test_deployment
+    with pytest.raises(ValueError, match="REDUCTION_EXECUTOR"):
+        executor_for("celery")
+    monkeypatch.setenv("REDUCTION_EXECUTOR", "multiprocess")
+    assert defs().resolve_job_def("process_night").executor_def.name == "multiprocess"

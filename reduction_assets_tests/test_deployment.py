@@ -136,3 +136,22 @@ def test_a_run_whose_worker_dies_is_retried_by_the_daemon(deployment, registry):
     assert retried.status == DagsterRunStatus.SUCCESS and retried.tags["dagster/retry_number"] == "1"
     reduced = [p for p in products(deployment.home) if p.status == "reduced" and p.night == night]
     assert len(reduced) == 12
+
+
+def test_the_multiprocess_executor_runs_each_step_in_its_own_process(tmp_path, lcosim_night):
+    from reduction_assets_tests.conftest import frames_of
+
+    home = Home(tmp_path / "home").ensure()
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    with LocalDeployment(home, env={"REDUCTION_EXECUTOR": "multiprocess"}) as running:
+        run_id = running.client.launch_run("process_night", {"dagster/partition": KEY})
+        instance = DagsterInstance.from_config(str(home.dagster))
+        try:
+            run = wait_for(lambda: finished(instance, run_id))
+            messages = [entry.message or "" for entry in instance.all_logs(run_id)]
+        finally:
+            instance.dispose()
+    assert run.status == DagsterRunStatus.SUCCESS, running.logs.read_text()[-3000:]
+    assert any("Executing steps using multiprocess executor" in m for m in messages)
+    launched = [m for m in messages if m.startswith("Launching subprocess for")]
+    assert len(launched) == 5  # raw frames, three masters, reduced frames: a process each
