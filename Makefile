@@ -41,11 +41,13 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest reduction_assets_tests
 
-# Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames).
+# Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the
+# co-add benchmark writes 10 frames of 2048² to a temporary folder).
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stacking
 	$(BIN)/python -m benchmarks.reduce_frame
+	$(BIN)/python -m benchmarks.coadd
 
 # A daemon backfill of 30 nights through a real webserver and daemon (~5 min; BEFORE=<checkout> adds
 # the same measurement of an older release, ~1 h).

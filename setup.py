@@ -40,9 +40,10 @@ setup(
         "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "requests>=2.31"],
+        # reproject: the tests compare the resampler with it
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "requests>=2.31", "reproject>=0.13"],
         # The tools the benchmarks compare against.
-        "bench": ["ccdproc>=2.4"],
+        "bench": ["ccdproc>=2.4", "reproject>=0.13"],
     },
     entry_points={"console_scripts": ["reduction-assets=reduction_assets.cli:main"]},
 )

@@ -215,6 +215,7 @@ def cmd_progress(args) -> int:
                     "masters",
                     "reduced",
                     "not_reducible",
+                    "stacked",
                     "last_raw_time",
                 ],
             )

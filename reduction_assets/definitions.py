@@ -29,13 +29,14 @@ from dagster import (
 from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
+from reduction_assets.assets.stacks import stacks
 from reduction_assets.jobs import ALL_JOBS
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.sensors import calibration_sensor, landing_sensor
 
 DEPLOYMENT_ENV = "REDUCTION_DEPLOYMENT"
 EXECUTOR_ENV = "REDUCTION_EXECUTOR"
-ASSETS = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames]
+ASSETS = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames, stacks]
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:

@@ -8,6 +8,7 @@
       catalog.sqlite  the catalog (unless $REDUCTION_CATALOG_URL names another database)
       dagster/        the Dagster instance (DAGSTER_HOME): runs, events, schedules, sensor cursors
       state/          small state files of the command-line tools, and the home's lock
+      scratch/        large temporary planes of running steps (members resampled for a stack)
 
 An empty folder is a fresh installation: :meth:`Home.ensure` creates what is missing. Folders get
 explicit modes whatever the umask: nothing under the home is ever world-writable.
@@ -115,6 +116,10 @@ class Home:
     def state(self) -> Path:
         return self.root / "state"
 
+    @property
+    def scratch(self) -> Path:
+        return self.root / "scratch"
+
     def catalog_url(self) -> str:
         return os.environ.get(CATALOG_ENV) or f"sqlite:///{self.root / 'catalog.sqlite'}"
 
@@ -128,6 +133,7 @@ class Home:
             self.quarantine,
             self.dagster,
             self.state,
+            self.scratch,
         ):
             make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"

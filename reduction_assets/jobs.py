@@ -10,7 +10,7 @@ from dagster import AssetSelection, define_asset_job
 
 MASTERS = ("master_bias", "master_dark", "master_flat")
 
-# Everything a night's partition needs: ingest, stack the masters, reduce the science frames.
+# Everything a night's partition needs: ingest, stack the masters, reduce the science frames, co-add them.
 PROCESS_NIGHT = "process_night"
 # Masters marked stale (damaged files) and the frames made with them.
 REBUILD_MASTERS = "rebuild_masters"
@@ -21,18 +21,18 @@ QUARANTINE_REJECTS = "quarantine_rejects"
 
 process_night = define_asset_job(
     PROCESS_NIGHT,
-    selection=AssetSelection.assets("raw_frames", *MASTERS, "reduced_frames"),
-    description="Ingest a night's landing files, stack its masters and reduce its science frames.",
+    selection=AssetSelection.assets("raw_frames", *MASTERS, "reduced_frames", "stacks"),
+    description="Ingest a night's landing files, stack its masters, reduce and co-add its science frames.",
 )
 rebuild_masters = define_asset_job(
     REBUILD_MASTERS,
-    selection=AssetSelection.assets(*MASTERS, "reduced_frames"),
-    description="Rebuild a night's masters and reduce its science frames again.",
+    selection=AssetSelection.assets(*MASTERS, "reduced_frames", "stacks"),
+    description="Rebuild a night's masters, reduce its science frames again, redo stacks that changed.",
 )
 reduce_frames = define_asset_job(
     REDUCE_FRAMES,
-    selection=AssetSelection.assets("reduced_frames"),
-    description="Reduce a night's science frames again with the best masters now available.",
+    selection=AssetSelection.assets("reduced_frames", "stacks"),
+    description="Reduce a night's science frames again with the best masters now available, and restack.",
 )
 quarantine_rejects = define_asset_job(
     QUARANTINE_REJECTS,

@@ -4,6 +4,7 @@ calibrations: from type, setup and date), from sanitised values only."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import PurePosixPath
 
 from reduction_assets.fits.headers import FrameInfo, sanitise
@@ -40,3 +41,18 @@ def master_key(instrument: str, night: dt.date, key: CalibrationKey) -> str:
 def reduced_key(instrument: str, night: dt.date, raw_key: str) -> str:
     """Key of a reduced frame: ``reduced/<instrument>/<night>/<raw stem>_red.fits``."""
     return f"reduced/{instrument}/{night.isoformat()}/{PurePosixPath(raw_key).stem}_red.fits"
+
+
+def stack_key(
+    instrument: str, night: dt.date, group_key: str, target: str, filter_name: str, binning: str
+) -> str:
+    """Key of a stack:
+    ``stacks/<instrument>/<night>/<instrument>_<night>_<target>_<filter>_<binning>_<h8>.fits``; the
+    target is sanitised (any name is safe as a path) and ``h8`` (a hash of the group key) keeps
+    names apart that sanitise alike."""
+    digest = hashlib.sha256(group_key.encode()).hexdigest()[:8]
+    parts = [instrument, night.strftime("%Y%m%d"), sanitise(target, max_length=32)]
+    if filter_name:
+        parts.append(sanitise(filter_name, max_length=16))
+    parts += [sanitise(binning, max_length=8), digest]
+    return f"stacks/{instrument}/{night.isoformat()}/{'_'.join(parts)}.fits"

@@ -51,6 +51,18 @@ STEPS: dict[str, Step] = {
             *_FITS_WRITERS,
         ),
     ),
+    "stacked": Step(
+        1,
+        (
+            "reduction_assets.reduction.stacking",
+            "reduction_assets.kernels.resample",
+            "reduction_assets.kernels.coadd",
+            "reduction_assets.reduction.sources",
+            "reduction_assets.reduction.wcs",
+            "reduction_assets.fits.stacks",
+            "reduction_assets.fits.products",
+        ),
+    ),
 }
 
 

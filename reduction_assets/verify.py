@@ -21,9 +21,11 @@ from reduction_assets.catalog.integrity import (
     PRODUCTS,
     QUARANTINE,
     RAW,
+    STACK,
     StoredObject,
     mark_calibration_stale,
     mark_product_stale,
+    mark_stack_stale,
     stored_objects,
 )
 from reduction_assets.checksums import sha256_of
@@ -131,6 +133,9 @@ def _mark_stale(catalog: Catalog, item: StoredObject, state: Integrity, repair: 
         if item.kind == "master":
             redone = mark_calibration_stale(session, item.row_id)
             action = f"marked for rebuilding in {partition}, with {redone} products made from it"
+        elif item.kind == STACK:
+            mark_stack_stale(session, item.row_id)
+            action = f"marked for rebuilding in {partition}"
         else:
             mark_product_stale(session, item.row_id)
             action = f"marked for rebuilding in {partition}"

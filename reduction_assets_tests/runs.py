@@ -8,15 +8,17 @@ from dagster import AssetKey, materialize
 from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
+from reduction_assets.assets.stacks import stacks
 from reduction_assets.home import Home
 from reduction_assets.partitions import partition_key
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT
 
-ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames]
+ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames, stacks]
 # What the landing sensor requests for a partition.
 PARTITION = [
-    AssetKey(n) for n in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
+    AssetKey(n)
+    for n in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames", "stacks")
 ]
 
 

@@ -161,6 +161,7 @@ def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
         "masters",
         "reduced",
         "not_reducible",
+        "stacked",
         "last_raw_time",
     ]
     assert len(lines) == 2 + 3

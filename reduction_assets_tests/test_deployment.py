@@ -154,4 +154,4 @@ def test_the_multiprocess_executor_runs_each_step_in_its_own_process(tmp_path, l
     assert run.status == DagsterRunStatus.SUCCESS, running.logs.read_text()[-3000:]
     assert any("Executing steps using multiprocess executor" in m for m in messages)
     launched = [m for m in messages if m.startswith("Launching subprocess for")]
-    assert len(launched) == 5  # raw frames, three masters, reduced frames: a process each
+    assert len(launched) == 6  # raw frames, three masters, reduced frames, stacks: a process each

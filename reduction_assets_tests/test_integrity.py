@@ -145,7 +145,7 @@ def test_verify_reports_what_cannot_be_restored_and_removes_leftover_temporaries
 
     code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
     found = {(f["store"], f["problem"], f["key"]): f["action"] for f in report["findings"]}
-    assert code == 1 and report["checked"] == 32 + 4 + 12
+    assert code == 1 and report["checked"] == 32 + 4 + 12 + 4  # raw, masters, reduced frames, stacks
     assert found[("raw", "missing", bias.store_path)].startswith("cannot be restored: no file in landing/")
     assert (
         found[("products", "checksum_mismatch", product.path)] == "marked for rebuilding in lcosim|2026-11-20"

@@ -9,6 +9,8 @@ from reduction_assets.catalog.models import (
     Quarantine,
     RawDuplicate,
     RawFrame,
+    Stack,
+    StackMember,
 )
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "Quarantine",
     "RawDuplicate",
     "RawFrame",
+    "Stack",
+    "StackMember",
     "default_catalog_url",
     "safe_url",
 ]

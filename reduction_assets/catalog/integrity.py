@@ -13,11 +13,20 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame, utcnow
+from reduction_assets.catalog.models import (
+    Calibration,
+    Product,
+    Quarantine,
+    RawDuplicate,
+    RawFrame,
+    Stack,
+    utcnow,
+)
 
 STALE = ""  # the fingerprint of a product or master that must be rebuilt
 
 RAW, QUARANTINE, PRODUCTS = "raw", "quarantine", "products"
+STACK = "stack"  # the kind of a stored stack
 
 
 @dataclass(frozen=True)
@@ -27,7 +36,7 @@ class StoredObject:
     store: str  # RAW, QUARANTINE or PRODUCTS
     key: str
     checksum: str
-    kind: str  # raw, quarantine, master, reduced
+    kind: str  # raw, quarantine, master, reduced, stack
     row_id: int
     instrument: str | None
     night: dt.date | None
@@ -75,6 +84,10 @@ def stored_objects(session: Session) -> list[StoredObject]:
     for row in session.scalars(select(Product).where(Product.path.is_not(None)).order_by(Product.id)):
         objects.append(
             StoredObject(PRODUCTS, row.path, row.checksum or "", row.kind, row.id, row.instrument, row.night)
+        )
+    for row in session.scalars(select(Stack).where(Stack.path.is_not(None)).order_by(Stack.id)):
+        objects.append(
+            StoredObject(PRODUCTS, row.path, row.checksum or "", STACK, row.id, row.instrument, row.night)
         )
     return objects
 
@@ -130,18 +143,22 @@ def mark_product_stale(session: Session, product_id: int) -> None:
     )
 
 
+def mark_stack_stale(session: Session, stack_id: int) -> None:
+    session.execute(update(Stack).where(Stack.id == stack_id).values(fingerprint=STALE, updated_at=utcnow()))
+
+
 @dataclass(frozen=True)
 class StalePartition:
     instrument: str
     night: dt.date
-    masters: bool  # a master of this partition must be rebuilt (else only reduced frames)
+    masters: bool  # a master of this partition must be rebuilt (else only reduced frames and stacks)
     version: str  # changes whenever something in the partition is marked stale again
 
 
 def stale_partitions(session: Session) -> list[StalePartition]:
     """Partitions holding a stale master or product, oldest night first."""
     found: dict[tuple[str, dt.date], tuple[bool, dt.datetime]] = {}
-    for model, is_master in ((Calibration, True), (Product, False)):
+    for model, is_master in ((Calibration, True), (Product, False), (Stack, False)):
         rows = session.execute(
             select(model.instrument, model.night, model.updated_at).where(model.fingerprint == STALE)
         )

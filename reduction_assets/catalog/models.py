@@ -230,3 +230,66 @@ class Product(Base):
     statistics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Stack(Base):
+    """A co-add of one target, filter and binning in one night and instrument, or the record that
+    the group was not stacked (a single frame, members left out, refused) and why.
+
+    ``group_key`` is ``target|filter|binning``; ``fingerprint`` hashes the members' products
+    (ids and fingerprints), the settings and the step version: a stack is redone exactly when it
+    changes. ``reference_product_id`` is the member whose exposure the stack's electrons refer to.
+    """
+
+    __tablename__ = "stacks"
+    __table_args__ = (
+        UniqueConstraint("instrument", "night", "group_key", name="uq_stacks_group"),
+        Index("ix_stacks_partition", "instrument", "night"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)
+    group_key: Mapped[str] = mapped_column(String(256))
+    target: Mapped[str] = mapped_column(String(128))
+    filter: Mapped[str] = mapped_column(String(32), default="")
+    binning: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))  # stacked | not_stacked | failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    path: Mapped[str | None] = mapped_column(String(512))
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    software_version: Mapped[str] = mapped_column(String(32))
+    n_members: Mapped[int] = mapped_column(Integer)  # members that went into the stack
+    reference_product_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"))
+    exptime: Mapped[float] = mapped_column(Float, default=0.0)  # seconds, of the reference exposure
+    statistics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    members: Mapped[list[StackMember]] = relationship(
+        back_populates="stack", cascade="all, delete-orphan", order_by="StackMember.id"
+    )
+
+
+class StackMember(Base):
+    """A reduced frame of a stack's group: used (with its weight, scale and background offset) or
+    left out with its reason."""
+
+    __tablename__ = "stack_members"
+    __table_args__ = (UniqueConstraint("stack_id", "product_id", name="uq_stack_members"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    product_fingerprint: Mapped[str] = mapped_column(String(64))
+    included: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    weight: Mapped[float | None] = mapped_column(Float)  # 1 / e-^2
+    scale: Mapped[float | None] = mapped_column(Float)  # to the reference exposure
+    background_offset: Mapped[float | None] = mapped_column(Float)  # e-, added after scaling
+    scale_method: Mapped[str | None] = mapped_column(String(32))
+    wcs_offset_arcsec: Mapped[float | None] = mapped_column(Float)  # from the group's consensus
+    matched_sources: Mapped[int | None] = mapped_column(Integer)
+
+    stack: Mapped[Stack] = relationship(back_populates="members")

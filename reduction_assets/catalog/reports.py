@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame
+from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame, Stack
 from reduction_assets.catalog.products import NOT_REDUCIBLE, REDUCED
+from reduction_assets.catalog.stacks import STACKED
 
 
 def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[str, Any]:
@@ -72,6 +73,11 @@ def progress_rows(
         )
 
     reduced, not_reducible = products_with(REDUCED), products_with(NOT_REDUCIBLE)
+    stacked = grouped(
+        select(Stack.instrument, Stack.night, func.count())
+        .where(in_range(Stack.night), Stack.instrument.in_(instruments), Stack.status == STACKED)
+        .group_by(Stack.instrument, Stack.night)
+    )
     rows = []
     night = start
     while night <= end:
@@ -88,6 +94,7 @@ def progress_rows(
                     "masters": masters.get((instrument, night), 0),
                     "reduced": reduced.get((instrument, night), 0),
                     "not_reducible": not_reducible.get((instrument, night), 0),
+                    "stacked": stacked.get((instrument, night), 0),
                 }
             )
         night += dt.timedelta(days=1)
