@@ -29,11 +29,13 @@ from tqdm import tqdm
 
 from reduction_assets.home import Home
 from reduction_assets.instruments import load_registry
+from reduction_assets.jobs import NIGHT_ASSETS
 from reduction_assets.simulate import SimulationConfig, simulate_night
 from reduction_assets.webserver import NightRange
 from reduction_assets_tests.deployment import LocalDeployment
 
-ASSETS = ["raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames"]
+# An older checkout (--before) may predate stacks: its backfills cover the assets it had.
+ASSETS_BEFORE_STACKS = ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
 LAST_NIGHT = dt.date(2026, 11, 20)
 
 
@@ -95,14 +97,16 @@ def backfill(
     instance: DagsterInstance,
     label: str,
     nights: list[dt.date],
+    assets: tuple[str, ...],
     ui: bool = False,
 ) -> Measured:
     started = time.time()
     if ui:
-        backfill_id = deployment.launch_backfill(ASSETS, [f"lcosim|{night.isoformat()}" for night in nights])
+        partitions = [f"lcosim|{night.isoformat()}" for night in nights]
+        backfill_id = deployment.launch_backfill(list(assets), partitions)
     else:  # as `reduction-assets backfill` launches it
         span = NightRange("lcosim", nights[0].isoformat(), nights[-1].isoformat())
-        backfill_id = deployment.client.launch_backfill([span])
+        backfill_id = deployment.client.launch_backfill([span], assets)
     status = deployment.wait_for_backfill(backfill_id)
     wall = time.time() - started
     runs = instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
@@ -133,20 +137,30 @@ def measure_checkout(
     deliver(frames, home.landing)
     results = []
     pythonpath = str(checkout) if checkout is not None else None
+    assets = ASSETS_BEFORE_STACKS if checkout is not None else NIGHT_ASSETS
     with LocalDeployment(home, pythonpath=pythonpath) as deployment:
         instance = DagsterInstance.from_config(str(home.dagster))
         try:
             print(f"[{label}] backfill with work over {len(nights)} nights ...", flush=True)
             results.append(
-                backfill(deployment, instance, f"{label}: backfill, {len(nights)} nights to do", nights)
+                backfill(
+                    deployment, instance, f"{label}: backfill, {len(nights)} nights to do", nights, assets
+                )
             )
             print(f"[{label}] the same backfill again, nothing to do ...", flush=True)
-            results.append(backfill(deployment, instance, f"{label}: backfill, nothing to do", nights))
+            results.append(
+                backfill(deployment, instance, f"{label}: backfill, nothing to do", nights, assets)
+            )
             if checkout is None:  # the release before this one could not run tag-only launches
                 print(f"[{label}] the UI's asset dialog's backfill, nothing to do ...", flush=True)
                 results.append(
                     backfill(
-                        deployment, instance, f"{label}: UI-style backfill, nothing to do", nights, ui=True
+                        deployment,
+                        instance,
+                        f"{label}: UI-style backfill, nothing to do",
+                        nights,
+                        assets,
+                        ui=True,
                     )
                 )
                 print(f"[{label}] one partition run through launchRun ...", flush=True)

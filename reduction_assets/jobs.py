@@ -9,6 +9,8 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job
 
 MASTERS = ("master_bias", "master_dark", "master_flat")
+# The partitioned assets of a night, in graph order: what a night's run and a backfill materialize.
+NIGHT_ASSETS = ("raw_frames", *MASTERS, "reduced_frames", "stacks")
 
 # Everything a night's partition needs: ingest, stack the masters, reduce the science frames, co-add them.
 PROCESS_NIGHT = "process_night"
@@ -21,7 +23,7 @@ QUARANTINE_REJECTS = "quarantine_rejects"
 
 process_night = define_asset_job(
     PROCESS_NIGHT,
-    selection=AssetSelection.assets("raw_frames", *MASTERS, "reduced_frames", "stacks"),
+    selection=AssetSelection.assets(*NIGHT_ASSETS),
     description="Ingest a night's landing files, stack its masters, reduce and co-add its science frames.",
 )
 rebuild_masters = define_asset_job(

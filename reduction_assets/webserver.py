@@ -9,13 +9,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from reduction_assets.jobs import NIGHT_ASSETS
 from reduction_assets.partitions import partition_key
 
 WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
 DEFAULT_WEBSERVER_URL = "http://127.0.0.1:3000"
 LOCATION = "reduction_assets"  # the code location's name, in development and production alike
 REPOSITORY = "__repository__"
-PARTITIONED_ASSETS = ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames")
 BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 
 
@@ -78,7 +78,7 @@ class WebserverClient:
         return body["data"]
 
     def launch_backfill(
-        self, ranges: list[NightRange], assets: tuple[str, ...] = PARTITIONED_ASSETS, title: str | None = None
+        self, ranges: list[NightRange], assets: tuple[str, ...] = NIGHT_ASSETS, title: str | None = None
     ) -> str:
         """Launch a daemon-managed asset backfill of exactly these nights for each asset; returns its id.
 

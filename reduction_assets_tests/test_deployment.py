@@ -86,6 +86,7 @@ def test_the_backfill_command_does_two_nights_in_one_run(deployment, capsys):
         "master_dark",
         "master_flat",
         "reduced_frames",
+        "stacks",
     }
     assert len([p for p in products(deployment.home) if p.status == "reduced"]) == 24
 
