@@ -40,8 +40,15 @@ setup(
         "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
-        # reproject: the tests compare the resampler with it
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff==0.17.6", "requests>=2.31", "reproject>=0.13"],
+        # reproject: the tests compare the resampler with it; moto's server: a real S3 protocol
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff==0.17.6",
+            "requests>=2.31",
+            "reproject>=0.13",
+            "moto[server]>=5.0",
+        ],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4", "reproject>=0.13"],
     },

@@ -9,6 +9,7 @@
       dagster/        the Dagster instance (DAGSTER_HOME): runs, events, schedules, sensor cursors
       state/          small state files of the command-line tools, and the home's lock
       scratch/        large temporary planes of running steps (members resampled for a stack)
+      archive/        the archive's objects when it is kept locally (the embedded default)
 
 An empty folder is a fresh installation: :meth:`Home.ensure` creates what is missing. Folders get
 explicit modes whatever the umask: nothing under the home is ever world-writable.
@@ -120,6 +121,10 @@ class Home:
     def scratch(self) -> Path:
         return self.root / "scratch"
 
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
     def catalog_url(self) -> str:
         return os.environ.get(CATALOG_ENV) or f"sqlite:///{self.root / 'catalog.sqlite'}"
 
@@ -134,6 +139,7 @@ class Home:
             self.dagster,
             self.state,
             self.scratch,
+            self.archive,
         ):
             make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"

@@ -56,3 +56,41 @@ class ReductionHomeResource(ConfigurableResource):
 
     def quarantine_store(self) -> ObjectStore:
         return LocalStore(self.layout().quarantine)
+
+
+ARCHIVE_KINDS = ("local", "s3")
+
+
+class ArchiveStoreResource(ConfigurableResource):
+    """Where archived files go: ``local`` (``archive/`` in the home, the embedded default) or ``s3``
+    (a bucket and prefix of any S3-compatible service, reached through dagster-aws's S3 resource).
+    Production gives every field through ``EnvVar`` so that no secret is in the configuration."""
+
+    kind: str = Field(default="local", description="local or s3")
+    home: str | None = Field(default=None, description="REDUCTION_HOME, for the local archive")
+    bucket: str | None = Field(default=None, description="S3 bucket")
+    prefix: str = Field(default="", description="key prefix inside the bucket")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint; None for AWS itself")
+    region_name: str | None = Field(default=None)
+    aws_access_key_id: str | None = Field(default=None)
+    aws_secret_access_key: str | None = Field(default=None)
+    max_attempts: int = Field(default=3, description="botocore's own attempts per request")
+
+    def store(self):
+        """The archive's :class:`~reduction_assets.storage.ObjectStore`."""
+        if self.kind == "local":
+            return LocalStore(resolve_home(self.home).ensure().archive)
+        if self.kind == "s3":
+            from dagster_aws.s3 import S3Resource
+
+            from reduction_assets.storage.s3 import S3Store
+
+            client = S3Resource(
+                endpoint_url=self.endpoint_url,
+                region_name=self.region_name,
+                aws_access_key_id=self.aws_access_key_id,
+                aws_secret_access_key=self.aws_secret_access_key,
+                max_attempts=self.max_attempts,
+            ).get_client()
+            return S3Store(client, self.bucket or "", self.prefix)
+        raise ValueError(f"archive store kind {self.kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")

@@ -1,4 +1,5 @@
-"""Raw, quarantine and product stores behind one small interface (local directories; S3 next)."""
+"""Raw, quarantine, product and archive stores behind one small interface: local directories, and
+S3-compatible buckets for the archive."""
 
 from reduction_assets.storage.base import (
     Integrity,
@@ -6,6 +7,7 @@ from reduction_assets.storage.base import (
     ObjectStore,
     StagedObject,
     StoreError,
+    key_parts,
     write_object,
 )
 from reduction_assets.storage.local import LocalStore
@@ -17,5 +19,6 @@ __all__ = [
     "ObjectStore",
     "StagedObject",
     "StoreError",
+    "key_parts",
     "write_object",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 
@@ -20,6 +20,16 @@ class StoreError(RuntimeError):
 
 class MissingObject(StoreError):
     """No object is stored under the key."""
+
+
+def key_parts(key: str) -> tuple[str, ...]:
+    """The parts of a store key, which must be a plain relative POSIX path (no ``..``, ``.``, empty
+    parts, backslashes or leading ``/``): a key can never address anything outside its store."""
+    pure = PurePosixPath(key)
+    odd_parts = any(part in ("", ".", "..") for part in key.split("/"))
+    if not key or "\\" in key or pure.is_absolute() or odd_parts:
+        raise StoreError(f"store key {key!r} is not a plain relative path")
+    return pure.parts
 
 
 class Integrity(enum.Enum):

@@ -9,12 +9,12 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from reduction_assets.checksums import sha256_of, sha256_of_stream
 from reduction_assets.home import make_dirs
-from reduction_assets.storage.base import Integrity, MissingObject, StoreError
+from reduction_assets.storage.base import Integrity, MissingObject, StoreError, key_parts
 
 # Stored objects are immutable: read-only for everyone who may read them.
 OBJECT_MODE = 0o444
@@ -30,10 +30,7 @@ class LocalStore:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        pure = PurePosixPath(key)
-        if pure.is_absolute() or any(part in ("", ".", "..") for part in pure.parts):
-            raise StoreError(f"store key {key!r} is not a plain relative path")
-        return self.root.joinpath(*pure.parts)
+        return self.root.joinpath(*key_parts(key))
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
