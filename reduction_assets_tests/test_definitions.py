@@ -228,3 +228,12 @@ def test_the_executor_is_chosen_per_deployment(monkeypatch):
         executor_for("celery")
     monkeypatch.setenv("REDUCTION_EXECUTOR", "multiprocess")
     assert defs().resolve_job_def("process_night").executor_def.name == "multiprocess"
+
+
+def test_memory_heavy_steps_share_the_stacking_pool():
+    from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
+    from reduction_assets.assets.science import reduced_frames
+    from reduction_assets.assets.stacks import stacks
+
+    assert {asset.op.pool for asset in (master_bias, master_dark, master_flat, stacks)} == {"stacking"}
+    assert reduced_frames.op.pool is None

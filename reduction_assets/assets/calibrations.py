@@ -25,6 +25,7 @@ from pydantic import Field
 import reduction_assets
 from reduction_assets.assets.common import (
     OWNERS,
+    STACKING_POOL,
     DamagedMaster,
     VerifiedMasters,
     record_and_publish,
@@ -517,7 +518,7 @@ def _current(outcomes: list[MasterOutcome]) -> list[Calibration]:
     return [o.calibration for o in outcomes if o.calibration is not None]
 
 
-# Shared by the three masters: stacking is memory-heavy, so its steps share an instance-wide pool.
+# Shared by the three masters: stacking is memory-heavy, so its steps share the STACKING_POOL.
 _MASTER_ASSET = dict(
     partitions_def=night_instrument_partitions,
     backfill_policy=backfill_policy,
@@ -525,7 +526,7 @@ _MASTER_ASSET = dict(
     group_name="calibrations",
     kinds={"fits"},
     tags={"reduction_assets/family": "calibrations"},
-    pool="stacking",
+    pool=STACKING_POOL,
 )
 
 

@@ -22,6 +22,9 @@ T = TypeVar("T")
 
 # Who answers for the assets in the UI: the observatory's data-reduction team.
 OWNERS = ["team:data-reduction"]
+# Memory-heavy steps (stacking masters, co-adding stacks) share this instance-wide pool, so that
+# concurrent runs do not stack at the same time beyond what the pool's limit allows.
+STACKING_POOL = "stacking"
 
 
 # A step that met a transient database error is run again this many times, 5, 10 and 20 s later.

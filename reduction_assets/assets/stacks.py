@@ -26,7 +26,12 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
-from reduction_assets.assets.common import OWNERS, record_and_publish, retried_when_transient
+from reduction_assets.assets.common import (
+    OWNERS,
+    STACKING_POOL,
+    record_and_publish,
+    retried_when_transient,
+)
 from reduction_assets.catalog import Catalog, Product, RawFrame, Stack
 from reduction_assets.catalog.stacks import (
     FAILED,
@@ -390,6 +395,7 @@ def _checks(rows: list[Stack]) -> list[AssetCheckResult]:
     deps=[AssetKey("reduced_frames")],
     group_name="stacks",
     kinds={"fits"},
+    pool=STACKING_POOL,
     tags={"reduction_assets/family": "stacks"},
     check_specs=[
         AssetCheckSpec("stacks_finite", asset="stacks", description="no NaN or inf in any stack's SCI"),
