@@ -216,6 +216,7 @@ def cmd_progress(args) -> int:
                     "reduced",
                     "not_reducible",
                     "stacked",
+                    "archived",
                     "last_raw_time",
                 ],
             )

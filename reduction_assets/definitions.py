@@ -5,6 +5,11 @@ definitions when it loads the code location, not when this module is imported:
 
 - ``REDUCTION_DEPLOYMENT`` (``embedded`` by default, or ``production``) chooses how the resources
   find their settings, always through ``EnvVar`` so the values never appear in the UI or the code;
+- ``REDUCTION_ARCHIVE_STORE`` (``local`` by default, or ``s3``) chooses where archived files go;
+  for ``s3`` the bucket comes from ``REDUCTION_ARCHIVE_BUCKET`` and the credentials from
+  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (``EnvVar``), the endpoint of another
+  S3-compatible service from ``REDUCTION_ARCHIVE_ENDPOINT_URL``, a key prefix from
+  ``REDUCTION_ARCHIVE_PREFIX``;
 - ``REDUCTION_EXECUTOR`` (``in_process`` by default, or ``multiprocess``) chooses how a run executes
   its steps. A partition's steps run one after the other anyway (each needs the one before), so in
   process they cost only their work; ``multiprocess`` isolates steps in processes started from a
@@ -26,17 +31,28 @@ from dagster import (
     with_source_code_references,
 )
 
+from reduction_assets.assets.archive import archive_records
 from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
 from reduction_assets.assets.stacks import stacks
 from reduction_assets.jobs import ALL_JOBS
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
 from reduction_assets.sensors import calibration_sensor, landing_sensor
 
 DEPLOYMENT_ENV = "REDUCTION_DEPLOYMENT"
 EXECUTOR_ENV = "REDUCTION_EXECUTOR"
-ASSETS = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames, stacks]
+ASSETS = [
+    raw_frames,
+    landing_rejects,
+    master_bias,
+    master_dark,
+    master_flat,
+    reduced_frames,
+    stacks,
+    archive_records,
+]
+ARCHIVE_ENV = "REDUCTION_ARCHIVE_STORE"
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
@@ -53,6 +69,24 @@ def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
     raise ValueError(f"{DEPLOYMENT_ENV}={deployment!r}: expected 'embedded' or 'production'")
 
 
+def archive_for(kind: str, home: ReductionHomeResource) -> ArchiveStoreResource:
+    """The archive store: ``local`` (``archive/`` in the home) or ``s3`` (settings from the
+    environment, secrets through ``EnvVar`` so they never show in the UI or in run configs)."""
+    if kind == "local":
+        return ArchiveStoreResource(kind="local", home=home.home)
+    if kind == "s3":
+        return ArchiveStoreResource(
+            kind="s3",
+            bucket=EnvVar("REDUCTION_ARCHIVE_BUCKET"),
+            prefix=os.environ.get("REDUCTION_ARCHIVE_PREFIX", ""),
+            endpoint_url=os.environ.get("REDUCTION_ARCHIVE_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
+        )
+    raise ValueError(f"{ARCHIVE_ENV}={kind!r}: expected 'local' or 's3'")
+
+
 def executor_for(name: str) -> ExecutorDefinition:
     """``in_process`` (the default) or ``multiprocess`` with a forkserver that preloads the package."""
     if name == "in_process":
@@ -65,9 +99,13 @@ def executor_for(name: str) -> ExecutorDefinition:
 
 
 def build_definitions(
-    home: ReductionHomeResource | None = None, executor: ExecutorDefinition = in_process_executor
+    home: ReductionHomeResource | None = None,
+    executor: ExecutorDefinition = in_process_executor,
+    archive: ArchiveStoreResource | None = None,
 ) -> Definitions:
-    """The definitions with a given home resource (tests and `process` pass their own)."""
+    """The definitions with a given home resource (tests and `process` pass their own) and archive
+    store (the local one in that home by default)."""
+    home = home if home is not None else resources_for("embedded")["home"]
     with warnings.catch_warnings():
         # Beta in Dagster 1.13; a warning at every code-location load tells operators nothing.
         warnings.simplefilter("ignore", BetaWarning)
@@ -76,7 +114,7 @@ def build_definitions(
         assets=assets,
         jobs=ALL_JOBS,
         sensors=[landing_sensor, calibration_sensor],
-        resources={"home": home} if home is not None else resources_for("embedded"),
+        resources={"home": home, "archive": archive or archive_for("local", home)},
         executor=executor,
     )
 
@@ -85,4 +123,5 @@ def defs() -> Definitions:
     """What Dagster loads (``-m reduction_assets.definitions -a defs``)."""
     deployment = os.environ.get(DEPLOYMENT_ENV, "embedded")
     executor = executor_for(os.environ.get(EXECUTOR_ENV, "in_process"))
-    return build_definitions(resources_for(deployment)["home"], executor)
+    home = resources_for(deployment)["home"]
+    return build_definitions(home, executor, archive_for(os.environ.get(ARCHIVE_ENV, "local"), home))

@@ -10,7 +10,7 @@ from dagster import AssetSelection, define_asset_job
 
 MASTERS = ("master_bias", "master_dark", "master_flat")
 # The partitioned assets of a night, in graph order: what a night's run and a backfill materialize.
-NIGHT_ASSETS = ("raw_frames", *MASTERS, "reduced_frames", "stacks")
+NIGHT_ASSETS = ("raw_frames", *MASTERS, "reduced_frames", "stacks", "archive_records")
 
 # Everything a night's partition needs: ingest, stack the masters, reduce the science frames, co-add them.
 PROCESS_NIGHT = "process_night"
@@ -24,16 +24,17 @@ QUARANTINE_REJECTS = "quarantine_rejects"
 process_night = define_asset_job(
     PROCESS_NIGHT,
     selection=AssetSelection.assets(*NIGHT_ASSETS),
-    description="Ingest a night's landing files, stack its masters, reduce and co-add its science frames.",
+    description="Ingest a night's landing files, stack its masters, reduce and co-add its science "
+    "frames, archive what is new.",
 )
 rebuild_masters = define_asset_job(
     REBUILD_MASTERS,
-    selection=AssetSelection.assets(*MASTERS, "reduced_frames", "stacks"),
+    selection=AssetSelection.assets(*MASTERS, "reduced_frames", "stacks", "archive_records"),
     description="Rebuild a night's masters, reduce its science frames again, redo stacks that changed.",
 )
 reduce_frames = define_asset_job(
     REDUCE_FRAMES,
-    selection=AssetSelection.assets("reduced_frames", "stacks"),
+    selection=AssetSelection.assets("reduced_frames", "stacks", "archive_records"),
     description="Reduce a night's science frames again with the best masters now available, and restack.",
 )
 quarantine_rejects = define_asset_job(

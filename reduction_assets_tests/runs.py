@@ -5,34 +5,43 @@ from dataclasses import dataclass
 
 from dagster import AssetKey, materialize
 
-from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
-from reduction_assets.assets.raw import landing_rejects, raw_frames
-from reduction_assets.assets.science import reduced_frames
-from reduction_assets.assets.stacks import stacks
+from reduction_assets.definitions import ASSETS
 from reduction_assets.home import Home
+from reduction_assets.jobs import NIGHT_ASSETS
 from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT
 
-ALL = [raw_frames, landing_rejects, master_bias, master_dark, master_flat, reduced_frames, stacks]
+ALL = ASSETS
 # What the landing sensor requests for a partition.
-PARTITION = [
-    AssetKey(n)
-    for n in ("raw_frames", "master_bias", "master_dark", "master_flat", "reduced_frames", "stacks")
-]
+PARTITION = [AssetKey(n) for n in NIGHT_ASSETS]
+
+
+def resources(home) -> dict:
+    """The resources of a partition run in ``home``: the home and its local archive."""
+    return {
+        "home": ReductionHomeResource(home=str(home.root), settle_seconds=0),
+        "archive": ArchiveStoreResource(kind="local", home=str(home.root)),
+    }
 
 
 def run_partition(
-    home, names=None, night=NIGHT, instrument="lcosim", master_config=None, raise_on_error=True
+    home,
+    names=None,
+    night=NIGHT,
+    instrument="lcosim",
+    master_config=None,
+    raise_on_error=True,
+    selection=PARTITION,
 ):
     config = {"ops": {"raw_frames": {"config": {"files": names} if names is not None else {}}}}
     for name in ("master_bias", "master_dark", "master_flat"):
         config["ops"][name] = {"config": master_config or {}}
     return materialize(
         ALL,
-        selection=PARTITION,
+        selection=selection,
         partition_key=partition_key(instrument, night),
-        resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
+        resources=resources(home),
         run_config=config,
         raise_on_error=raise_on_error,
     )

@@ -162,6 +162,7 @@ def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
         "reduced",
         "not_reducible",
         "stacked",
+        "archived",
         "last_raw_time",
     ]
     assert len(lines) == 2 + 3

@@ -237,3 +237,20 @@ def test_memory_heavy_steps_share_the_stacking_pool():
 
     assert {asset.op.pool for asset in (master_bias, master_dark, master_flat, stacks)} == {"stacking"}
     assert reduced_frames.op.pool is None
+
+
+def test_the_archive_store_is_chosen_per_deployment_with_secrets_through_env_vars(monkeypatch, tmp_path):
+    from dagster import EnvVar
+
+    from reduction_assets.definitions import archive_for
+    from reduction_assets.resources import ReductionHomeResource
+
+    home = ReductionHomeResource(home=str(tmp_path))
+    assert archive_for("local", home).kind == "local"
+    s3 = archive_for("s3", home)
+    assert s3.kind == "s3"
+    assert isinstance(s3.aws_secret_access_key, EnvVar) and isinstance(s3.bucket, EnvVar)
+    with pytest.raises(ValueError, match="REDUCTION_ARCHIVE_STORE"):
+        archive_for("ftp", home)
+    monkeypatch.setenv("REDUCTION_ARCHIVE_STORE", "s3")
+    assert defs().resolve_job_def("process_night") is not None  # loads without the secrets set

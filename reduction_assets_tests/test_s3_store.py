@@ -1,51 +1,25 @@
 """The S3 store against a real S3 protocol: moto's standalone server on 127.0.0.1, over HTTP."""
 
 import hashlib
-import socket
 
 import pytest
 
-from reduction_assets.resources import ArchiveStoreResource
 from reduction_assets.storage import Integrity, MissingObject, StoreError, write_object
 from reduction_assets.storage.s3 import S3Store
-
-SECRET = "s3cr3t-never-shown"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from reduction_assets_tests.s3 import SECRET, MotoS3
 
 
 @pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
+def moto_s3():
+    server = MotoS3().start()
+    yield server
     server.stop()
 
 
-def resource(endpoint: str, bucket: str = "archive", prefix: str = "observatory/") -> ArchiveStoreResource:
-    return ArchiveStoreResource(
-        kind="s3",
-        bucket=bucket,
-        prefix=prefix,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key=SECRET,
-        max_attempts=1,
-    )
-
-
 @pytest.fixture
-def store(s3_server, request) -> S3Store:
+def store(moto_s3, request) -> S3Store:
     bucket = "archive-" + hashlib.md5(request.node.name.encode(), usedforsecurity=False).hexdigest()[:12]
-    made = resource(s3_server, bucket).store()
+    made = moto_s3.resource(bucket).store()
     made.client.create_bucket(Bucket=bucket)
     made._call.retry.wait = lambda _state: 0.01  # no waiting between attempts in tests
     return made
@@ -116,8 +90,8 @@ def test_a_body_damaged_on_the_way_is_refused_by_the_service(store, tmp_path, mo
     assert not store.exists("damaged.fits")
 
 
-def test_a_missing_object_and_a_missing_bucket_say_so_without_any_secret(s3_server):
-    store = resource(s3_server, "no-such-bucket").store()
+def test_a_missing_object_and_a_missing_bucket_say_so_without_any_secret(moto_s3):
+    store = moto_s3.resource("no-such-bucket").store()
     store._call.retry.wait = lambda _state: 0.01
     with pytest.raises(StoreError) as raised:
         list(store.keys())
@@ -125,8 +99,8 @@ def test_a_missing_object_and_a_missing_bucket_say_so_without_any_secret(s3_serv
     assert SECRET not in repr(raised.value.__cause__) and raised.value.__cause__ is None
 
 
-def test_an_unreachable_service_is_retried_then_reported(tmp_path):
-    store = resource(f"http://127.0.0.1:{free_port()}").store()  # nothing listens there
+def test_an_unreachable_service_is_retried_then_reported():
+    store = MotoS3().resource("archive").store()  # a server that was never started: nothing listens
     attempts = []
     store._call.retry.wait = lambda _state: 0.01
     store._call.retry.before = lambda state: attempts.append(state.attempt_number)

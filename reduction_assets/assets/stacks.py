@@ -38,8 +38,8 @@ from reduction_assets.catalog.stacks import (
     NOT_STACKED,
     STACKED,
     record_stack,
+    reduced_frames_of,
     retire_stacks,
-    stackable_frames,
     stacks_of,
 )
 from reduction_assets.fits.products import write_hdul
@@ -421,7 +421,7 @@ def stacks(
         instrument, night = split_key(key)
         run = _Run(home.registry()[instrument], catalog, products, config, settings, scratch)
         with catalog.session() as session:
-            groups = _groups(run, stackable_frames(session, instrument, night))
+            groups = _groups(run, reduced_frames_of(session, instrument, night))
             existing = {row.group_key: row for row in stacks_of(session, instrument, night)}
         bar = progress(sorted(groups.items()), f"stacking {instrument} {night}", "group")
         for group, members in bar:

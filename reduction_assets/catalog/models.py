@@ -293,3 +293,46 @@ class StackMember(Base):
     matched_sources: Mapped[int | None] = mapped_column(Integer)
 
     stack: Mapped[Stack] = relationship(back_populates="members")
+
+
+class ArchiveRecord(Base):
+    """One version of one archived file: where it is (``object_key`` in the archive store), what it
+    is (its fields, for finding it) and its content (``md5``, ``sha256``, ``size_bytes``).
+
+    ``name`` is the file's name in the archive; the same name with other content is a new
+    ``version`` (the older versions stay); the same content is never archived twice.
+    ``source_kind``/``source_id`` point at the catalog row it was made from (raw_frames,
+    calibrations, products or stacks), ``related`` names the files it was made from or with.
+    """
+
+    __tablename__ = "archive_records"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_archive_records_version"),
+        Index("ix_archive_records_partition", "instrument", "night"),
+        Index("ix_archive_records_md5", "md5"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+    version: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(16))  # raw | master | reduced | stack
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source_id: Mapped[int] = mapped_column(Integer)
+    site: Mapped[str | None] = mapped_column(String(128))
+    telescope: Mapped[str | None] = mapped_column(String(64))
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)  # observation day
+    date_obs: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    proposal: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(128))
+    exptime: Mapped[float | None] = mapped_column(Float)
+    filter: Mapped[str | None] = mapped_column(String(32))
+    configuration_type: Mapped[str | None] = mapped_column(String(32))
+    related: Mapped[list] = mapped_column(JSON)
+    public_date: Mapped[dt.date] = mapped_column(Date)
+    footprint: Mapped[list | None] = mapped_column(JSON)  # [[ra, dec], ...] degrees, corners in order
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    object_key: Mapped[str] = mapped_column(String(1024))
+    archived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Calibration, Product, Quarantine, RawDuplicate, RawFrame, Stack
+from reduction_assets.catalog.models import (
+    ArchiveRecord,
+    Calibration,
+    Product,
+    Quarantine,
+    RawDuplicate,
+    RawFrame,
+    Stack,
+)
 from reduction_assets.catalog.products import NOT_REDUCIBLE, REDUCED
 from reduction_assets.catalog.stacks import STACKED
 
@@ -78,6 +86,11 @@ def progress_rows(
         .where(in_range(Stack.night), Stack.instrument.in_(instruments), Stack.status == STACKED)
         .group_by(Stack.instrument, Stack.night)
     )
+    archived = grouped(  # files in the archive (each once, whatever its versions)
+        select(ArchiveRecord.instrument, ArchiveRecord.night, func.count(func.distinct(ArchiveRecord.name)))
+        .where(in_range(ArchiveRecord.night), ArchiveRecord.instrument.in_(instruments))
+        .group_by(ArchiveRecord.instrument, ArchiveRecord.night)
+    )
     rows = []
     night = start
     while night <= end:
@@ -95,6 +108,7 @@ def progress_rows(
                     "reduced": reduced.get((instrument, night), 0),
                     "not_reducible": not_reducible.get((instrument, night), 0),
                     "stacked": stacked.get((instrument, night), 0),
+                    "archived": archived.get((instrument, night), 0),
                 }
             )
         night += dt.timedelta(days=1)

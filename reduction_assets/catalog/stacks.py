@@ -17,8 +17,9 @@ NOT_STACKED = "not_stacked"  # the group was not stacked (one frame, members lef
 FAILED = "failed"  # stacking failed for a reason outside the data (a member missing from the store)
 
 
-def stackable_frames(session: Session, instrument: str, night: dt.date) -> list[tuple[Product, RawFrame]]:
-    """The reduced science frames of a partition (product and raw frame), in time order."""
+def reduced_frames_of(session: Session, instrument: str, night: dt.date) -> list[tuple[Product, RawFrame]]:
+    """The reduced science frames of a partition (product and raw frame; frames marked bad left
+    out), in time order: what is stacked and archived."""
     rows = session.execute(
         select(Product, RawFrame)
         .join(RawFrame, Product.raw_frame_id == RawFrame.id)

@@ -14,10 +14,9 @@ from reduction_assets.catalog import Catalog, Product, Stack
 from reduction_assets.catalog.stacks import stacks_of
 from reduction_assets.home import Home
 from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.simulate import SimulationConfig, _render_stars, simulate_night
 from reduction_assets_tests.conftest import NIGHT, deliver, with_header
-from reduction_assets_tests.runs import ALL, metadata, run_partition
+from reduction_assets_tests.runs import ALL, metadata, resources, run_partition
 
 TARGET = "NGC 253 field"
 N_DITHER = 4
@@ -50,7 +49,7 @@ def run_stacks(home, **config):
         ALL,
         selection=["stacks"],
         partition_key=partition_key("lcosim", NIGHT),
-        resources={"home": ReductionHomeResource(home=str(home.root), settle_seconds=0)},
+        resources=resources(home),
         run_config={"ops": {"stacks": {"config": config}}},
         raise_on_error=False,
     )

@@ -1,0 +1,223 @@
+"""Archiving one file: validate its headers, checksum it, upload it, record it (LCO's ingester's
+steps: validate, md5, upload, record with a version).
+
+The order keeps the archive and the catalog in step: a file is uploaded under a key that names its
+version, verified, and only then recorded; a failed upload leaves no record, and a failed record
+removes the object again. The same content under the same name is never archived twice; other
+content under the same name becomes the next version, the older versions stay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from reduction_assets.catalog import Catalog
+from reduction_assets.catalog.archive import (
+    MASTER,
+    RAW,
+    REDUCED_LEVEL,
+    STACK,
+    Candidate,
+    add_record,
+    latest_record,
+)
+from reduction_assets.instruments import Instrument
+from reduction_assets.storage import ObjectStore, StoreError
+
+# Keywords every file of a level must carry in one of its headers; raw and reduced frames also the
+# camera's own keywords (from the registry) for these quantities.
+REQUIRED_KEYWORDS = {
+    RAW: (),
+    MASTER: ("INSTRUME", "CALTYPE", "NIGHT", "BINNING", "NCOMBINE", "FINGERPR"),
+    REDUCED_LEVEL: ("FINGERPR", "RAWSUM", "SOFTVER"),
+    STACK: ("INSTRUME", "DAY-OBS", "OBJECT", "EXPTIME", "NCOMBINE", "FINGERPR"),
+}
+CAMERA_QUANTITIES = {RAW: ("frame_type", "date_obs", "exptime"), REDUCED_LEVEL: ("date_obs", "exptime")}
+# Anything that looks like a credential refuses the file: keyword names, and values in any card.
+DENIED_KEYWORD = re.compile(
+    r"PASS(W|WD|WORD)?$|PASSW|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIV_?KEY|CREDENT", re.I
+)
+DENIED_VALUE = re.compile(
+    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|\b(password|passwd|secret|token)\s*[=:]", re.I
+)
+_CHUNK = 1 << 20
+
+ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED = "archived", "already_archived", "invalid", "failed"
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    """Who sees what when: days after the observation before science data are public (calibrations
+    are public at once), per proposal when listed."""
+
+    embargo_days: int = 365
+    embargo_by_proposal: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    name: str
+    level: str
+    status: str  # archived, already_archived, invalid, failed
+    reason: str | None = None
+    version: int | None = None
+    record_id: int | None = None
+    object_key: str | None = None
+
+
+def header_problems(headers: list[fits.Header], required: tuple[str, ...]) -> list[str]:
+    """What keeps a file out of the archive: required keywords missing from every header, and
+    deny-listed keywords or credential-like values (named by keyword, never quoted)."""
+    problems = [f"missing keyword {k}" for k in required if not any(k in h for h in headers)]
+    for header in headers:
+        for card in header.cards:
+            if card.keyword and DENIED_KEYWORD.search(card.keyword):
+                problems.append(f"keyword {card.keyword} is on the deny-list (looks like a credential)")
+            elif isinstance(card.value, str) and DENIED_VALUE.search(card.value):
+                problems.append(f"the value of {card.keyword or 'a card'} looks like a credential")
+            elif card.keyword in ("COMMENT", "HISTORY") and DENIED_VALUE.search(str(card.value)):
+                problems.append(f"a {card.keyword} card looks like a credential")
+    return problems
+
+
+def required_keywords(level: str, instrument: Instrument) -> tuple[str, ...]:
+    """The keywords a file of ``level`` from ``instrument`` must carry."""
+    camera = (instrument.keyword(q) for q in CAMERA_QUANTITIES.get(level, ()))
+    return (*REQUIRED_KEYWORDS[level], *(k for k in camera if k))
+
+
+def footprint(headers: list[fits.Header]) -> list[list[float]] | None:
+    """The corners (RA, Dec in degrees, in order around the edge) of the first image with a
+    celestial WCS, or None."""
+    for header in headers:
+        if header.get("NAXIS", 0) != 2:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header)
+        if not wcs.has_celestial:
+            continue
+        ny, nx = header["NAXIS2"], header["NAXIS1"]
+        corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [nx - 0.5, ny - 0.5], [-0.5, ny - 0.5]])
+        world = wcs.celestial.all_pix2world(corners, 0)
+        return [[round(float(ra), 7), round(float(dec), 7)] for ra, dec in world]
+    return None
+
+
+def public_date(candidate: Candidate, proposal: str | None, settings: ArchiveSettings) -> dt.date:
+    """Calibrations (raw and master) are public at once; science after the proposal's embargo."""
+    if candidate.calibration:
+        return candidate.night
+    days = settings.embargo_by_proposal.get(proposal or "", settings.embargo_days)
+    return candidate.night + dt.timedelta(days=int(days))
+
+
+def object_key(candidate: Candidate, version: int) -> str:
+    """``<level>/<instrument>/<night>/v<version>/<name>``: versions side by side, names intact."""
+    return (
+        f"{candidate.level}/{candidate.instrument}/{candidate.night.isoformat()}/v{version}/{candidate.name}"
+    )
+
+
+def _copy_and_hash(source: ObjectStore, key: str, folder: Path) -> tuple[Path, str, str, int]:
+    """A local copy of a stored object, with its SHA-256, MD5 and size."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    copy = folder / "candidate.fits"
+    with source.open(key) as stream, open(copy, "wb") as out:
+        while chunk := stream.read(_CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+            out.write(chunk)
+    return copy, sha.hexdigest(), md5.hexdigest(), size
+
+
+def archive_one(
+    candidate: Candidate,
+    *,
+    source: ObjectStore,
+    archive: ObjectStore,
+    catalog: Catalog,
+    instrument: Instrument,
+    settings: ArchiveSettings,
+) -> Outcome:
+    """Archive one file unless its content is archived already; never raises for the file's own
+    faults (they come back as ``invalid`` with the reason); a store that fails raises StoreError."""
+    outcome = Outcome(candidate.name, candidate.level, INVALID)
+    with tempfile.TemporaryDirectory(prefix="archive_") as folder:
+        try:
+            copy, sha, md5, size = _copy_and_hash(source, candidate.key, Path(folder))
+        except StoreError as err:
+            outcome.reason = f"unreadable: {err}"
+            return outcome
+        if sha != candidate.checksum:
+            outcome.reason = (
+                "the file changed after it was catalogued (checksum mismatch): "
+                "`reduction-assets verify` finds and rebuilds it"
+            )
+            return outcome
+        try:
+            with fits.open(copy) as hdul:
+                headers = [hdu.header.copy() for hdu in hdul]
+        except (OSError, ValueError) as err:
+            outcome.reason = f"unreadable FITS: {type(err).__name__}"
+            return outcome
+        problems = header_problems(headers, required_keywords(candidate.level, instrument))
+        if problems:
+            outcome.reason = "; ".join(problems)
+            return outcome
+        with catalog.session() as session:
+            latest = latest_record(session, candidate.name)
+        if latest is not None and latest.md5 == md5:
+            return Outcome(candidate.name, candidate.level, ALREADY_ARCHIVED, version=latest.version,
+                           record_id=latest.id, object_key=latest.object_key)  # fmt: skip
+        version = latest.version + 1 if latest is not None else 1
+        key = object_key(candidate, version)
+        archive.put_file(copy, key, sha, replace=True)
+        primary = headers[0]
+        proposal = str(primary.get("PROPID") or "").strip() or None
+        try:
+            with catalog.session() as session:
+                row = add_record(
+                    session,
+                    name=candidate.name,
+                    version=version,
+                    level=candidate.level,
+                    source_kind=candidate.source_kind,
+                    source_id=candidate.source_id,
+                    site=instrument.site.name,
+                    telescope=str(primary.get("TELESCOP") or "").strip() or None,
+                    instrument=candidate.instrument,
+                    night=candidate.night,
+                    date_obs=candidate.date_obs,
+                    proposal=proposal,
+                    target=candidate.target,
+                    exptime=candidate.exptime,
+                    filter=candidate.filter,
+                    configuration_type=candidate.configuration_type,
+                    related=list(candidate.related),
+                    public_date=public_date(candidate, proposal, settings),
+                    footprint=footprint(headers),
+                    size_bytes=size,
+                    md5=md5,
+                    sha256=sha,
+                    object_key=key,
+                )
+                record_id = row.id
+        except Exception:
+            archive.remove(key)  # no object without its record
+            raise
+    return Outcome(
+        candidate.name, candidate.level, ARCHIVED, version=version, record_id=record_id, object_key=key
+    )

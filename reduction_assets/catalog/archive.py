@@ -1,0 +1,195 @@
+"""The archive in the catalog: what a partition holds that belongs in the archive, and the records
+of what was archived (one row per version of a file)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reduction_assets.catalog.models import ArchiveRecord, Calibration, RawFrame, Stack
+from reduction_assets.catalog.stacks import STACKED, reduced_frames_of
+
+RAW, MASTER, REDUCED_LEVEL, STACK = "raw", "master", "reduced", "stack"
+LEVELS = (RAW, MASTER, REDUCED_LEVEL, STACK)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file the catalog says belongs in the archive: where it is now (``store``: raw or products,
+    ``key``, ``checksum`` = its SHA-256 in the catalog) and the fields of its archive record."""
+
+    level: str
+    name: str
+    store: str  # "raw" or "products"
+    key: str
+    checksum: str
+    source_kind: str
+    source_id: int
+    instrument: str
+    night: dt.date
+    date_obs: dt.datetime | None = None
+    target: str | None = None
+    exptime: float | None = None
+    filter: str | None = None
+    configuration_type: str | None = None
+    related: tuple[str, ...] = field(default_factory=tuple)
+    calibration: bool = False  # raw calibration frames and masters: public at once
+
+
+def _name(key: str) -> str:
+    return PurePosixPath(key).name
+
+
+def archive_candidates(session: Session, instrument: str, night: dt.date) -> list[Candidate]:
+    """Every raw frame, good master, reduced frame and stack of a partition, in that order."""
+    raws = list(
+        session.scalars(
+            select(RawFrame)
+            .where(RawFrame.instrument == instrument, RawFrame.night == night)
+            .order_by(RawFrame.date_obs, RawFrame.id)
+        )
+    )
+    raw_names = {row.id: _name(row.store_path) for row in raws}
+    by_checksum = {
+        checksum: _name(path)
+        for checksum, path in session.execute(
+            select(RawFrame.checksum, RawFrame.store_path).where(RawFrame.instrument == instrument)
+        )
+    }
+    found = [
+        Candidate(
+            level=RAW,
+            name=raw_names[row.id],
+            store="raw",
+            key=row.store_path,
+            checksum=row.checksum,
+            source_kind="raw_frames",
+            source_id=row.id,
+            instrument=row.instrument,
+            night=row.night,
+            date_obs=row.date_obs,
+            target=row.object,
+            exptime=row.exptime,
+            filter=row.filter,
+            configuration_type=(row.normalised or {}).get("raw_frame_type") or row.frame_type,
+            calibration=row.frame_type != "science",
+        )
+        for row in raws
+    ]
+    masters = session.scalars(
+        select(Calibration)
+        .where(Calibration.instrument == instrument, Calibration.night == night, Calibration.bad.is_(False))
+        .order_by(Calibration.id)
+    )
+    calibration_names: dict[int, str] = {}
+    for row in masters:
+        calibration_names[row.id] = _name(row.path)
+        inputs = row.inputs or []
+        found.append(
+            Candidate(
+                level=MASTER,
+                name=_name(row.path),
+                store="products",
+                key=row.path,
+                checksum=row.checksum,
+                source_kind="calibrations",
+                source_id=row.id,
+                instrument=row.instrument,
+                night=row.night,
+                exptime=row.exptime or None,
+                filter=row.filter or None,
+                configuration_type=f"master_{row.type}",
+                related=tuple(sorted(by_checksum.get(i.get("checksum"), i.get("name", "")) for i in inputs)),
+                calibration=True,
+            )
+        )
+    products = reduced_frames_of(session, instrument, night)
+    product_names: dict[int, str] = {}
+    used_ids = {i for p, _ in products for i in (p.bias_id, p.dark_id, p.flat_id) if i is not None}
+    for calibration_id, path in session.execute(
+        select(Calibration.id, Calibration.path).where(Calibration.id.in_(used_ids))
+    ):
+        calibration_names.setdefault(calibration_id, _name(path))
+    for product, frame in products:
+        product_names[product.id] = _name(product.path)
+        masters_used = [
+            calibration_names[i] for i in (product.bias_id, product.dark_id, product.flat_id) if i
+        ]
+        found.append(
+            Candidate(
+                level=REDUCED_LEVEL,
+                name=_name(product.path),
+                store="products",
+                key=product.path,
+                checksum=product.checksum or "",
+                source_kind="products",
+                source_id=product.id,
+                instrument=product.instrument,
+                night=product.night,
+                date_obs=frame.date_obs,
+                target=frame.object,
+                exptime=frame.exptime,
+                filter=frame.filter,
+                configuration_type=frame.frame_type,
+                related=(_name(frame.store_path), *masters_used),
+            )
+        )
+    stacks = session.scalars(
+        select(Stack)
+        .where(Stack.instrument == instrument, Stack.night == night, Stack.status == STACKED)
+        .order_by(Stack.id)
+    )
+    for row in stacks:
+        found.append(
+            Candidate(
+                level=STACK,
+                name=_name(row.path),
+                store="products",
+                key=row.path,
+                checksum=row.checksum or "",
+                source_kind="stacks",
+                source_id=row.id,
+                instrument=row.instrument,
+                night=row.night,
+                target=row.target,
+                exptime=row.exptime,
+                filter=row.filter or None,
+                configuration_type="stack",
+                related=tuple(
+                    product_names.get(m.product_id, str(m.product_id)) for m in row.members if m.included
+                ),
+            )
+        )
+    return found
+
+
+def latest_record(session: Session, name: str) -> ArchiveRecord | None:
+    """The newest version of a file in the archive, or None."""
+    row = session.scalars(
+        select(ArchiveRecord).where(ArchiveRecord.name == name).order_by(ArchiveRecord.version.desc())
+    ).first()
+    if row is not None:
+        session.expunge(row)
+    return row
+
+
+def add_record(session: Session, **values: Any) -> ArchiveRecord:
+    row = ArchiveRecord(**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def archived_counts(session: Session, instrument: str, night: dt.date) -> dict[str, int]:
+    """Files of a partition in the archive (latest versions), per level."""
+    rows = session.execute(
+        select(ArchiveRecord.level, func.count(func.distinct(ArchiveRecord.name)))
+        .where(ArchiveRecord.instrument == instrument, ArchiveRecord.night == night)
+        .group_by(ArchiveRecord.level)
+    ).all()
+    return dict(rows)
