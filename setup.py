@@ -33,6 +33,7 @@ setup(
         "psycopg2-binary>=2.9,<3",
         "pyyaml>=6.0",
         "tenacity>=9.0",
+        "kombu>=5.3",  # AMQP: archive notifications
         "filelock>=3.12",
         "tqdm>=4.66",
         "tzdata",

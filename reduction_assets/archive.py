@@ -29,6 +29,7 @@ from reduction_assets.catalog.archive import (
     REDUCED_LEVEL,
     STACK,
     Candidate,
+    add_message,
     add_record,
     latest_record,
 )
@@ -151,9 +152,11 @@ def archive_one(
     catalog: Catalog,
     instrument: Instrument,
     settings: ArchiveSettings,
+    notify: bool = False,
 ) -> Outcome:
     """Archive one file unless its content is archived already; never raises for the file's own
-    faults (they come back as ``invalid`` with the reason); a store that fails raises StoreError."""
+    faults (they come back as ``invalid`` with the reason); a store that fails raises StoreError.
+    With ``notify`` the record's message is queued in the outbox in the same transaction."""
     outcome = Outcome(candidate.name, candidate.level, INVALID)
     with tempfile.TemporaryDirectory(prefix="archive_") as folder:
         try:
@@ -214,6 +217,8 @@ def archive_one(
                     sha256=sha,
                     object_key=key,
                 )
+                if notify:
+                    add_message(session, row)
                 record_id = row.id
         except Exception:
             archive.remove(key)  # no object without its record

@@ -9,7 +9,8 @@ definitions when it loads the code location, not when this module is imported:
   for ``s3`` the bucket comes from ``REDUCTION_ARCHIVE_BUCKET`` and the credentials from
   ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (``EnvVar``), the endpoint of another
   S3-compatible service from ``REDUCTION_ARCHIVE_ENDPOINT_URL``, a key prefix from
-  ``REDUCTION_ARCHIVE_PREFIX``;
+  ``REDUCTION_ARCHIVE_PREFIX``; ``REDUCTION_BROKER_URL`` (an AMQP URL, through ``EnvVar``), when
+  set, sends a message to the ``archive`` exchange for every archived record;
 - ``REDUCTION_EXECUTOR`` (``in_process`` by default, or ``multiprocess``) chooses how a run executes
   its steps. A partition's steps run one after the other anyway (each needs the one before), so in
   process they cost only their work; ``multiprocess`` isolates steps in processes started from a
@@ -53,6 +54,7 @@ ASSETS = [
     archive_records,
 ]
 ARCHIVE_ENV = "REDUCTION_ARCHIVE_STORE"
+BROKER_ENV = "REDUCTION_BROKER_URL"  # amqp://user:password@host:5672/vhost: archive messages
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
@@ -72,10 +74,12 @@ def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
 def archive_for(kind: str, home: ReductionHomeResource) -> ArchiveStoreResource:
     """The archive store: ``local`` (``archive/`` in the home) or ``s3`` (settings from the
     environment, secrets through ``EnvVar`` so they never show in the UI or in run configs)."""
+    broker = {"broker_url": EnvVar(BROKER_ENV)} if os.environ.get(BROKER_ENV) else {}
     if kind == "local":
-        return ArchiveStoreResource(kind="local", home=home.home)
+        return ArchiveStoreResource(kind="local", home=home.home, **broker)
     if kind == "s3":
         return ArchiveStoreResource(
+            **broker,
             kind="s3",
             bucket=EnvVar("REDUCTION_ARCHIVE_BUCKET"),
             prefix=os.environ.get("REDUCTION_ARCHIVE_PREFIX", ""),

@@ -75,6 +75,10 @@ class ArchiveStoreResource(ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None)
     aws_secret_access_key: str | None = Field(default=None)
     max_attempts: int = Field(default=3, description="botocore's own attempts per request")
+    broker_url: str | None = Field(
+        default=None, description="AMQP URL of the broker that hears of archived records; None: no messages"
+    )
+    exchange: str = Field(default="archive", description="the topic exchange messages go to")
 
     def store(self):
         """The archive's :class:`~reduction_assets.storage.ObjectStore`."""

@@ -29,6 +29,7 @@ from reduction_assets.archive import (
 from reduction_assets.assets.common import OWNERS, retried_when_transient
 from reduction_assets.catalog.archive import archive_candidates
 from reduction_assets.jobs import NIGHT_ASSETS
+from reduction_assets.notify import Delivery, deliver_pending
 from reduction_assets.partitions import backfill_policy, night_instrument_partitions, split_key
 from reduction_assets.progress import progress
 from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
@@ -69,6 +70,18 @@ def _row(partition: str, outcome: Outcome) -> TableRecord:
     )
 
 
+def _deliver(context: AssetExecutionContext, catalog, archive: ArchiveStoreResource) -> Delivery:
+    """Publish the outbox's pending messages; a broker that is down leaves them for the next run."""
+    delivery = deliver_pending(catalog, archive.broker_url, archive.exchange)
+    if delivery.error:
+        context.log.warning(
+            "%d archive messages wait for the broker (%s); the next run delivers them",
+            delivery.pending,
+            delivery.error,
+        )
+    return delivery
+
+
 @asset(
     partitions_def=night_instrument_partitions,
     backfill_policy=backfill_policy,
@@ -100,6 +113,9 @@ def archive_records(
     stores = {"raw": home.raw_store(), "products": home.product_store()}
     archive_store = archive.store()
     settings = ArchiveSettings(config.embargo_days, dict(config.embargo_by_proposal))
+    notify = bool(archive.broker_url)
+    # what an earlier run could not deliver goes first
+    earlier = _deliver(context, catalog, archive) if notify else None
     outcomes: list[tuple[str, Outcome]] = []
     for key in context.partition_keys:
         instrument_name, night = split_key(key)
@@ -115,6 +131,7 @@ def archive_records(
                     catalog=catalog,
                     instrument=instrument,
                     settings=settings,
+                    notify=notify,
                 )
             except StoreError as err:  # the archive store failed (after its retries): this file only
                 outcome = Outcome(candidate.name, candidate.level, FAILED, reason=str(err))
@@ -124,9 +141,18 @@ def archive_records(
     counts = {
         s: sum(1 for _, o in outcomes if o.status == s) for s in (ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED)
     }
+    delivery = _deliver(context, catalog, archive) if notify else None
     metadata = {
         **{status: MetadataValue.int(count) for status, count in counts.items()},
         "store": MetadataValue.text(archive.kind),
+        **(
+            {
+                "messages_delivered": MetadataValue.int(earlier.delivered + delivery.delivered),
+                "messages_pending": MetadataValue.int(delivery.pending),
+            }
+            if earlier and delivery
+            else {}
+        ),
         "files": MetadataValue.table([_row(p, o) for p, o in outcomes], schema=FILES_SCHEMA),
     }
     failed = [o for _, o in outcomes if o.status == FAILED]

@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import ArchiveRecord, Calibration, RawFrame, Stack
+from reduction_assets.catalog.models import (
+    ArchiveMessage,
+    ArchiveRecord,
+    Calibration,
+    RawFrame,
+    Stack,
+    utcnow,
+)
 from reduction_assets.catalog.stacks import STACKED, reduced_frames_of
 
 RAW, MASTER, REDUCED_LEVEL, STACK = "raw", "master", "reduced", "stack"
@@ -193,3 +200,51 @@ def archived_counts(session: Session, instrument: str, night: dt.date) -> dict[s
         .group_by(ArchiveRecord.level)
     ).all()
     return dict(rows)
+
+
+def message_payload(row: ArchiveRecord) -> dict[str, Any]:
+    """The notification of an archived record (what consumers of the exchange receive)."""
+    return {
+        "record_id": row.id,
+        "key": row.object_key,
+        "md5": row.md5,
+        "level": row.level,
+        "instrument": row.instrument,
+        "night": row.night.isoformat(),
+        "version": row.version,
+        "name": row.name,
+    }
+
+
+def add_message(session: Session, row: ArchiveRecord) -> ArchiveMessage:
+    """Queue the notification of a record in the outbox (same transaction as the record)."""
+    message = ArchiveMessage(record_id=row.id, payload=message_payload(row), attempts=0)
+    session.add(message)
+    session.flush()
+    return message
+
+
+def pending_messages(session: Session, limit: int = 1000) -> list[ArchiveMessage]:
+    rows = list(
+        session.scalars(
+            select(ArchiveMessage)
+            .where(ArchiveMessage.delivered_at.is_(None))
+            .order_by(ArchiveMessage.id)
+            .limit(limit)
+        )
+    )
+    session.expunge_all()
+    return rows
+
+
+def mark_delivered(session: Session, message_id: int) -> None:
+    row = session.get(ArchiveMessage, message_id)
+    row.delivered_at = utcnow()
+    row.attempts += 1
+    row.last_error = None
+
+
+def mark_attempt_failed(session: Session, message_ids: list[int], error: str) -> None:
+    for row in session.scalars(select(ArchiveMessage).where(ArchiveMessage.id.in_(message_ids))):
+        row.attempts += 1
+        row.last_error = error

@@ -336,3 +336,20 @@ class ArchiveRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     object_key: Mapped[str] = mapped_column(String(1024))
     archived_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ArchiveMessage(Base):
+    """The transactional outbox of archive notifications: written in the same transaction as its
+    record, delivered to the broker later (and again after a broker outage) until ``delivered_at``
+    is set. ``payload`` is the JSON message; its ``record_id`` is the message id consumers dedupe on."""
+
+    __tablename__ = "archive_outbox"
+    __table_args__ = (Index("ix_archive_outbox_pending", "delivered_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("archive_records.id"), unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

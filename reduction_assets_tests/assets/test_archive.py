@@ -9,12 +9,12 @@ from dagster import materialize
 from sqlalchemy import select
 
 from reduction_assets.catalog import Catalog, Product
-from reduction_assets.catalog.models import ArchiveRecord
+from reduction_assets.catalog.models import ArchiveMessage, ArchiveRecord
 from reduction_assets.checksums import sha256_of
 from reduction_assets.home import Home
 from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
-from reduction_assets_tests.conftest import NIGHT, deliver
+from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
+from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.runs import ALL, PARTITION, BuiltNight, metadata, resources, run_partition
 from reduction_assets_tests.s3 import SECRET, MotoS3
 
@@ -243,3 +243,101 @@ def test_a_camera_with_other_keywords_is_archived_whole(home, noirsim_night):
     result = run_partition(home, deliver(noirsim_night.frames, home.landing), instrument="noirsim")
     assert metadata(result, "archive_records")["invalid"].value == 0
     assert metadata(result, "archive_records")["archived"].value == sum(FILES.values())
+
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def broker_available() -> bool:
+    import kombu
+
+    try:
+        with kombu.Connection(BROKER, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def listening(request):
+    """An exchange of this test's own and a queue bound to everything sent to it."""
+    import uuid
+
+    import kombu
+
+    require(broker_available(), f"no AMQP broker at {BROKER}")
+    name = f"archive-test-{uuid.uuid4().hex[:8]}"
+    connection = kombu.Connection(BROKER)
+    queue = kombu.Queue(
+        name, kombu.Exchange(name, type="topic", durable=True), routing_key="#", auto_delete=False
+    )
+    queue(connection.default_channel).declare()
+
+    def received() -> list[dict]:
+        messages = []
+        while (message := queue(connection.default_channel).get(no_ack=True)) is not None:
+            messages.append({"id": message.properties.get("message_id"), **message.payload})
+        return messages
+
+    yield name, received
+    queue(connection.default_channel).delete()
+    kombu.Exchange(name)(connection.default_channel).delete()
+    connection.release()
+
+
+def run_archive_notifying(home, broker, exchange):
+    resource = ArchiveStoreResource(kind="local", home=str(home.root), broker_url=broker, exchange=exchange)
+    return materialize(
+        ALL,
+        selection=["archive_records"],
+        partition_key=partition_key("lcosim", NIGHT),
+        resources={"home": resources(home)["home"], "archive": resource},
+        raise_on_error=False,
+    )
+
+
+def test_each_archived_record_is_announced_on_the_exchange(home, unarchived_night, listening):
+    exchange, received = listening
+    unarchived_night.copy_into(home)
+    result = run_archive_notifying(home, BROKER, exchange)
+    assert result.success and metadata(result, "archive_records")["messages_delivered"].value == 52
+    messages = received()
+    by_id = {int(m["id"]): m for m in messages}
+    assert len(messages) == len(by_id) == 52
+    for row in records(home):
+        message = by_id[row.id]
+        assert (message["record_id"], message["key"], message["md5"], message["version"]) == (
+            row.id,
+            row.object_key,
+            row.md5,
+            row.version,
+        )
+        assert (message["level"], message["instrument"], message["night"]) == (
+            row.level,
+            "lcosim",
+            "2026-11-20",
+        )
+
+
+def test_with_the_broker_down_records_commit_and_the_outbox_delivers_later_exactly_once(
+    home, unarchived_night, listening
+):
+    from reduction_assets.notify import deliver_pending
+    from reduction_assets_tests.s3 import free_port
+
+    exchange, received = listening
+    unarchived_night.copy_into(home)
+    down = f"amqp://guest:guest@127.0.0.1:{free_port()}//"  # nothing listens there
+    result = run_archive_notifying(home, down, exchange)
+    assert result.success and len(records(home)) == 52
+    assert metadata(result, "archive_records")["messages_pending"].value == 52
+    assert received() == []
+    with Catalog(home.catalog_url()).session() as session:
+        errors = {m.last_error for m in session.scalars(select(ArchiveMessage))}
+    assert all(error and "guest:guest" not in error for error in errors)
+    again = run_archive_notifying(home, BROKER, exchange)  # the next run delivers what waits
+    assert metadata(again, "archive_records")["messages_delivered"].value == 52
+    assert deliver_pending(Catalog(home.catalog_url()), BROKER, exchange).delivered == 0
+    messages = received()
+    assert sorted(int(m["id"]) for m in messages) == sorted(r.id for r in records(home))
