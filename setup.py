@@ -41,7 +41,8 @@ setup(
         "sep>=1.4",  # Source Extractor as a library
     ],
     extras_require={
-        # reproject: the tests compare the resampler with it; moto's server: a real S3 protocol
+        # reproject: the tests compare the resampler with it; moto's server: a real S3 protocol;
+        # the ingester of LCO's archive: the tests compare archive records with its own
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -49,6 +50,7 @@ setup(
             "requests>=2.31",
             "reproject>=0.13",
             "moto[server]>=5.0",
+            "ocs-ingester>=3.0",  # the tests compare archive records with LCO's ingester
         ],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4", "reproject>=0.13"],

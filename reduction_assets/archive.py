@@ -33,7 +33,7 @@ from reduction_assets.catalog.archive import (
     add_record,
     latest_record,
 )
-from reduction_assets.instruments import Instrument
+from reduction_assets.instruments import Instrument, Registry
 from reduction_assets.storage import ObjectStore, StoreError
 
 # Keywords every file of a level must carry in one of its headers; raw and reduced frames also the
@@ -55,6 +55,7 @@ DENIED_VALUE = re.compile(
 _CHUNK = 1 << 20
 
 ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED = "archived", "already_archived", "invalid", "failed"
+WOULD_ARCHIVE = "would_archive"  # --check-only: valid and not archived yet
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,12 @@ def archive_one(
     instrument: Instrument,
     settings: ArchiveSettings,
     notify: bool = False,
+    check_only: bool = False,
 ) -> Outcome:
     """Archive one file unless its content is archived already; never raises for the file's own
     faults (they come back as ``invalid`` with the reason); a store that fails raises StoreError.
-    With ``notify`` the record's message is queued in the outbox in the same transaction."""
+    With ``notify`` the record's message is queued in the outbox in the same transaction; with
+    ``check_only`` nothing is uploaded or recorded (the answer is ``would_archive``)."""
     outcome = Outcome(candidate.name, candidate.level, INVALID)
     with tempfile.TemporaryDirectory(prefix="archive_") as folder:
         try:
@@ -187,6 +190,8 @@ def archive_one(
                            record_id=latest.id, object_key=latest.object_key)  # fmt: skip
         version = latest.version + 1 if latest is not None else 1
         key = object_key(candidate, version)
+        if check_only:
+            return Outcome(candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key)
         archive.put_file(copy, key, sha, replace=True)
         primary = headers[0]
         proposal = str(primary.get("PROPID") or "").strip() or None
@@ -199,8 +204,9 @@ def archive_one(
                     level=candidate.level,
                     source_kind=candidate.source_kind,
                     source_id=candidate.source_id,
-                    site=instrument.site.name,
-                    telescope=str(primary.get("TELESCOP") or "").strip() or None,
+                    # the observatory's own codes when its headers carry them (as LCO's do)
+                    site=str(primary.get("SITEID") or "").strip() or instrument.site.name,
+                    telescope=str(primary.get("TELID") or primary.get("TELESCOP") or "").strip() or None,
                     instrument=candidate.instrument,
                     night=candidate.night,
                     date_obs=candidate.date_obs,
@@ -226,3 +232,64 @@ def archive_one(
     return Outcome(
         candidate.name, candidate.level, ARCHIVED, version=version, record_id=record_id, object_key=key
     )
+
+
+def level_of(header: fits.Header) -> str:
+    """The reduction level of a file from its primary header (this project's products carry their
+    step's keywords; anything else is a raw frame)."""
+    if "CALTYPE" in header:
+        return MASTER
+    if "RAWSUM" in header and "FINGERPR" in header:
+        return REDUCED_LEVEL
+    if "NCOMBINE" in header and "FINGERPR" in header:
+        return STACK
+    return RAW
+
+
+class NotArchivable(Exception):
+    """A file from outside the graph that cannot be described for the archive (its reason)."""
+
+
+def candidate_for_file(path: Path, registry: Registry) -> tuple[Candidate, Instrument]:
+    """Describe a file from outside the graph for :func:`archive_one` (its store is the file's own
+    folder); raw frames are checked as landing files are. Raises :class:`NotArchivable`."""
+    from reduction_assets.checksums import sha256_of
+    from reduction_assets.fits.headers import FrameRejected, parse_date_obs, parse_day_obs
+    from reduction_assets.fits.validate import read_primary_header, validate_raw_file
+
+    try:
+        header = read_primary_header(path)
+    except FrameRejected as err:
+        raise NotArchivable(str(err)) from None
+    level = level_of(header)
+    common = {"level": level, "name": path.name, "store": "file", "key": path.name, "source_kind": "external",
+              "source_id": 0}  # fmt: skip
+    if level == RAW:
+        try:
+            frame = validate_raw_file(path, registry)
+        except FrameRejected as err:
+            raise NotArchivable(str(err)) from None
+        info = frame.info
+        candidate = Candidate(**common, checksum=frame.checksum, instrument=info.instrument, night=info.night,
+                              date_obs=info.date_obs, target=info.object, exptime=info.exptime,
+                              filter=info.filter, configuration_type=info.raw_frame_type,
+                              calibration=info.frame_type != "science")  # fmt: skip
+        return candidate, registry[info.instrument]
+    name = str(header.get("INSTRUME", "")).strip()
+    if name not in registry.instruments:
+        raise NotArchivable(f"INSTRUME {name!r} is not a registered instrument")
+    try:
+        night = parse_day_obs(header.get("NIGHT") or header.get("DAY-OBS"))
+    except (FrameRejected, TypeError, ValueError):
+        raise NotArchivable("no NIGHT or DAY-OBS keyword with a date") from None
+    date_obs = None
+    if header.get("DATE-OBS"):
+        try:
+            date_obs = parse_date_obs(header["DATE-OBS"])
+        except (FrameRejected, ValueError):
+            date_obs = None
+    candidate = Candidate(**common, checksum=sha256_of(path), instrument=name, night=night, date_obs=date_obs,
+                          target=header.get("OBJECT"), exptime=header.get("EXPTIME"),
+                          filter=header.get("FILTER"), configuration_type=header.get("CALTYPE") or level,
+                          calibration=level == MASTER)  # fmt: skip
+    return candidate, registry[name]

@@ -38,7 +38,12 @@ from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
 from reduction_assets.assets.stacks import stacks
 from reduction_assets.jobs import ALL_JOBS
-from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
+from reduction_assets.resources import (
+    ARCHIVE_STORE_ENV,
+    ArchiveStoreResource,
+    ReductionHomeResource,
+    archive_resource,
+)
 from reduction_assets.sensors import calibration_sensor, landing_sensor
 
 DEPLOYMENT_ENV = "REDUCTION_DEPLOYMENT"
@@ -53,8 +58,7 @@ ASSETS = [
     stacks,
     archive_records,
 ]
-ARCHIVE_ENV = "REDUCTION_ARCHIVE_STORE"
-BROKER_ENV = "REDUCTION_BROKER_URL"  # amqp://user:password@host:5672/vhost: archive messages
+ARCHIVE_ENV = ARCHIVE_STORE_ENV
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
@@ -72,23 +76,9 @@ def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:
 
 
 def archive_for(kind: str, home: ReductionHomeResource) -> ArchiveStoreResource:
-    """The archive store: ``local`` (``archive/`` in the home) or ``s3`` (settings from the
-    environment, secrets through ``EnvVar`` so they never show in the UI or in run configs)."""
-    broker = {"broker_url": EnvVar(BROKER_ENV)} if os.environ.get(BROKER_ENV) else {}
-    if kind == "local":
-        return ArchiveStoreResource(kind="local", home=home.home, **broker)
-    if kind == "s3":
-        return ArchiveStoreResource(
-            **broker,
-            kind="s3",
-            bucket=EnvVar("REDUCTION_ARCHIVE_BUCKET"),
-            prefix=os.environ.get("REDUCTION_ARCHIVE_PREFIX", ""),
-            endpoint_url=os.environ.get("REDUCTION_ARCHIVE_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_DEFAULT_REGION") or None,
-            aws_access_key_id=EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=EnvVar("AWS_SECRET_ACCESS_KEY"),
-        )
-    raise ValueError(f"{ARCHIVE_ENV}={kind!r}: expected 'local' or 's3'")
+    """The archive store: ``local`` (``archive/`` in the home) or ``s3``; settings from the
+    environment, secrets through ``EnvVar`` so they never show in the UI or in run configs."""
+    return archive_resource(kind, home.home, lambda name, secret: EnvVar(name))
 
 
 def executor_for(name: str) -> ExecutorDefinition:

@@ -5,6 +5,7 @@ them through ``EnvVar`` (``REDUCTION_HOME``, ``REDUCTION_CATALOG_URL``), tests a
 """
 
 import functools
+import os
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -59,6 +60,10 @@ class ReductionHomeResource(ConfigurableResource):
 
 
 ARCHIVE_KINDS = ("local", "s3")
+# The environment that configures the archive (production gives the secrets through EnvVar).
+ARCHIVE_STORE_ENV, ARCHIVE_BUCKET_ENV = "REDUCTION_ARCHIVE_STORE", "REDUCTION_ARCHIVE_BUCKET"
+ARCHIVE_PREFIX_ENV, ARCHIVE_ENDPOINT_ENV = "REDUCTION_ARCHIVE_PREFIX", "REDUCTION_ARCHIVE_ENDPOINT_URL"
+BROKER_ENV = "REDUCTION_BROKER_URL"  # amqp://user:password@host:5672/vhost: archive messages
 
 
 class ArchiveStoreResource(ConfigurableResource):
@@ -98,3 +103,25 @@ class ArchiveStoreResource(ConfigurableResource):
             ).get_client()
             return S3Store(client, self.bucket or "", self.prefix)
         raise ValueError(f"archive store kind {self.kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")
+
+
+def archive_resource(kind: str, home: str | None, value) -> ArchiveStoreResource:
+    """The archive store of ``kind`` (``local`` or ``s3``); ``value(name, secret)`` gives each
+    setting from the environment: ``EnvVar`` for Dagster's definitions (never shown), the plain
+    value for the command line. Optional settings that are unset stay None."""
+    broker = {"broker_url": value(BROKER_ENV, True)} if os.environ.get(BROKER_ENV) else {}
+    if kind == "local":
+        return ArchiveStoreResource(kind="local", home=home, **broker)
+    if kind == "s3":
+        return ArchiveStoreResource(
+            kind="s3",
+            home=home,
+            bucket=value(ARCHIVE_BUCKET_ENV, True),
+            prefix=os.environ.get(ARCHIVE_PREFIX_ENV, ""),
+            endpoint_url=os.environ.get(ARCHIVE_ENDPOINT_ENV) or None,
+            region_name=os.environ.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=value("AWS_ACCESS_KEY_ID", True),
+            aws_secret_access_key=value("AWS_SECRET_ACCESS_KEY", True),
+            **broker,
+        )
+    raise ValueError(f"{ARCHIVE_STORE_ENV}={kind!r}: expected 'local' or 's3'")

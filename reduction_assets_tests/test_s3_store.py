@@ -112,3 +112,16 @@ def test_an_unreachable_service_is_retried_then_reported():
 def test_opening_a_missing_object_raises_missing_object(store):
     with pytest.raises(MissingObject, match="does not exist"), store.open("nothing.fits"):
         pass
+
+
+def test_wrong_credentials_give_a_clear_error_without_the_secret(moto_s3, tmp_path):
+    from moto.core.authorization import enable_iam_authentication
+
+    store = moto_s3.resource("any-bucket").store()  # AKIDEXAMPLE is no key the service knows
+    source = tmp_path / "a.fits"
+    source.write_bytes(b"content")
+    with enable_iam_authentication(), pytest.raises(StoreError) as raised:
+        store.put_file(source, "a.fits", hashlib.sha256(b"content").hexdigest())
+    message = str(raised.value)
+    assert "check the credentials" in message and "s3://any-bucket/observatory/a.fits" in message
+    assert SECRET not in message and "AKIDEXAMPLE" not in message

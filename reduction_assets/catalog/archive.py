@@ -248,3 +248,49 @@ def mark_attempt_failed(session: Session, message_ids: list[int], error: str) ->
     for row in session.scalars(select(ArchiveMessage).where(ArchiveMessage.id.in_(message_ids))):
         row.attempts += 1
         row.last_error = error
+
+
+def find_records(
+    session: Session,
+    *,
+    night: dt.date | None = None,
+    instrument: str | None = None,
+    target: str | None = None,
+    level: str | None = None,
+    md5: str | None = None,
+) -> list[dict[str, Any]]:
+    """Archive records (every version) matching all the given fields, newest night first."""
+    query = select(ArchiveRecord)
+    for column, value in (
+        (ArchiveRecord.night, night),
+        (ArchiveRecord.instrument, instrument),
+        (ArchiveRecord.target, target),
+        (ArchiveRecord.level, level),
+        (ArchiveRecord.md5, md5),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    rows = session.scalars(
+        query.order_by(ArchiveRecord.night.desc(), ArchiveRecord.name, ArchiveRecord.version)
+    )
+    return [
+        {
+            "id": row.id,
+            "level": row.level,
+            "instrument": row.instrument,
+            "night": row.night.isoformat(),
+            "name": row.name,
+            "version": row.version,
+            "target": row.target,
+            "filter": row.filter,
+            "exptime": row.exptime,
+            "date_obs": row.date_obs.isoformat() if row.date_obs else None,
+            "public_date": row.public_date.isoformat(),
+            "md5": row.md5,
+            "size_bytes": row.size_bytes,
+            "object_key": row.object_key,
+            "related": row.related,
+            "footprint": row.footprint,
+        }
+        for row in rows
+    ]

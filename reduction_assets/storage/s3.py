@@ -30,6 +30,14 @@ SHA256_META, MD5_META = "sha256", "md5"
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                     "ServiceUnavailable", "503", "500", "502", "504"}  # fmt: skip
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+# What an operator should look at, per S3 error code (HEAD requests give only the HTTP status).
+_HINTS = {
+    "403": "access denied: check the credentials and the bucket's policy",
+    "AccessDenied": "access denied: check the credentials and the bucket's policy",
+    "InvalidAccessKeyId": "the access key id is unknown to the service: check the credentials",
+    "SignatureDoesNotMatch": "the secret access key is wrong: check the credentials",
+    "NoSuchBucket": "the bucket does not exist",
+}
 ATTEMPTS = 5
 
 
@@ -89,7 +97,9 @@ class S3Store:
         except ClientError as err:
             if _code(err) in _MISSING_CODES:
                 raise MissingObject(f"{where} does not exist") from None
-            raise StoreError(f"S3 {operation} of {where} failed: {_code(err) or 'error'}") from None
+            code = _code(err) or "error"
+            hint = f" ({_HINTS[code]})" if code in _HINTS else ""
+            raise StoreError(f"S3 {operation} of {where} failed: {code}{hint}") from None
         except BotoCoreError as err:
             raise StoreError(f"S3 {operation} of {where} failed: {type(err).__name__}") from None
 
