@@ -341,3 +341,17 @@ def test_with_the_broker_down_records_commit_and_the_outbox_delivers_later_exact
     assert deliver_pending(Catalog(home.catalog_url()), BROKER, exchange).delivered == 0
     messages = received()
     assert sorted(int(m["id"]) for m in messages) == sorted(r.id for r in records(home))
+
+
+def test_a_product_missing_from_its_store_is_reported_and_the_rest_archived(home, unarchived_night):
+    unarchived_night.copy_into(home)
+    with Catalog(home.catalog_url()).session() as session:
+        product = session.scalars(select(Product).order_by(Product.id)).first()
+    path = home.products / product.path
+    path.chmod(0o644)
+    path.unlink()
+    result = run_archive(home)
+    table = metadata(result, "archive_records")["files"].value.records
+    refused = [row.data for row in table if row.data["status"] == "invalid"]
+    assert len(refused) == 1 and refused[0]["reason"].startswith("unreadable")
+    assert metadata(result, "archive_records")["archived"].value == sum(FILES.values()) - 1
