@@ -185,8 +185,27 @@ def _catalog(home):
     return catalog
 
 
+# One column per asset (the masters per type), the software that made the products, the last frame.
+PROGRESS_COLUMNS = [
+    "night",
+    "instrument",
+    "raw",
+    "duplicates",
+    "quarantined",
+    "bias",
+    "dark",
+    "flat",
+    "reduced",
+    "not_reducible",
+    "stacked",
+    "archived",
+    "software",
+    "last_raw_time",
+]
+
+
 def cmd_progress(args) -> int:
-    from reduction_assets.catalog.reports import progress_rows
+    from reduction_assets.catalog.reports import has_data, progress_rows
     from reduction_assets.instruments import load_registry
 
     home = resolve_home(args.home).ensure()
@@ -203,27 +222,14 @@ def cmd_progress(args) -> int:
     catalog = _catalog(home)
     with catalog.session() as session:
         rows = progress_rows(session, args.start, end, names)
+    if args.end and not args.all:  # a range lists the nights that hold something
+        rows = [row for row in rows if has_data(row)]
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif not rows:
+        print(f"no data from {args.start} to {end} (--all lists every night)")
     else:
-        print(
-            _table(
-                rows,
-                [
-                    "night",
-                    "instrument",
-                    "raw",
-                    "duplicates",
-                    "quarantined",
-                    "masters",
-                    "reduced",
-                    "not_reducible",
-                    "stacked",
-                    "archived",
-                    "last_raw_time",
-                ],
-            )
-        )
+        print(_table(rows, PROGRESS_COLUMNS))
     return 0
 
 
@@ -636,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("start", type=_date)
     prog.add_argument("end", type=_date, nargs="?")
     prog.add_argument("--instrument")
+    prog.add_argument("--all", action="store_true", help="with a range, list nights without data too")
     prog.add_argument("--json", action="store_true")
     prog.set_defaults(func=cmd_progress)
 
@@ -738,6 +745,12 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(os.umask(0) | 0o022)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`progress ... | head`): stop quietly, and let the interpreter's final
+        # flush go nowhere instead of raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except (CatalogUnavailable, InstanceUnavailable) as err:
         print(f"{args.command}: {err}", file=sys.stderr)
         return EXIT_UNUSABLE

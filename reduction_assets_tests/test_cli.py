@@ -1,9 +1,11 @@
 """The operator command line: simulate, process, progress, quarantine."""
 
 import json
+import sys
 
 import pytest
 
+import reduction_assets
 from reduction_assets.cli import main
 from reduction_assets_tests.conftest import deliver, frames_of
 
@@ -87,6 +89,7 @@ def test_process_ingests_landing_and_progress_reports_it(home, capsys, lcosim_ni
         "2026-11-20",
         "--instrument",
         "lcosim",
+        "--all",
         "--json",
     )
     rows = json.loads(out)
@@ -146,26 +149,51 @@ def test_frames_left_not_reducible_are_listed_and_fail_a_strict_run(home, capsys
     assert "lcosim 2026-11-20 lcosim_20261120_0021_science.fits: no calibration matches type=flat" in out
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20", "--instrument", "lcosim")
     header, _, row = out.strip().splitlines()
-    assert header.split()[6:8] == ["reduced", "not_reducible"] and row.split()[6:8] == ["0", "12"]
+    assert header.split()[8:10] == ["reduced", "not_reducible"] and row.split()[8:10] == ["0", "12"]
 
 
 def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
+    from reduction_assets.cli import PROGRESS_COLUMNS
+
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
     lines = out.strip().splitlines()
-    assert code == 0 and lines[0].split() == [
-        "night",
-        "instrument",
-        "raw",
-        "duplicates",
-        "quarantined",
-        "masters",
-        "reduced",
-        "not_reducible",
-        "stacked",
-        "archived",
-        "last_raw_time",
-    ]
+    assert code == 0 and lines[0].split() == PROGRESS_COLUMNS
+    assert PROGRESS_COLUMNS[2:13] == ["raw", "duplicates", "quarantined", "bias", "dark", "flat", "reduced",
+                                      "not_reducible", "stacked", "archived", "software"]  # fmt: skip
     assert len(lines) == 2 + 3
+
+
+def test_a_progress_range_lists_only_nights_with_data_unless_all(home, capsys, lcosim_night):
+    deliver(lcosim_night.frames, home.landing)
+    assert cli(capsys, "--home", str(home.root), "process", "--settle-seconds", "0")[0] == 0
+    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-15", "2026-11-25", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [(r["night"], r["instrument"]) for r in rows] == [("2026-11-20", "lcosim")]
+    row = rows[0]
+    assert (row["bias"], row["dark"], row["flat"], row["reduced"], row["stacked"]) == (1, 1, 2, 12, 4)
+    assert row["archived"] == 52 and row["software"] == reduction_assets.__version__
+    code, out = cli(
+        capsys, "--home", str(home.root), "progress", "2026-11-15", "2026-11-25", "--all", "--json"
+    )
+    assert len(json.loads(out)) == 11 * 3
+    code, out = cli(capsys, "--home", str(home.root), "progress", "2026-12-01", "2026-12-05")
+    assert code == 0 and "no data from 2026-12-01 to 2026-12-05" in out
+
+
+def test_progress_piped_into_head_exits_cleanly(home, tmp_path):
+    import subprocess
+
+    cli_command = f"{sys.executable} -m reduction_assets.cli --home {home.root}"
+    command = f"{cli_command} progress 2019-01-01 2026-12-31 --all | head -3"  # ~1 MB: the pipe breaks
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        len(done.stdout.splitlines()) == 3
+        and "Traceback" not in done.stderr
+        and "BrokenPipe" not in done.stderr
+    )
 
 
 def test_progress_rejects_an_unknown_instrument(home, capsys):

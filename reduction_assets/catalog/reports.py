@@ -31,6 +31,25 @@ def partition_counts(session: Session, instrument: str, night: dt.date) -> dict[
     return {"raw": sum(by_type.values()), "by_type": by_type}
 
 
+MASTER_TYPES = ("bias", "dark", "flat")
+# The counts of a progress row: a row whose counts are all 0 is a night without data.
+PROGRESS_COUNTS = (
+    "raw",
+    "duplicates",
+    "quarantined",
+    "masters",
+    "reduced",
+    "not_reducible",
+    "stacked",
+    "archived",
+)
+
+
+def has_data(row: dict[str, Any]) -> bool:
+    """Whether a progress row's night holds anything for its instrument."""
+    return any(row[key] for key in PROGRESS_COUNTS)
+
+
 def progress_rows(
     session: Session, start: dt.date, end: dt.date, instruments: list[str]
 ) -> list[dict[str, Any]]:
@@ -67,6 +86,24 @@ def progress_rows(
         )
         .group_by(Calibration.instrument, Calibration.night)
     )
+    masters_by_type: dict[tuple[str, dt.date], dict[str, int]] = {}
+    for inst, night_, kind, count in session.execute(
+        select(Calibration.instrument, Calibration.night, Calibration.type, func.count())
+        .where(
+            in_range(Calibration.night), Calibration.instrument.in_(instruments), Calibration.bad.is_(False)
+        )
+        .group_by(Calibration.instrument, Calibration.night, Calibration.type)
+    ):
+        masters_by_type.setdefault((inst, night_), {})[kind] = count
+    # The package versions that made a night's products (masters, reduced frames, stacks).
+    versions: dict[tuple[str, dt.date], set[str]] = {}
+    for model in (Calibration, Product, Stack):
+        for inst, night_, version in session.execute(
+            select(model.instrument, model.night, model.software_version)
+            .where(in_range(model.night), model.instrument.in_(instruments))
+            .distinct()
+        ):
+            versions.setdefault((inst, night_), set()).add(str(version).split()[0])
 
     def products_with(status: str):
         return grouped(
@@ -105,10 +142,15 @@ def progress_rows(
                     "quarantined": quarantined.get((instrument, night), 0),
                     "last_raw_time": last.isoformat() if last else None,
                     "masters": masters.get((instrument, night), 0),
+                    **{
+                        kind: masters_by_type.get((instrument, night), {}).get(kind, 0)
+                        for kind in MASTER_TYPES
+                    },
                     "reduced": reduced.get((instrument, night), 0),
                     "not_reducible": not_reducible.get((instrument, night), 0),
                     "stacked": stacked.get((instrument, night), 0),
                     "archived": archived.get((instrument, night), 0),
+                    "software": ", ".join(sorted(versions.get((instrument, night), ()))) or None,
                 }
             )
         night += dt.timedelta(days=1)
