@@ -568,6 +568,50 @@ def cmd_archive_get(args) -> int:
     return EXIT_OK
 
 
+def _age(seconds) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds} s"
+
+
+def cmd_status(args) -> int:
+    from dagster import DefaultSensorStatus
+
+    from reduction_assets.process import instance_for
+    from reduction_assets.runs import status_report
+    from reduction_assets.sensors import calibration_sensor, landing_sensor
+
+    home = resolve_home(args.home).ensure()
+    defaults = {
+        s.name: s.default_status == DefaultSensorStatus.RUNNING for s in (landing_sensor, calibration_sensor)
+    }
+    instance = instance_for(home)
+    try:
+        report = status_report(instance, defaults, failed_days=args.days)
+    finally:
+        instance.dispose()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    for section in ("running", "queued", "failed"):
+        rows = [{**row, "age": _age(row["age_seconds"])} for row in report[section]]
+        title = f"{section} runs" + (
+            f" (last {args.days:g} days, not succeeded since)" if section == "failed" else ""
+        )
+        print(f"{title}: {len(rows)}")
+        if rows:
+            print(_table(rows, ["run_id", "job", "partition", "status", "age", "backfill"]))
+    print(f"pending backfills: {len(report['backfills'])}")
+    if report["backfills"]:
+        rows = [{**row, "age": _age(row["age_seconds"])} for row in report["backfills"]]
+        print(_table(rows, ["backfill_id", "status", "age", "title"]))
+    print(_table(report["sensors"], ["sensor", "running", "set_by"]))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reduction-assets", description=__doc__)
     parser.add_argument("--home", help=HOME_HELP)
@@ -706,6 +750,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ver.add_argument("--json", action="store_true")
     ver.set_defaults(func=cmd_verify)
+
+    stat = sub.add_parser(
+        "status", parents=[home], help="running, queued and failed runs, pending backfills, sensor states"
+    )
+    stat.add_argument("--days", type=float, default=7.0, help="failures of the last DAYS days (default 7)")
+    stat.add_argument("--json", action="store_true")
+    stat.set_defaults(func=cmd_status)
 
     arch = sub.add_parser(
         "archive", parents=[home], help="the archive: ingest files, find records, get files"

@@ -210,3 +210,86 @@ def prune_runs(instance: DagsterInstance, before: dt.datetime, *, dry_run: bool 
         for run_id in report.runs:
             instance.delete_run(run_id)
     return report
+
+
+IN_FLIGHT_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
+QUEUED_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def _partition_of(run) -> str | None:
+    if PARTITION_TAG in run.tags:
+        return run.tags[PARTITION_TAG]
+    start, end = (run.tags.get(tag) for tag in RANGE_TAGS)
+    return f"{start}...{end}" if start and end else None
+
+
+def _run_row(instance: DagsterInstance, run, now: float) -> dict:
+    record = instance.get_run_record_by_id(run.run_id)
+    since = record.start_time or record.create_timestamp.timestamp() if record else None
+    return {
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "partition": _partition_of(run),
+        "status": run.status.value,
+        "age_seconds": round(now - since) if since else None,
+        "backfill": run.tags.get("dagster/backfill"),
+    }
+
+
+def status_report(
+    instance: DagsterInstance,
+    sensor_defaults: dict[str, bool],
+    *,
+    failed_days: float = 7.0,
+    now: float | None = None,
+) -> dict:
+    """What the instance is doing: runs in flight and queued, runs that failed in the last
+    ``failed_days`` days and were not run successfully since (same job and partition), pending
+    backfills, and each sensor's state (``sensor_defaults``: name -> running by default)."""
+    import time
+
+    from dagster._core.execution.backfill import BulkActionStatus
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    now = time.time() if now is None else now
+    running = instance.get_runs(filters=RunsFilter(statuses=list(IN_FLIGHT_STATUSES)))
+    queued = instance.get_runs(filters=RunsFilter(statuses=list(QUEUED_STATUSES)))
+    since = dt.datetime.fromtimestamp(now - failed_days * 86400, dt.UTC)
+    recent = instance.get_runs(
+        filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS], created_after=since)
+    )
+    latest: dict[tuple[str, str | None], object] = {}
+    for run in recent:  # newest first: the first run of a job and partition is its latest word
+        latest.setdefault((run.job_name, _partition_of(run)), run)
+    failed = [run for run in latest.values() if run.status == DagsterRunStatus.FAILURE]
+    backfills = [
+        {
+            "backfill_id": backfill.backfill_id,
+            "status": backfill.status.value,
+            "age_seconds": round(now - backfill.backfill_timestamp),
+            "title": backfill.title,
+        }
+        for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED)
+    ]
+    stored = {
+        state.instigator_name: state.status
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    }
+    sensors = []
+    for name, default_running in sorted(sensor_defaults.items()):
+        state = stored.get(name)
+        if state in (InstigatorStatus.RUNNING, InstigatorStatus.AUTOMATICALLY_RUNNING):
+            running_now, source = True, "started"
+        elif state == InstigatorStatus.STOPPED:
+            running_now, source = False, "stopped"
+        else:
+            running_now, source = default_running, "default"
+        sensors.append({"sensor": name, "running": running_now, "set_by": source})
+    return {
+        "running": [_run_row(instance, run, now) for run in running],
+        "queued": [_run_row(instance, run, now) for run in queued],
+        "failed": [_run_row(instance, run, now) for run in failed],
+        "backfills": backfills,
+        "sensors": sensors,
+    }
