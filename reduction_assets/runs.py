@@ -29,14 +29,11 @@ PID_TAG = "reduction_assets/pid"
 PROCESS_LAUNCHER = "process"
 
 FINISHED_STATUSES = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
+# Runs waiting for a worker, and runs that hold one (and concurrency slots).
+QUEUED_STATUSES = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]
+RUNNING_STATUSES = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 # Runs that hold, or are about to hold, a worker and concurrency slots.
-IN_FLIGHT_STATUSES = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-]
+IN_FLIGHT_STATUSES = [*QUEUED_STATUSES, *RUNNING_STATUSES]
 
 
 def process_run_tags(home: Home) -> dict[str, str]:
@@ -212,8 +209,6 @@ def prune_runs(instance: DagsterInstance, before: dt.datetime, *, dry_run: bool 
     return report
 
 
-IN_FLIGHT_STATUSES = (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING)
-QUEUED_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 
@@ -253,8 +248,8 @@ def status_report(
     from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
     now = time.time() if now is None else now
-    running = instance.get_runs(filters=RunsFilter(statuses=list(IN_FLIGHT_STATUSES)))
-    queued = instance.get_runs(filters=RunsFilter(statuses=list(QUEUED_STATUSES)))
+    running = instance.get_runs(filters=RunsFilter(statuses=RUNNING_STATUSES))
+    queued = instance.get_runs(filters=RunsFilter(statuses=QUEUED_STATUSES))
     since = dt.datetime.fromtimestamp(now - failed_days * 86400, dt.UTC)
     recent = instance.get_runs(
         filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS], created_after=since)

@@ -48,3 +48,16 @@ def test_status_of_a_fresh_home_is_empty(home, capsys):
     code, out = cli(capsys, "--home", str(home.root), "status", "--json")
     report = json.loads(out)
     assert code == 0 and report["running"] == report["queued"] == report["failed"] == []
+
+
+def test_a_queued_run_counts_as_in_flight_for_the_sensors_and_process(home):
+    from reduction_assets.runs import RUN_KEY_TAG, run_key_in_flight
+
+    instance = instance_for(home)
+    try:
+        create_run_for_test(
+            instance, job_name="process_night", status=DagsterRunStatus.NOT_STARTED, tags={RUN_KEY_TAG: "k1"}
+        )
+        assert run_key_in_flight(instance, "k1")
+    finally:
+        instance.dispose()
