@@ -34,6 +34,7 @@ from reduction_assets.catalog.archive import (
     latest_record,
 )
 from reduction_assets.instruments import Instrument, Registry
+from reduction_assets.keys import archive_key
 from reduction_assets.storage import ObjectStore, StoreError
 
 # Keywords every file of a level must carry in one of its headers; raw and reduced frames also the
@@ -86,10 +87,8 @@ def header_problems(headers: list[fits.Header], required: tuple[str, ...]) -> li
         for card in header.cards:
             if card.keyword and DENIED_KEYWORD.search(card.keyword):
                 problems.append(f"keyword {card.keyword} is on the deny-list (looks like a credential)")
-            elif isinstance(card.value, str) and DENIED_VALUE.search(card.value):
+            elif isinstance(card.value, str) and DENIED_VALUE.search(card.value):  # COMMENT, HISTORY too
                 problems.append(f"the value of {card.keyword or 'a card'} looks like a credential")
-            elif card.keyword in ("COMMENT", "HISTORY") and DENIED_VALUE.search(str(card.value)):
-                problems.append(f"a {card.keyword} card looks like a credential")
     return problems
 
 
@@ -123,13 +122,6 @@ def public_date(candidate: Candidate, proposal: str | None, settings: ArchiveSet
         return candidate.night
     days = settings.embargo_by_proposal.get(proposal or "", settings.embargo_days)
     return candidate.night + dt.timedelta(days=int(days))
-
-
-def object_key(candidate: Candidate, version: int) -> str:
-    """``<level>/<instrument>/<night>/v<version>/<name>``: versions side by side, names intact."""
-    return (
-        f"{candidate.level}/{candidate.instrument}/{candidate.night.isoformat()}/v{version}/{candidate.name}"
-    )
 
 
 def _copy_and_hash(source: ObjectStore, key: str, folder: Path) -> tuple[Path, str, str, int]:
@@ -189,7 +181,7 @@ def archive_one(
             return Outcome(candidate.name, candidate.level, ALREADY_ARCHIVED, version=latest.version,
                            record_id=latest.id, object_key=latest.object_key)  # fmt: skip
         version = latest.version + 1 if latest is not None else 1
-        key = object_key(candidate, version)
+        key = archive_key(candidate.level, candidate.instrument, candidate.night, version, candidate.name)
         if check_only:
             return Outcome(candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key)
         archive.put_file(copy, key, sha, replace=True)

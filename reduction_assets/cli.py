@@ -11,6 +11,7 @@ from pathlib import Path
 
 from reduction_assets.fits.headers import shown
 from reduction_assets.home import resolve_home
+from reduction_assets.keys import ARCHIVE_LEVELS
 
 
 def _date(text: str) -> dt.date:
@@ -582,12 +583,10 @@ def cmd_status(args) -> int:
 
     from reduction_assets.process import instance_for
     from reduction_assets.runs import status_report
-    from reduction_assets.sensors import calibration_sensor, landing_sensor
+    from reduction_assets.sensors import SENSORS
 
     home = resolve_home(args.home).ensure()
-    defaults = {
-        s.name: s.default_status == DefaultSensorStatus.RUNNING for s in (landing_sensor, calibration_sensor)
-    }
+    defaults = {s.name: s.default_status == DefaultSensorStatus.RUNNING for s in SENSORS}
     instance = instance_for(home)
     try:
         report = status_report(instance, defaults, failed_days=args.days)
@@ -776,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--night", type=_date)
     find.add_argument("--instrument")
     find.add_argument("--target")
-    find.add_argument("--level", choices=("raw", "master", "reduced", "stack"))
+    find.add_argument("--level", choices=ARCHIVE_LEVELS)
     find.add_argument("--md5")
     find.add_argument("--json", action="store_true")
     find.set_defaults(func=cmd_archive_find)

@@ -44,7 +44,7 @@ from reduction_assets.resources import (
     ReductionHomeResource,
     archive_resource,
 )
-from reduction_assets.sensors import calibration_sensor, landing_sensor
+from reduction_assets.sensors import SENSORS
 
 DEPLOYMENT_ENV = "REDUCTION_DEPLOYMENT"
 EXECUTOR_ENV = "REDUCTION_EXECUTOR"
@@ -107,7 +107,7 @@ def build_definitions(
     return Definitions(
         assets=assets,
         jobs=ALL_JOBS,
-        sensors=[landing_sensor, calibration_sensor],
+        sensors=list(SENSORS),
         resources={"home": home, "archive": archive or archive_for("local", home)},
         executor=executor,
     )

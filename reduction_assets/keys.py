@@ -56,3 +56,15 @@ def stack_key(
         parts.append(sanitise(filter_name, max_length=16))
     parts += [sanitise(binning, max_length=8), digest]
     return f"stacks/{instrument}/{night.isoformat()}/{'_'.join(parts)}.fits"
+
+
+# The reduction levels of the archive, lowest first: the first part of every archive key.
+ARCHIVE_LEVELS = ("raw", "master", "reduced", "stack")
+
+
+def archive_key(level: str, instrument: str, night: dt.date, version: int, name: str) -> str:
+    """Key of an archived file: ``<level>/<instrument>/<night>/v<version>/<name>`` (versions side
+    by side, the file's name intact)."""
+    if level not in ARCHIVE_LEVELS:
+        raise ValueError(f"archive level {level!r}: expected one of {', '.join(ARCHIVE_LEVELS)}")
+    return f"{level}/{instrument}/{night.isoformat()}/v{version}/{name}"

@@ -124,4 +124,4 @@ def archive_resource(kind: str, home: str | None, value) -> ArchiveStoreResource
             aws_secret_access_key=value("AWS_SECRET_ACCESS_KEY", True),
             **broker,
         )
-    raise ValueError(f"{ARCHIVE_STORE_ENV}={kind!r}: expected 'local' or 's3'")
+    raise ValueError(f"{ARCHIVE_STORE_ENV}={kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")

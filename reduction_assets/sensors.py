@@ -533,3 +533,7 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
 def calibration_sensor(context: SensorEvaluationContext, home: ReductionHomeResource) -> SensorResult:
     instance = _instance(context)
     return evaluate_recalibration(home, partitions_in_flight(instance) if instance else frozenset())
+
+
+# Every sensor of the code location (the definitions and `reduction-assets status` list these).
+SENSORS = (landing_sensor, calibration_sensor)

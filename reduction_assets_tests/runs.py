@@ -25,6 +25,19 @@ def resources(home) -> dict:
     }
 
 
+def run_asset(home, asset: str, archive=None, night=NIGHT, instrument="lcosim", **config):
+    """One asset alone on a partition (what a re-materialization from the UI does), with ``config``
+    as its run config and, when given, another archive resource; failures are returned."""
+    return materialize(
+        ALL,
+        selection=[asset],
+        partition_key=partition_key(instrument, night),
+        resources={**resources(home), **({"archive": archive} if archive is not None else {})},
+        run_config={"ops": {asset: {"config": config}}},
+        raise_on_error=False,
+    )
+
+
 def run_partition(
     home,
     names=None,

@@ -42,7 +42,7 @@ from reduction_assets.catalog.stacks import (
     retire_stacks,
     stacks_of,
 )
-from reduction_assets.fits.products import write_hdul
+from reduction_assets.fits.products import provenance_cards, write_hdul
 from reduction_assets.fits.stacks import stack_hdul
 from reduction_assets.instruments import Instrument
 from reduction_assets.keys import stack_key
@@ -58,6 +58,7 @@ from reduction_assets.reduction.stacking import (
     StackSettings,
     assess_members,
     output_grid,
+    photometric_reference,
     stack_images,
 )
 from reduction_assets.reduction.wcs import sky_positions
@@ -149,7 +150,7 @@ def group_key(frame: RawFrame) -> str:
     return f"{frame.object or 'unknown'}|{frame.filter or ''}|{frame.binning}"
 
 
-def _groups(run: _Run, members: list[Member]) -> dict[str, list[Member]]:
+def _groups(members: list[Member]) -> dict[str, list[Member]]:
     groups: dict[str, list[Member]] = defaultdict(list)
     for product, frame in members:
         groups[group_key(frame)].append((product, frame))
@@ -175,15 +176,13 @@ def _member_row(product: Product, decision: MemberDecision | None, reason: str |
     }
 
 
-def _open_checked(run: _Run, product: Product):
+def _member_info(run: _Run, product: Product, frame: RawFrame) -> MemberInfo:
+    """A member's WCS, sources and sky, after its file is checked against the catalog's checksum
+    (the check that lets :func:`_member_image` read the pixels without hashing them again)."""
     state = run.products.check(product.path, product.checksum)
     if state is not Integrity.OK:
         raise MissingMember(f"member {product.path} is {state.value} in the product store")
-    return run.products.open(product.path)
-
-
-def _member_info(run: _Run, product: Product, frame: RawFrame) -> MemberInfo:
-    with _open_checked(run, product) as stream, fits.open(stream) as hdul:
+    with run.products.open(product.path) as stream, fits.open(stream) as hdul:
         header = hdul["SCI"].header
         return MemberInfo(
             name=product.path,
@@ -198,7 +197,7 @@ def _member_info(run: _Run, product: Product, frame: RawFrame) -> MemberInfo:
 
 def _member_image(run: _Run, product: Product) -> MemberImage:
     try:
-        with _open_checked(run, product) as stream, fits.open(stream) as hdul:
+        with run.products.open(product.path) as stream, fits.open(stream) as hdul:
             return MemberImage(
                 sci=np.asarray(hdul["SCI"].data, dtype=np.float32),
                 err=np.asarray(hdul["ERR"].data, dtype=np.float32),
@@ -304,7 +303,7 @@ def _stack_group(run: _Run, partition: str, key: str, members: list[Member], exi
     )
     if len(sources):
         sources["ra"], sources["dec"] = sky_positions(wcs_header, sources["x"], sources["y"])
-    reference = max((k for k, d in enumerate(decisions) if d.included), key=lambda k: (infos[k].exptime, -k))
+    reference = photometric_reference(infos, decisions)
     rows = [_member_row(product, decisions[k]) for k, (product, _) in enumerate(members)]
     table_rows = [{**row, "file": members[k][0].path.rsplit("/", 1)[-1]} for k, row in enumerate(rows)]
     target, filter_name, binning = key.split("|")
@@ -320,9 +319,13 @@ def _stack_group(run: _Run, partition: str, key: str, members: list[Member], exi
         binning=binning,
         exptime=infos[reference].exptime,
         provenance={
-            "SOFTVER": (reduction_assets.__version__, "reduction_assets version"),
-            "STEPVER": (step_version("stacked"), "version of the step that made this product"),
-            "FINGERPR": digest,
+            **provenance_cards(
+                software_version=reduction_assets.__version__,
+                step_version=step_version("stacked"),
+                fingerprint=digest,
+                night=night,
+                used={},
+            ),
             "KERNEL": (run.settings.kernel, "resampling kernel"),
         },
     )
@@ -421,7 +424,7 @@ def stacks(
         instrument, night = split_key(key)
         run = _Run(home.registry()[instrument], catalog, products, config, settings, scratch)
         with catalog.session() as session:
-            groups = _groups(run, reduced_frames_of(session, instrument, night))
+            groups = _groups(reduced_frames_of(session, instrument, night))
             existing = {row.group_key: row for row in stacks_of(session, instrument, night)}
         bar = progress(sorted(groups.items()), f"stacking {instrument} {night}", "group")
         for group, members in bar:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import (
@@ -20,9 +20,9 @@ from reduction_assets.catalog.models import (
     utcnow,
 )
 from reduction_assets.catalog.stacks import STACKED, reduced_frames_of
+from reduction_assets.keys import ARCHIVE_LEVELS
 
-RAW, MASTER, REDUCED_LEVEL, STACK = "raw", "master", "reduced", "stack"
-LEVELS = (RAW, MASTER, REDUCED_LEVEL, STACK)
+RAW, MASTER, REDUCED_LEVEL, STACK = ARCHIVE_LEVELS
 
 
 @dataclass(frozen=True)
@@ -190,16 +190,6 @@ def add_record(session: Session, **values: Any) -> ArchiveRecord:
     session.add(row)
     session.flush()
     return row
-
-
-def archived_counts(session: Session, instrument: str, night: dt.date) -> dict[str, int]:
-    """Files of a partition in the archive (latest versions), per level."""
-    rows = session.execute(
-        select(ArchiveRecord.level, func.count(func.distinct(ArchiveRecord.name)))
-        .where(ArchiveRecord.instrument == instrument, ArchiveRecord.night == night)
-        .group_by(ArchiveRecord.level)
-    ).all()
-    return dict(rows)
 
 
 def message_payload(row: ArchiveRecord) -> dict[str, Any]:

@@ -79,13 +79,6 @@ def progress_rows(
         )
         .group_by(Quarantine.instrument, Quarantine.night)
     )
-    masters = grouped(
-        select(Calibration.instrument, Calibration.night, func.count())
-        .where(
-            in_range(Calibration.night), Calibration.instrument.in_(instruments), Calibration.bad.is_(False)
-        )
-        .group_by(Calibration.instrument, Calibration.night)
-    )
     masters_by_type: dict[tuple[str, dt.date], dict[str, int]] = {}
     for inst, night_, kind, count in session.execute(
         select(Calibration.instrument, Calibration.night, Calibration.type, func.count())
@@ -141,7 +134,7 @@ def progress_rows(
                     "duplicates": duplicates.get((instrument, night), 0),
                     "quarantined": quarantined.get((instrument, night), 0),
                     "last_raw_time": last.isoformat() if last else None,
-                    "masters": masters.get((instrument, night), 0),
+                    "masters": sum(masters_by_type.get((instrument, night), {}).values()),
                     **{
                         kind: masters_by_type.get((instrument, night), {}).get(kind, 0)
                         for kind in MASTER_TYPES

@@ -237,7 +237,7 @@ def match_sources(
         return empty
     dec0 = float(np.median(reference["dec"][ri]))
     cos0 = math.cos(math.radians(dec0))
-    rx = (reference["ra"][ri] - 0.0) * cos0 * 3600
+    rx = reference["ra"][ri] * cos0 * 3600
     ry = reference["dec"][ri] * 3600
     mx = member["ra"][mi] * cos0 * 3600
     my = member["dec"][mi] * 3600
@@ -310,6 +310,12 @@ def flux_ratio(
     return mean, int(keep.sum())
 
 
+def photometric_reference(members: Sequence[MemberInfo], decisions: Sequence[MemberDecision]) -> int:
+    """The member whose exposure a stack's electrons refer to: the included one with the longest
+    exposure (the earliest on a tie)."""
+    return max((k for k, d in enumerate(decisions) if d.included), key=lambda k: (members[k].exptime, -k))
+
+
 def assess_members(
     members: Sequence[MemberInfo], grid: Grid, settings: StackSettings
 ) -> list[MemberDecision]:
@@ -362,8 +368,7 @@ def assess_members(
     kept = [k for k, d in enumerate(decisions) if d.included]
     if not kept:
         return decisions
-    # The photometric reference: the kept member with the longest exposure (the earliest on a tie).
-    pref = max(kept, key=lambda k: (members[k].exptime, -k))
+    pref = photometric_reference(members, decisions)
     ratio_to_wref: dict[int, tuple[float, int] | None] = {wref: (1.0, 0)}
     for k in kept:
         if k != wref:

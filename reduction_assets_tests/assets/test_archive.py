@@ -5,17 +5,15 @@ import hashlib
 
 import pytest
 from astropy.io import fits
-from dagster import materialize
 from sqlalchemy import select
 
 from reduction_assets.catalog import Catalog, Product
 from reduction_assets.catalog.models import ArchiveMessage, ArchiveRecord
 from reduction_assets.checksums import sha256_of
 from reduction_assets.home import Home
-from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
+from reduction_assets.resources import ArchiveStoreResource
 from reduction_assets_tests.conftest import NIGHT, deliver, require
-from reduction_assets_tests.runs import ALL, PARTITION, BuiltNight, metadata, resources, run_partition
+from reduction_assets_tests.runs import PARTITION, BuiltNight, metadata, run_asset, run_partition
 from reduction_assets_tests.s3 import SECRET, MotoS3
 
 # The lcosim night: 32 raw frames, 4 masters (bias, dark, two flats), 12 reduced frames, 4 stacks.
@@ -23,14 +21,7 @@ FILES = {"raw": 32, "master": 4, "reduced": 12, "stack": 4}
 
 
 def run_archive(home, **config):
-    return materialize(
-        ALL,
-        selection=["archive_records"],
-        partition_key=partition_key("lcosim", NIGHT),
-        resources=resources(home),
-        run_config={"ops": {"archive_records": {"config": config}}},
-        raise_on_error=False,
-    )
+    return run_asset(home, "archive_records", **config)
 
 
 def records(home) -> list[ArchiveRecord]:
@@ -163,17 +154,7 @@ def moto_s3():
 
 
 def run_archive_to(home, archive_resource, **config):
-    return materialize(
-        ALL,
-        selection=["archive_records"],
-        partition_key=partition_key("lcosim", NIGHT),
-        resources={
-            "home": ReductionHomeResource(home=str(home.root), settle_seconds=0),
-            "archive": archive_resource,
-        },
-        run_config={"ops": {"archive_records": {"config": config}}},
-        raise_on_error=False,
-    )
+    return run_asset(home, "archive_records", archive=archive_resource, **config)
 
 
 def test_files_go_to_s3_and_come_back_with_equal_md5(home, unarchived_night, moto_s3):
@@ -288,13 +269,7 @@ def listening(request):
 
 def run_archive_notifying(home, broker, exchange):
     resource = ArchiveStoreResource(kind="local", home=str(home.root), broker_url=broker, exchange=exchange)
-    return materialize(
-        ALL,
-        selection=["archive_records"],
-        partition_key=partition_key("lcosim", NIGHT),
-        resources={"home": resources(home)["home"], "archive": resource},
-        raise_on_error=False,
-    )
+    return run_archive_to(home, resource)
 
 
 def test_each_archived_record_is_announced_on_the_exchange(home, unarchived_night, listening):

@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from dagster import materialize
 from sqlalchemy import select
 
 from reduction_assets.catalog import Catalog, Product, Stack
 from reduction_assets.catalog.stacks import stacks_of
 from reduction_assets.home import Home
-from reduction_assets.partitions import partition_key
 from reduction_assets.simulate import SimulationConfig, _render_stars, simulate_night
 from reduction_assets_tests.conftest import NIGHT, deliver, with_header
-from reduction_assets_tests.runs import ALL, metadata, resources, run_partition
+from reduction_assets_tests.runs import metadata, run_asset, run_partition
 
 TARGET = "NGC 253 field"
 N_DITHER = 4
@@ -44,15 +42,7 @@ def home_copy(tmp_path, built):
 
 
 def run_stacks(home, **config):
-    """The stacks asset alone on the test night (what a re-materialization from the UI does)."""
-    return materialize(
-        ALL,
-        selection=["stacks"],
-        partition_key=partition_key("lcosim", NIGHT),
-        resources=resources(home),
-        run_config={"ops": {"stacks": {"config": config}}},
-        raise_on_error=False,
-    )
+    return run_asset(home, "stacks", **config)
 
 
 def stack_rows(home) -> list[Stack]:
