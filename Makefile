@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: setup demo test dev validate bench bench-backfill clean
+.PHONY: setup demo demo-daemon test dev validate bench bench-backfill bench-night clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ demo: setup
 	$(BIN)/reduction-assets --home $(DEMO_HOME) progress $(DEMO_NIGHT)
 	$(BIN)/reduction-assets --home $(DEMO_HOME) quarantine
 
+# Hands off: a simulated night per instrument dropped into landing/ with only `dagster-daemon` running
+# becomes masters, reduced frames, stacks and archive records (~2 min).
+demo-daemon: setup
+	rm -rf $(DEMO_HOME)-daemon
+	$(BIN)/python -m reduction_assets.daemon_demo --home $(DEMO_HOME)-daemon
+
 # Lint and formatting first (ruff.toml), then the whole suite.
 test: setup
 	$(BIN)/ruff check .
@@ -54,6 +60,11 @@ bench: setup
 bench-backfill: setup
 	$(BIN)/python -m benchmarks.backfill $(if $(BEFORE),--before $(BEFORE))
 
+# A night of ~100 frames of 2048x2048 through Dagster end to end: wall time, time per frame, the share
+# outside the science code, and landing-to-reduced latency under the daemon (~10 min, ~2 GB of disk).
+bench-night: setup
+	$(BIN)/python -m benchmarks.night
+
 validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml
 
@@ -66,4 +77,4 @@ dev: setup
 	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) .numba_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) $(DEMO_HOME) $(DEMO_HOME)-daemon .numba_cache .pytest_cache *.egg-info

@@ -202,6 +202,8 @@ PROGRESS_COLUMNS = [
     "archived",
     "software",
     "last_raw_time",
+    # Added after the others, so that scripts reading the table by position keep working.
+    "marked_bad",
 ]
 
 
@@ -334,6 +336,7 @@ def cmd_backfill(args) -> int:
 
     from reduction_assets.instruments import load_registry
     from reduction_assets.partitions import PARTITIONS_PER_BACKFILL_RUN, night_in_range
+    from reduction_assets.reprocess import PlanRefused, check_instruments
     from reduction_assets.webserver import (
         BACKFILL_DONE,
         NightRange,
@@ -342,10 +345,10 @@ def cmd_backfill(args) -> int:
         shown_url,
     )
 
-    names = load_registry().names
-    unknown = [name for name in args.instrument or [] if name not in names]
-    if unknown:
-        print(f"backfill: unknown instrument {unknown[0]!r}; known: {', '.join(names)}", file=sys.stderr)
+    try:
+        instruments = check_instruments(args.instrument, load_registry().names)
+    except PlanRefused as err:
+        print(f"backfill: {err}", file=sys.stderr)
         return 2
     end = args.end or args.start
     if end < args.start:
@@ -356,7 +359,6 @@ def cmd_backfill(args) -> int:
             print(f"backfill: night {night} has no partition (before the first night, or not over yet)",
                   file=sys.stderr)  # fmt: skip
             return 2
-    instruments = args.instrument or names
     ranges = [NightRange(name, args.start.isoformat(), end.isoformat()) for name in instruments]
     nights = (end - args.start).days + 1
     client = WebserverClient(args.url)
@@ -392,6 +394,69 @@ def cmd_backfill(args) -> int:
         f"backfill {backfill_id}: {state['status']}, {len(state['runs'])} runs, {len(failed)} not successful"
     )
     return 0 if state["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and not failed else 1
+
+
+def cmd_reprocess(args) -> int:
+    from reduction_assets.catalog.raw import nights_with_data
+    from reduction_assets.instruments import load_registry
+    from reduction_assets.reprocess import (
+        PlanRefused,
+        check_instruments,
+        parse_assets,
+        plan_reprocess,
+        run_locally,
+    )
+    from reduction_assets.webserver import NightRange, WebserverClient, WebserverError, shown_url
+
+    home = resolve_home(args.home).ensure()
+    end = args.end or args.start
+    try:
+        instruments = check_instruments(args.instrument, load_registry().names)
+        assets = parse_assets(args.assets)
+        catalog = _catalog(home)
+        try:
+            with catalog.session() as session:
+                plan = plan_reprocess(
+                    args.start,
+                    end,
+                    instruments,
+                    assets,
+                    lambda instrument, first, last: nights_with_data(session, instrument, first, last),
+                )
+        finally:
+            catalog.dispose()
+    except PlanRefused as err:
+        print(f"reprocess: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({**plan.as_dict(), "dry_run": True}, indent=2))
+        else:
+            print(
+                f"would reprocess {plan.describe()}: about {plan.daemon_runs} daemon runs; nothing launched"
+            )
+        return 0
+    if args.local:
+        outcome = run_locally(home, plan, echo=_echo(args.json))
+        if args.json:
+            print(json.dumps({**plan.as_dict(), "runs": outcome}, indent=2))
+        failed = [run for run in outcome if not run["success"]]
+        if not args.json:
+            print(f"reprocessed {plan.describe()}: {len(outcome)} runs, {len(failed)} failed")
+        return EXIT_LEFT_UNDONE if failed else EXIT_OK
+    client = WebserverClient(args.url)
+    ranges = [NightRange(s.instrument, s.first.isoformat(), s.last.isoformat()) for s in plan.spans]
+    try:
+        backfill_id = client.launch_backfill(ranges, plan.assets, title=f"reprocess {args.start}..{end}")
+    except WebserverError as err:
+        print(f"reprocess: {err} (--local runs it in this process when no daemon runs)", file=sys.stderr)
+        return 2
+    link = f"{shown_url(client.url)}/runs/b/{backfill_id}?tab=partitions"
+    if args.json:
+        print(json.dumps({**plan.as_dict(), "backfill_id": backfill_id, "url": link}, indent=2))
+    else:
+        print(f"backfill {backfill_id}: {plan.describe()}, about {plan.daemon_runs} runs; {link}")
+    return 0
 
 
 def cmd_prune_runs(args) -> int:
@@ -720,6 +785,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="follow the backfill until it ends; exit 1 if a run failed"
     )
     back.set_defaults(func=cmd_backfill)
+
+    rep = sub.add_parser(
+        "reprocess",
+        parents=[home],
+        help="reprocess a range of nights: a daemon backfill (or --local, in this process)",
+        description="Plans, per instrument, the nights from the first to the last in START..END that hold "
+        "data, and launches a partition backfill of them through the webserver (the daemon runs it; the "
+        "UI's backfill page shows it), or runs it here with --local. Products whose fingerprints still "
+        "match (same data, calibrations, settings and software) are kept.",
+    )
+    rep.add_argument("start", type=_date, help="first night, YYYY-MM-DD")
+    rep.add_argument("end", type=_date, nargs="?", help="last night (default: START)")
+    rep.add_argument("--instrument", action="append", help="only this instrument (repeatable)")
+    rep.add_argument("--assets", help="comma-separated partitioned assets (default: all, in graph order)")
+    rep.add_argument("--dry-run", action="store_true", help="say what would be done; launch nothing")
+    rep.add_argument(
+        "--local", action="store_true", help="run here, partition by partition, without a daemon"
+    )
+    rep.add_argument(
+        "--url", help="the Dagster webserver (default: $DAGSTER_WEBSERVER_URL or http://127.0.0.1:3000)"
+    )
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_reprocess)
+
+    from reduction_assets.operator_cli import add_operator_commands
+
+    add_operator_commands(sub, home)
 
     prune = sub.add_parser(
         "prune-runs",

@@ -11,6 +11,10 @@ definitions when it loads the code location, not when this module is imported:
   S3-compatible service from ``REDUCTION_ARCHIVE_ENDPOINT_URL``, a key prefix from
   ``REDUCTION_ARCHIVE_PREFIX``; ``REDUCTION_BROKER_URL`` (an AMQP URL, through ``EnvVar``), when
   set, sends a message to the ``archive`` exchange for every archived record;
+- ``REDUCTION_LANDING_STORE`` (``directory`` by default, or ``s3``) chooses where raw files arrive:
+  landing/ alone, or also the objects under ``REDUCTION_LANDING_BUCKET`` and
+  ``REDUCTION_LANDING_PREFIX`` (``REDUCTION_LANDING_ENDPOINT_URL`` for another S3-compatible
+  service; the same AWS credentials), copied into landing/s3/ by the landing sensor;
 - ``REDUCTION_EXECUTOR`` (``in_process`` by default, or ``multiprocess``) chooses how a run executes
   its steps. A partition's steps run one after the other anyway (each needs the one before), so in
   process they cost only their work; ``multiprocess`` isolates steps in processes started from a
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 
 from dagster import (
     BetaWarning,
@@ -40,9 +45,12 @@ from reduction_assets.assets.stacks import stacks
 from reduction_assets.jobs import ALL_JOBS
 from reduction_assets.resources import (
     ARCHIVE_STORE_ENV,
+    LANDING_STORE_ENV,
     ArchiveStoreResource,
+    LandingSourceResource,
     ReductionHomeResource,
     archive_resource,
+    landing_resource,
 )
 from reduction_assets.sensors import SENSORS
 
@@ -96,9 +104,12 @@ def build_definitions(
     home: ReductionHomeResource | None = None,
     executor: ExecutorDefinition = in_process_executor,
     archive: ArchiveStoreResource | None = None,
+    extra_jobs: Sequence = (),
+    landing: LandingSourceResource | None = None,
 ) -> Definitions:
-    """The definitions with a given home resource (tests and `process` pass their own) and archive
-    store (the local one in that home by default)."""
+    """The definitions with a given home resource (tests and `process` pass their own), archive
+    store (the local one in that home by default) and, for commands that run a selection of their
+    own in process, extra jobs."""
     home = home if home is not None else resources_for("embedded")["home"]
     with warnings.catch_warnings():
         # Beta in Dagster 1.13; a warning at every code-location load tells operators nothing.
@@ -106,9 +117,13 @@ def build_definitions(
         assets = with_source_code_references(ASSETS)
     return Definitions(
         assets=assets,
-        jobs=ALL_JOBS,
+        jobs=[*ALL_JOBS, *extra_jobs],
         sensors=list(SENSORS),
-        resources={"home": home, "archive": archive or archive_for("local", home)},
+        resources={
+            "home": home,
+            "archive": archive or archive_for("local", home),
+            "landing_source": landing or LandingSourceResource(),
+        },
         executor=executor,
     )
 
@@ -118,4 +133,8 @@ def defs() -> Definitions:
     deployment = os.environ.get(DEPLOYMENT_ENV, "embedded")
     executor = executor_for(os.environ.get(EXECUTOR_ENV, "in_process"))
     home = resources_for(deployment)["home"]
-    return build_definitions(home, executor, archive_for(os.environ.get(ARCHIVE_ENV, "local"), home))
+    landing = landing_resource(
+        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: EnvVar(name)
+    )
+    archive = archive_for(os.environ.get(ARCHIVE_ENV, "local"), home)
+    return build_definitions(home, executor, archive, landing=landing)

@@ -63,16 +63,25 @@ class Site:
     longitude: float
     latitude: float | None = None
     timezone: str | None = None
+    # Local time on the morning after a night when its calibration blocks are complete at the latest
+    # (see reduction_assets.schedule).
+    masters_at: dt.time = dt.time(9, 0)
 
     def night_of(self, utc: dt.datetime) -> dt.date:
         return night_of(utc, longitude=self.longitude, timezone=self.timezone)
 
     def local_noon_utc(self, night: dt.date) -> dt.datetime:
         """UTC time of the local noon that starts ``night``."""
-        noon = dt.datetime.combine(night, dt.time(12, 0))
+        return self._utc(dt.datetime.combine(night, dt.time(12, 0)))
+
+    def masters_due_utc(self, night: dt.date) -> dt.datetime:
+        """UTC time of ``masters_at`` on the morning after ``night``."""
+        return self._utc(dt.datetime.combine(night + dt.timedelta(days=1), self.masters_at))
+
+    def _utc(self, local: dt.datetime) -> dt.datetime:
         if self.timezone:
-            return noon.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(dt.UTC)
-        return (noon - dt.timedelta(hours=self.longitude / 15.0)).replace(tzinfo=dt.UTC)
+            return local.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(dt.UTC)
+        return (local - dt.timedelta(hours=self.longitude / 15.0)).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -299,7 +308,7 @@ INSTRUMENT_KEYS = {
     "science_modes",
 }
 MODE_KEYS = {"match", "required", "optional", "spectrum", "line_fwhm"}
-SITE_KEYS = {"name", "longitude", "latitude", "timezone"}
+SITE_KEYS = {"name", "longitude", "latitude", "timezone", "masters_at"}
 OVERSCAN_KEYS = {"side", "width"}
 # Normalised quantities a camera's header keywords can be mapped to.
 QUANTITIES = {
@@ -358,6 +367,16 @@ class _Entry:
         return value
 
 
+def _local_time(reader: _Entry, value: Any) -> dt.time:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        # YAML 1.1 reads an unquoted 09:00 as the sexagesimal number 540
+        return dt.time(value // 60, value % 60)
+    try:
+        return dt.time.fromisoformat(str(value))
+    except ValueError as err:
+        raise reader.error(f"site.masters_at = {value!r} is not a local time HH:MM") from err
+
+
 def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
     reader = _Entry(source, name)
     entry = reader.known(raw_entry, INSTRUMENT_KEYS, "entry")
@@ -373,6 +392,7 @@ def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
         longitude=reader.number(site_entry, "longitude", "site."),
         latitude=site_entry.get("latitude"),
         timezone=timezone,
+        masters_at=_local_time(reader, site_entry.get("masters_at", "09:00")),
     )
     frame_types = {str(k): str(v) for k, v in reader.require(entry, "frame_types").items()}
     unknown = sorted(set(frame_types.values()) - set(FRAME_TYPES))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +156,36 @@ def resolve_in_landing(landing: Path, relative: str) -> Path:
 def route_landing_file(landing: Path, relative: str, registry: Registry) -> Route:
     """:func:`route_file` of a landing-relative name, refused first if it leads outside landing/."""
     return route_file(resolve_in_landing(landing, relative), registry)
+
+
+# (size_bytes, mtime_ns, instrument, night) of a routed file version, as the catalog remembers it.
+KnownRoute = tuple[int, int, str | None, dt.date | None]
+
+
+def route_with_index(
+    files: dict[str, FileState],
+    known: dict[str, KnownRoute],
+    route: Callable[[str], Route],
+) -> tuple[dict[str, Route | None], dict[str, KnownRoute]]:
+    """Where each landing file belongs (None: no partition), opening only the headers of file
+    versions ``known`` (by encoded name) does not hold; returns the routes and the new entries
+    to remember."""
+    routes: dict[str, Route | None] = {}
+    new: dict[str, KnownRoute] = {}
+    for name, state in files.items():
+        entry = known.get(encode_name(name))
+        if entry is not None and (entry[0], entry[1]) == (state.size, state.mtime_ns):
+            routes[name] = Route(entry[2], entry[3]) if entry[2] is not None else None
+            continue
+        try:
+            found: Route | None = route(name)
+        except FrameRejected:
+            found = None
+        routes[name] = found
+        new[encode_name(name)] = (
+            state.size,
+            state.mtime_ns,
+            found.instrument if found else None,
+            found.night if found else None,
+        )
+    return routes, new

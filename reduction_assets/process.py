@@ -31,7 +31,7 @@ from reduction_assets.fits.headers import shown
 from reduction_assets.home import Home, HomeBusy, read_text_or_none
 from reduction_assets.partitions import split_key
 from reduction_assets.progress import progress
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import LANDING_STORE_ENV, ReductionHomeResource, landing_resource
 from reduction_assets.runs import (
     RUN_KEY_TAG,
     SENSOR_NAME_TAG,
@@ -48,6 +48,7 @@ from reduction_assets.sensors import (
     LandingTick,
     evaluate_landing,
     evaluate_recalibration,
+    mirror_landing_source,
     no_retry_delay,
     settle_landing_run,
 )
@@ -254,6 +255,9 @@ def _process_until_idle(
     from reduction_assets.definitions import build_definitions
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
+    landing_source = landing_resource(
+        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: os.environ.get(name)
+    )
     definitions = build_definitions(resource)
     loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     legacy_cursor_path = home.state / LEGACY_CURSOR_FILE
@@ -262,6 +266,7 @@ def _process_until_idle(
     tags = process_run_tags(home)
     partitions: list[tuple[str, dt.date]] = []
     while True:
+        mirrored = mirror_landing_source(landing_source, resource, log)
         busy = partitions_in_flight(instance)
         tick, result = evaluate_landing(
             resource,
@@ -318,10 +323,11 @@ def _process_until_idle(
             return partitions  # the failed files are asked for again by the next invocation
         if executed:
             continue
-        if not tick.waiting and not tick.deferred:
+        in_bucket = (mirrored.waiting + mirrored.deferred) if mirrored else []
+        if not tick.waiting and not tick.deferred and not in_bucket:
             return partitions
         if time.monotonic() > deadline:
-            names = tick.waiting + list(tick.deferred)
+            names = tick.waiting + list(tick.deferred) + in_bucket
             outcome.gave_up_waiting = names
             echo(
                 f"gave up waiting for {len(names)} files to settle or for runs in flight: "

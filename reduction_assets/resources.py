@@ -66,13 +66,9 @@ ARCHIVE_PREFIX_ENV, ARCHIVE_ENDPOINT_ENV = "REDUCTION_ARCHIVE_PREFIX", "REDUCTIO
 BROKER_ENV = "REDUCTION_BROKER_URL"  # amqp://user:password@host:5672/vhost: archive messages
 
 
-class ArchiveStoreResource(ConfigurableResource):
-    """Where archived files go: ``local`` (``archive/`` in the home, the embedded default) or ``s3``
-    (a bucket and prefix of any S3-compatible service, reached through dagster-aws's S3 resource).
-    Production gives every field through ``EnvVar`` so that no secret is in the configuration."""
+class S3Connection(ConfigurableResource):
+    """A bucket and prefix of an S3-compatible service, reached through dagster-aws's S3 resource."""
 
-    kind: str = Field(default="local", description="local or s3")
-    home: str | None = Field(default=None, description="REDUCTION_HOME, for the local archive")
     bucket: str | None = Field(default=None, description="S3 bucket")
     prefix: str = Field(default="", description="key prefix inside the bucket")
     endpoint_url: str | None = Field(default=None, description="S3 endpoint; None for AWS itself")
@@ -80,6 +76,30 @@ class ArchiveStoreResource(ConfigurableResource):
     aws_access_key_id: str | None = Field(default=None)
     aws_secret_access_key: str | None = Field(default=None)
     max_attempts: int = Field(default=3, description="botocore's own attempts per request")
+
+    def s3_store(self):
+        """The :class:`~reduction_assets.storage.s3.S3Store` of this bucket and prefix."""
+        from dagster_aws.s3 import S3Resource
+
+        from reduction_assets.storage.s3 import S3Store
+
+        client = S3Resource(
+            endpoint_url=self.endpoint_url,
+            region_name=self.region_name,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            max_attempts=self.max_attempts,
+        ).get_client()
+        return S3Store(client, self.bucket or "", self.prefix)
+
+
+class ArchiveStoreResource(S3Connection):
+    """Where archived files go: ``local`` (``archive/`` in the home, the embedded default) or ``s3``
+    (a bucket and prefix of any S3-compatible service, reached through dagster-aws's S3 resource).
+    Production gives every field through ``EnvVar`` so that no secret is in the configuration."""
+
+    kind: str = Field(default="local", description="local or s3")
+    home: str | None = Field(default=None, description="REDUCTION_HOME, for the local archive")
     broker_url: str | None = Field(
         default=None, description="AMQP URL of the broker that hears of archived records; None: no messages"
     )
@@ -90,19 +110,51 @@ class ArchiveStoreResource(ConfigurableResource):
         if self.kind == "local":
             return LocalStore(resolve_home(self.home).ensure().archive)
         if self.kind == "s3":
-            from dagster_aws.s3 import S3Resource
-
-            from reduction_assets.storage.s3 import S3Store
-
-            client = S3Resource(
-                endpoint_url=self.endpoint_url,
-                region_name=self.region_name,
-                aws_access_key_id=self.aws_access_key_id,
-                aws_secret_access_key=self.aws_secret_access_key,
-                max_attempts=self.max_attempts,
-            ).get_client()
-            return S3Store(client, self.bucket or "", self.prefix)
+            return self.s3_store()
         raise ValueError(f"archive store kind {self.kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")
+
+
+LANDING_KINDS = ("directory", "s3")
+# Where arrivals come from: landing/ alone (the default), or also an S3 prefix mirrored into
+# landing/s3/ (settings from the environment, secrets through EnvVar).
+LANDING_STORE_ENV, LANDING_BUCKET_ENV = "REDUCTION_LANDING_STORE", "REDUCTION_LANDING_BUCKET"
+LANDING_PREFIX_ENV, LANDING_ENDPOINT_ENV = "REDUCTION_LANDING_PREFIX", "REDUCTION_LANDING_ENDPOINT_URL"
+
+
+class LandingSourceResource(S3Connection):
+    """Where raw files arrive: ``directory`` (landing/ only) or ``s3``: objects under a bucket's prefix
+    are copied, once settled, into ``landing/s3/`` and from there follow landing/'s rules."""
+
+    kind: str = Field(default="directory", description="directory or s3")
+
+    def store(self):
+        """The S3 store to mirror, or None when arrivals come only through landing/."""
+        if self.kind == "directory":
+            return None
+        if self.kind == "s3":
+            return self.s3_store()
+        raise ValueError(f"landing source kind {self.kind!r}: expected one of {', '.join(LANDING_KINDS)}")
+
+
+def _s3_settings(value, bucket_env: str, prefix_env: str, endpoint_env: str) -> dict:
+    return {
+        "bucket": value(bucket_env, True),
+        "prefix": os.environ.get(prefix_env, ""),
+        "endpoint_url": os.environ.get(endpoint_env) or None,
+        "region_name": os.environ.get("AWS_DEFAULT_REGION") or None,
+        "aws_access_key_id": value("AWS_ACCESS_KEY_ID", True),
+        "aws_secret_access_key": value("AWS_SECRET_ACCESS_KEY", True),
+    }
+
+
+def landing_resource(kind: str, value) -> LandingSourceResource:
+    """The landing source of ``kind``; ``value(name, secret)`` as for :func:`archive_resource`."""
+    if kind == "directory":
+        return LandingSourceResource(kind="directory")
+    if kind == "s3":
+        settings = _s3_settings(value, LANDING_BUCKET_ENV, LANDING_PREFIX_ENV, LANDING_ENDPOINT_ENV)
+        return LandingSourceResource(kind="s3", **settings)
+    raise ValueError(f"{LANDING_STORE_ENV}={kind!r}: expected one of {', '.join(LANDING_KINDS)}")
 
 
 def archive_resource(kind: str, home: str | None, value) -> ArchiveStoreResource:
@@ -113,15 +165,6 @@ def archive_resource(kind: str, home: str | None, value) -> ArchiveStoreResource
     if kind == "local":
         return ArchiveStoreResource(kind="local", home=home, **broker)
     if kind == "s3":
-        return ArchiveStoreResource(
-            kind="s3",
-            home=home,
-            bucket=value(ARCHIVE_BUCKET_ENV, True),
-            prefix=os.environ.get(ARCHIVE_PREFIX_ENV, ""),
-            endpoint_url=os.environ.get(ARCHIVE_ENDPOINT_ENV) or None,
-            region_name=os.environ.get("AWS_DEFAULT_REGION") or None,
-            aws_access_key_id=value("AWS_ACCESS_KEY_ID", True),
-            aws_secret_access_key=value("AWS_SECRET_ACCESS_KEY", True),
-            **broker,
-        )
+        settings = _s3_settings(value, ARCHIVE_BUCKET_ENV, ARCHIVE_PREFIX_ENV, ARCHIVE_ENDPOINT_ENV)
+        return ArchiveStoreResource(kind="s3", home=home, **settings, **broker)
     raise ValueError(f"{ARCHIVE_STORE_ENV}={kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")

@@ -25,20 +25,26 @@ from dagster import (
     sensor,
 )
 
+from reduction_assets import schedule
 from reduction_assets.catalog.integrity import stale_partitions
 from reduction_assets.catalog.landing import (
     DONE,
     FAILED,
     REQUESTED,
+    KnownRoute,
     LandingRecord,
     LandingRequest,
     forget_landing_files,
+    forget_routes,
     import_requested,
+    known_routes,
     landing_records,
     record_requests,
+    remember_routes,
     settle_run_key,
 )
 from reduction_assets.catalog.models import utcnow
+from reduction_assets.catalog.operations import pending_rework
 from reduction_assets.catalog.products import frames_to_recalibrate
 from reduction_assets.fits.headers import FrameRejected, shown
 from reduction_assets.fits.validate import FileState
@@ -60,13 +66,14 @@ from reduction_assets.landing import (
     route_landing_file,
     scan_landing,
 )
+from reduction_assets.landing_s3 import MIRROR_FOLDER, MirrorReport, mirror_arrivals
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
     night_in_range,
     night_not_yet_open,
     partition_key,
 )
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
 from reduction_assets.runs import (
     RUN_FAILED,
     RUN_SUCCEEDED,
@@ -75,6 +82,7 @@ from reduction_assets.runs import (
     reap_dead_process_runs,
     run_key_outcome,
 )
+from reduction_assets.storage.base import StoreError
 
 CURSOR_VERSION = 2
 LANDING_SENSOR = "landing_sensor"
@@ -392,6 +400,7 @@ def evaluate_landing(
         gone = [name for name in known if name not in present]
         if gone:
             forget_landing_files(session, gone)
+        forget_routes(session, set(known_routes(session)) - present)
     unlaunched: set[str] = set()
     if outcome_of is not None:
         settlements, unlaunched = settle_requests(known, outcome_of, now=now, retry_delay=retry_delay)
@@ -402,6 +411,19 @@ def evaluate_landing(
                         session, settlement.run_key, settlement.state, settlement.run_id, settlement.retry_at
                     )
                 known = landing_records(session)
+    routed: dict[str, KnownRoute] = {}
+
+    def route(name: str) -> Route:
+        # What the sensor learns is remembered, so the runs it requests need not open headers again.
+        state = scan.files[name]
+        try:
+            found = route_landing_file(landing, name, registry)
+        except FrameRejected:
+            routed[encode_name(name)] = (state.size, state.mtime_ns, None, None)
+            raise
+        routed[encode_name(name)] = (state.size, state.mtime_ns, found.instrument, found.night)
+        return found
+
     tick = plan_landing_tick(
         scan.files,
         known,
@@ -409,13 +431,14 @@ def evaluate_landing(
         busy=busy,
         unlaunched=unlaunched,
         now=now,
-        route=lambda name: route_landing_file(landing, name, registry),
+        route=route,
     )
     tick.ignored = scan.ignored
     run_requests, remembered = landing_requests(tick, scan.files)
-    if remembered:
+    if remembered or routed:
         with catalog.session() as session:
             record_requests(session, remembered, requested_by)
+            remember_routes(session, routed)
     tick.cursor = tick_cursor(tick, len(remembered))
     if run_requests:
         return tick, SensorResult(run_requests=run_requests, cursor=tick.cursor)
@@ -440,16 +463,47 @@ def _instance(context: SensorEvaluationContext) -> DagsterInstance | None:
         return None
 
 
+def mirror_landing_source(
+    source: LandingSourceResource | None, home: ReductionHomeResource, log
+) -> MirrorReport | None:
+    """Copy settled arrivals of an S3 landing source into landing/s3/ (None: landing/ alone). A
+    bucket that cannot be listed is logged; landing/ is processed as it is."""
+    store = source.store() if source is not None else None
+    if store is None:
+        return None
+    try:
+        report = mirror_arrivals(store, home.layout().landing, settle_seconds=home.settle_seconds)
+    except StoreError as err:
+        log.warning("the S3 landing source cannot be read: %s; landing/ is processed as it is", err)
+        return None
+    if report.copied or report.waiting or report.refused or report.deferred:
+        log.info(
+            "S3 landing source: %d copied into landing/%s, %d waiting to settle, %d for the next tick, "
+            "%d refused%s",
+            len(report.copied),
+            MIRROR_FOLDER,
+            len(report.waiting),
+            len(report.deferred),
+            len(report.refused),
+            "".join(f"; {key}: {why}" for key, why in report.refused[:5]),
+        )
+    return report
+
+
 @sensor(
     name=LANDING_SENSOR,
     jobs=[process_night, quarantine_rejects],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Watches landing/ and requests a process_night run for each night and instrument with "
-    "new, settled files (and a quarantine_rejects run for files that belong to none); asks again, "
+    description="Watches landing/ (and an S3 prefix, when one is configured) and requests a "
+    "process_night run for each night and instrument with new, settled files (and a "
+    "quarantine_rejects run for files that belong to none); asks again, "
     "after a delay, for the files of runs that failed.",
 )
-def landing_sensor(context: SensorEvaluationContext, home: ReductionHomeResource) -> SensorResult:
+def landing_sensor(
+    context: SensorEvaluationContext, home: ReductionHomeResource, landing_source: LandingSourceResource
+) -> SensorResult:
+    mirror_landing_source(landing_source, home, context.log)
     busy: Set[str] = frozenset()
     outcome_of = None
     instance = _instance(context)
@@ -482,33 +536,38 @@ def landing_sensor(context: SensorEvaluationContext, home: ReductionHomeResource
 
 
 def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozenset()) -> SensorResult:
-    """Requests runs for partitions whose frames now have nearer calibrations (reduced_frames) or
-    that hold masters or products marked stale because their files were found damaged (the
-    partition's masters too when one of them is stale). Partitions in ``busy`` wait: a run is
-    working on them."""
+    """Requests runs for partitions whose frames now have nearer calibrations (reduced_frames), that
+    hold masters or products marked stale (files found damaged, operator actions), and that an
+    operator sent back through the graph (``rework``): from the masters on when a master must be
+    remade, else from the reduced frames on. Partitions in ``busy`` wait: a run is working on them."""
     registry = home.registry()
     with home.catalog().session() as session:
         nearer = frames_to_recalibrate(session, registry, CALIBRATION_WINDOW_NIGHTS)
         damaged = {(p.instrument, p.night): p for p in stale_partitions(session)}
+        now = schedule.utc_now().replace(tzinfo=None)
+        rework = {(p.instrument, p.night): p for p in pending_rework(session, now)}
     requests = []
-    for instrument, night in sorted(set(nearer) | set(damaged), key=lambda key: (key[1], key[0])):
+    for instrument, night in sorted(
+        set(nearer) | set(damaged) | set(rework), key=lambda key: (key[1], key[0])
+    ):
         if f"{instrument}|{night.isoformat()}" in busy:
             continue
         frames = sorted(nearer.get((instrument, night), []), key=lambda f: f[0])
         stale = damaged.get((instrument, night))
-        digest = hashlib.sha256(json.dumps([frames, stale and stale.version], sort_keys=True).encode())
-        job_name = REBUILD_MASTERS if stale and stale.masters else REDUCE_FRAMES
+        asked = rework.get((instrument, night))
+        masters = bool((stale and stale.masters) or (asked and asked.masters))
+        digest = hashlib.sha256(
+            json.dumps([frames, stale and stale.version, asked and asked.ids], sort_keys=True).encode()
+        )
         requests.append(
             RunRequest(
                 run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
                 partition_key=partition_key(instrument, night),
-                job_name=job_name,
+                job_name=REBUILD_MASTERS if masters else REDUCE_FRAMES,
                 tags={
-                    "reduction_assets/trigger": "calibration_sensor",
+                    "reduction_assets/trigger": "operator" if asked else "calibration_sensor",
                     "reduction_assets/frames": str(len(frames)),
-                    "reduction_assets/rebuild": "masters"
-                    if stale and stale.masters
-                    else ("products" if stale else "none"),
+                    "reduction_assets/rebuild": "masters" if masters else ("products" if stale else "none"),
                 },
             )
         )
@@ -516,8 +575,8 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
         return SensorResult(run_requests=requests)
     return SensorResult(
         skip_reason=SkipReason(
-            "no reduced frame has a nearer calibration than the one it was reduced with, and nothing is "
-            "marked for rebuilding"
+            "no reduced frame has a nearer calibration than the one it was reduced with, nothing is "
+            "marked for rebuilding and no operator action waits"
         )
     )
 

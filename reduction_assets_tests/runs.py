@@ -75,3 +75,23 @@ class BuiltNight:
         """Copy the built home into ``home`` (each test mutates its own copy); returns the result."""
         shutil.copytree(self.home.root, home.root, symlinks=True, dirs_exist_ok=True)
         return self.result
+
+
+def processed_home(folder, night) -> Home:
+    """A home where ``night`` went through `process` (the landing sensor's logic and its runs, on
+    the home's own Dagster instance), for a module's tests to copy."""
+    from reduction_assets.process import process_landing
+    from reduction_assets_tests.conftest import deliver
+
+    home = Home(folder / "home").ensure()
+    deliver(night.frames, home.landing)
+    outcome = process_landing(home, settle_seconds=0, echo=lambda line: None)
+    assert not outcome.failed and len(outcome.runs) == 1
+    return home
+
+
+def copy_of(home: Home, folder) -> Home:
+    """A copy of a home (its catalog, stores and Dagster instance) that a test may change."""
+    copy = Home(folder / "home")
+    shutil.copytree(home.root, copy.root, symlinks=True)
+    return copy.ensure()

@@ -161,3 +161,12 @@ def test_the_production_topology_starts_with_the_code_server_found_through_the_e
         with admin.connect() as connection:
             connection.execute(text(f'drop database "{db}" with (force)'))
         admin.dispose()
+
+
+@pytest.mark.parametrize("path", ["deploy/dagster.yaml", "reduction_assets/defaults/dagster.yaml"])
+def test_backfill_runs_are_throttled_below_the_run_limit(path):
+    import yaml
+
+    runs = yaml.safe_load((ROOT / path).read_text())["concurrency"]["runs"]
+    (limit,) = [entry for entry in runs["tag_concurrency_limits"] if entry["key"] == "dagster/backfill"]
+    assert "value" not in limit and 1 <= limit["limit"] < runs["max_concurrent_runs"]

@@ -92,6 +92,24 @@ def test_the_backfill_command_does_two_nights_in_one_run(deployment, capsys):
     assert len([p for p in products(deployment.home) if p.status == "reduced"]) == 24
 
 
+def test_reprocess_launches_a_daemon_backfill_of_the_chosen_assets(deployment, capsys):
+    # The nights hold data once the backfill above ingested them.
+    code = main(
+        [
+            "--home", str(deployment.home.root), "reprocess", *(n.isoformat() for n in NIGHTS),
+            "--instrument", "lcosim", "--assets", "reduced_frames,stacks", "--url", deployment.url,
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    backfill_id = re.search(r"backfill (\S+):", out).group(1)
+    assert f"{deployment.url}/runs/b/{backfill_id}?tab=partitions" in out
+    assert deployment.wait_for_backfill(backfill_id) in ("COMPLETED", "COMPLETED_SUCCESS")
+    runs = deployment.instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
+    assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS
+    assert {key.path[-1] for key in runs[0].asset_selection} == {"reduced_frames", "stacks"}
+
+
 def test_a_run_launched_through_graphql_with_only_the_partition_tag_succeeds(deployment):
     run_id = deployment.client.launch_run("process_night", {"dagster/partition": KEY})
     run = wait_for(lambda: finished(deployment.instance, run_id))

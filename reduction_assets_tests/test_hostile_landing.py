@@ -20,16 +20,21 @@ from sqlalchemy import select
 from reduction_assets.catalog import Catalog, Product, Quarantine, RawFrame
 from reduction_assets.cli import main
 from reduction_assets.fits.headers import card_text
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
 from reduction_assets.sensors import landing_sensor, request_files
 from reduction_assets_tests.assets.test_raw import rows, run_raw, run_rejects
 from reduction_assets_tests.conftest import deliver, frames_of
 from reduction_assets_tests.runs import run_partition
 
+# landing/ alone: no S3 source to copy arrivals from.
+LANDING_DIRECTORY = LandingSourceResource()
+
 
 def sensor_tick(home):
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
-    result = landing_sensor(build_sensor_context(cursor=None), home=resource)
+    result = landing_sensor(
+        build_sensor_context(cursor=None), home=resource, landing_source=LANDING_DIRECTORY
+    )
     requested = {r.partition_key or "rejects": request_files(r) for r in result.run_requests or []}
     return result, requested
 

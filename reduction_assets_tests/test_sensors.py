@@ -11,7 +11,7 @@ from dagster import build_sensor_context
 from reduction_assets.catalog.landing import DONE, FAILED, REQUESTED, LandingRecord, landing_records
 from reduction_assets.fits.validate import FileState
 from reduction_assets.landing import Route, scan_landing
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
 from reduction_assets.runs import RUN_FAILED, RUN_IN_FLIGHT, RUN_SUCCEEDED, RunOutcome
 from reduction_assets.sensors import (
     MAX_ATTEMPTS,
@@ -28,6 +28,9 @@ from reduction_assets.sensors import (
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 
 NOW = 1_800_000_000.0
+
+# landing/ alone: no S3 source to copy arrivals from.
+LANDING_DIRECTORY = LandingSourceResource()
 
 
 def state(size=100, age=60.0):
@@ -213,14 +216,18 @@ def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosi
     (home.landing / "junk.fits").write_text("x")
     os.utime(home.landing / "junk.fits", (time.time() - 60,) * 2)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=5)
-    result = landing_sensor(build_sensor_context(cursor=None), home=resource)
+    result = landing_sensor(
+        build_sensor_context(cursor=None), home=resource, landing_source=LANDING_DIRECTORY
+    )
     requests = {r.partition_key or "rejects": r for r in result.run_requests}
     assert set(requests) == {"lcosim|2026-11-20", "noirsim|2026-11-20", "rejects"}
     lco = requests["lcosim|2026-11-20"]
     assert len(lco.run_config["ops"]["raw_frames"]["config"]["files"]) == 5
     assert requests["rejects"].run_config["ops"]["landing_rejects"]["config"]["files"] == ["junk.fits"]
 
-    idle = landing_sensor(build_sensor_context(cursor=result.cursor), home=resource)
+    idle = landing_sensor(
+        build_sensor_context(cursor=result.cursor), home=resource, landing_source=LANDING_DIRECTORY
+    )
     assert len(result.cursor) < 200 and json.loads(result.cursor)["requested"] == 11
     assert not idle.run_requests
     assert (
@@ -232,7 +239,9 @@ def test_sensor_requests_one_run_per_partition_with_content_run_keys(home, lcosi
 def test_idle_tick_says_which_files_are_waiting(home, lcosim_night):
     deliver(frames_of(lcosim_night, "bias")[:1], home.landing, age_seconds=0)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=600)
-    result = landing_sensor(build_sensor_context(cursor=None), home=resource)
+    result = landing_sensor(
+        build_sensor_context(cursor=None), home=resource, landing_source=LANDING_DIRECTORY
+    )
     assert not result.run_requests
     assert "1 waiting to settle" in result.skip_reason.skip_message
 
@@ -287,7 +296,9 @@ def test_a_cursor_of_release_0_2_is_imported_as_done_once(home, lcosim_night):
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
     stamps = {p.name: f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in home.landing.iterdir()}
     old_cursor = json.dumps({"v": 1, "requested": stamps})
-    result = landing_sensor(build_sensor_context(cursor=old_cursor), home=resource)
+    result = landing_sensor(
+        build_sensor_context(cursor=old_cursor), home=resource, landing_source=LANDING_DIRECTORY
+    )
     assert not result.run_requests and json.loads(result.cursor)["v"] == 2
     assert "2 already requested" in result.skip_reason.skip_message
 
@@ -324,7 +335,11 @@ def test_the_daemons_sensor_reaps_dead_process_runs_and_waits_for_runs_in_flight
             instance.add_run(run)
         instance.event_log_storage.set_concurrency_slots("stacking", 1)
         instance.event_log_storage.claim_concurrency_slot("stacking", dead.run_id, "master_bias")
-        result = landing_sensor(build_sensor_context(cursor=None, instance=instance), home=resource)
+        result = landing_sensor(
+            build_sensor_context(cursor=None, instance=instance),
+            home=resource,
+            landing_source=LANDING_DIRECTORY,
+        )
         assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
         assert claimed_slots(instance) == []
         assert instance.get_run_by_id(busy.run_id).status == DagsterRunStatus.STARTED  # not ours
@@ -354,7 +369,11 @@ def test_the_sensor_leaves_runs_of_a_live_process_alone(home):
             },
         )
         instance.add_run(live)
-        landing_sensor(build_sensor_context(cursor=None, instance=instance), home=resource)
+        landing_sensor(
+            build_sensor_context(cursor=None, instance=instance),
+            home=resource,
+            landing_source=LANDING_DIRECTORY,
+        )
         assert instance.get_run_by_id(live.run_id).status == DagsterRunStatus.STARTED
 
 
@@ -371,12 +390,18 @@ def test_the_cursor_stays_the_same_size_as_landing_grows_from_100_to_10000_files
         for total in (100, 1_000, 10_000):
             for i in range(len(list(home.landing.iterdir())), total):
                 os.link(source, home.landing / f"frame_{i:05d}.fits")  # hard links: same settled mtime
-            result = landing_sensor(build_sensor_context(cursor=cursor, instance=instance), home=resource)
+            result = landing_sensor(
+                build_sensor_context(cursor=cursor, instance=instance),
+                home=resource,
+                landing_source=LANDING_DIRECTORY,
+            )
             for request in result.run_requests:  # as the daemon would launch them, and they succeed
                 run = DagsterRun(job_name="process_night", status=DagsterRunStatus.SUCCESS)
                 instance.add_run(run._replace(tags={RUN_KEY_TAG: request.run_key}))
             idle = landing_sensor(
-                build_sensor_context(cursor=result.cursor, instance=instance), home=resource
+                build_sensor_context(cursor=result.cursor, instance=instance),
+                home=resource,
+                landing_source=LANDING_DIRECTORY,
             )
             assert not idle.run_requests and f"{total} already requested" in idle.skip_reason.skip_message
             sizes[total] = (len(result.cursor), len(idle.cursor))

@@ -1,5 +1,6 @@
 """Master calibration assets: master_bias, master_dark and master_flat per night and instrument."""
 
+import datetime as dt
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
+from reduction_assets import schedule
 from reduction_assets.assets.common import (
     OWNERS,
     STACKING_POOL,
@@ -44,6 +46,8 @@ from reduction_assets.catalog.calibrations import (
     shortest_dark,
 )
 from reduction_assets.catalog.integrity import record_check
+from reduction_assets.catalog.operations import schedule_masters
+from reduction_assets.catalog.raw import frame_times
 from reduction_assets.fits.products import master_hdul, provenance_cards, write_hdul
 from reduction_assets.fits.reading import StoreFrameReader
 from reduction_assets.instruments import CalibrationKey, Instrument
@@ -69,6 +73,7 @@ from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.storage import Integrity, ObjectStore
 
 MADE, UP_TO_DATE, NOT_MADE = "made", "up_to_date", "not_made"
+WAITING = "waiting"  # its calibration block is still being taken (see reduction_assets.schedule)
 
 
 class MasterConfig(Config):
@@ -143,10 +148,12 @@ def partition_masters(
     catalog, products = home.catalog(), home.product_store()
     with catalog.session() as session:
         groups = calibration_groups(session, instrument, night, kind)
+        times = frame_times(session, instrument.name, night)
     if not groups:
         return [MasterOutcome(kind, NOT_MADE, reason=f"no {kind} frames in {instrument.name} {night}")]
     outcomes = [
-        _master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(), products)
+        _waiting(kind, group, instrument, night, times, catalog)
+        or _master_of_group(kind, group, instrument, night, config, catalog, home.raw_store(), products)
         for group in progress(groups, f"master {kind} {instrument.name} {night}", "master")
     ]
     if kind == "dark" and instrument.darks_include_bias:
@@ -155,6 +162,35 @@ def partition_masters(
         if outcome.status == NOT_MADE:
             log.warning("%s %s %s %s: %s", kind, instrument.name, night, outcome.group, outcome.reason)
     return outcomes
+
+
+def _waiting(
+    kind: str,
+    group: FrameGroup,
+    instrument: Instrument,
+    night,
+    times: dict[int, dt.datetime],
+    catalog: Catalog,
+) -> MasterOutcome | None:
+    """The outcome of a group whose calibration block is still being taken (None when it is
+    complete): the master waits, keeping the one made before if any, and the partition is asked for
+    again when the block closes at the latest."""
+    ids = {frame.id for frame in group.frames}
+    due = instrument.site.masters_due_utc(night)
+    now = schedule.utc_now()
+    others = [time for frame_id, time in times.items() if frame_id not in ids]
+    aware = [t.replace(tzinfo=dt.UTC) for t in (f.date_obs for f in group.frames)]
+    if not schedule.block_open(aware, [t.replace(tzinfo=dt.UTC) for t in others], due, now):
+        return None
+    with catalog.session() as session:
+        existing = find_calibration(session, group.key, instrument.name, night)
+        schedule_masters(session, instrument.name, night, due.replace(tzinfo=None))
+    reason = (
+        f"calibration block still being taken ({len(group.frames)} frames so far, nothing else after "
+        f"them): made when other frames follow, or at {due:%Y-%m-%d %H:%M} UTC "
+        f"({instrument.site.masters_at:%H:%M} local)"
+    )
+    return MasterOutcome(group.key.label(), WAITING, calibration=existing, reason=reason)
 
 
 def _master_of_group(
@@ -468,7 +504,7 @@ def _masters_asset(
             if failure:
                 failures.append(f"{row.path}: {failure}")
                 outcome.reason = f"failed {check_name}: {failure}; marked bad, {redo} products to redo"
-    made = sum(1 for _, o in outcomes if o.status != NOT_MADE)
+    made = sum(1 for _, o in outcomes if o.status in (MADE, UP_TO_DATE))
     check = AssetCheckResult(
         check_name=check_name,
         asset_key=AssetKey(f"master_{kind}"),
@@ -480,7 +516,8 @@ def _masters_asset(
     return MaterializeResult(
         metadata={
             "masters": MetadataValue.int(made),
-            "not_made": MetadataValue.int(len(outcomes) - made),
+            "not_made": MetadataValue.int(sum(1 for _, o in outcomes if o.status == NOT_MADE)),
+            "waiting": MetadataValue.int(sum(1 for _, o in outcomes if o.status == WAITING)),
             "failed_check": MetadataValue.int(len(failures)),
             "status": MetadataValue.text(
                 "; ".join(

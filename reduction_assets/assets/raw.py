@@ -10,10 +10,16 @@ from dagster import (
 from pydantic import Field
 
 from reduction_assets.assets.common import OWNERS, retried_when_transient
+from reduction_assets.catalog.landing import forget_routes, known_routes, remember_routes
 from reduction_assets.catalog.reports import partition_counts
-from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.ingest import Ingestor, IngestReport
-from reduction_assets.landing import decode_name, route_landing_file, scan_landing
+from reduction_assets.landing import (
+    decode_name,
+    encode_name,
+    route_landing_file,
+    route_with_index,
+    scan_landing,
+)
 from reduction_assets.partitions import (
     backfill_policy,
     night_in_range,
@@ -109,14 +115,22 @@ def raw_frames(
 
 
 def _partition_files(ingestor: Ingestor, partitions: set) -> dict[tuple, list[str]]:
-    """The landing files of each of ``partitions``, from one scan."""
+    """The landing files of each of ``partitions``: one listing of landing/, and the headers of only
+    the file versions the catalog has not routed before (a backfill of 30 nights costs 30 partitions
+    of work, not 30 readings of every header)."""
+    files = scan_landing(ingestor.landing).files
+    with ingestor.catalog.session() as session:
+        known = known_routes(session)
+        routes, new = route_with_index(
+            files, known, lambda name: route_landing_file(ingestor.landing, name, ingestor.registry)
+        )
+        remember_routes(session, new)
+        gone = set(known) - {encode_name(name) for name in files}
+        forget_routes(session, gone)
     found: dict[tuple, list[str]] = {}
-    for name in scan_landing(ingestor.landing).files:
-        try:
-            route = route_landing_file(ingestor.landing, name, ingestor.registry)
-        except FrameRejected:
-            continue  # unroutable files are the landing_rejects asset's business
-        if (route.instrument, route.night) in partitions:
+    for name, route in routes.items():
+        # unroutable files (None) are the landing_rejects asset's business
+        if route is not None and (route.instrument, route.night) in partitions:
             found.setdefault((route.instrument, route.night), []).append(name)
     return found
 

@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 import reduction_assets
+from reduction_assets import schedule
 from reduction_assets.assets.common import (
     OWNERS,
     DamagedMaster,
@@ -33,6 +34,7 @@ from reduction_assets.assets.common import (
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.calibrations import BEFORE, CalibrationChoice, select_for_frame
 from reduction_assets.catalog.db import is_transient
+from reduction_assets.catalog.operations import settle_rework
 from reduction_assets.catalog.products import (
     NOT_REDUCIBLE,
     REDUCED,
@@ -44,7 +46,7 @@ from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.fits.headers import binning_from_header, card_text
 from reduction_assets.fits.products import provenance_cards, readout_cards, reduced_hdul, write_hdul
 from reduction_assets.fits.reading import read_image
-from reduction_assets.instruments import Instrument, ScienceMode
+from reduction_assets.instruments import MASTER_TYPES, Instrument, ScienceMode
 from reduction_assets.keys import reduced_key
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
@@ -324,6 +326,11 @@ def _checks(rows: list[Product]) -> list[AssetCheckResult]:
     ]
 
 
+def _assets_of_run(context: AssetExecutionContext):
+    """The assets this run materializes (a backfill's selection, or the job's)."""
+    return context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+
+
 @asset(
     partitions_def=night_instrument_partitions,
     backfill_policy=backfill_policy,
@@ -367,6 +374,8 @@ def reduced_frames(
     context: AssetExecutionContext, config: ReducedConfig, home: ReductionHomeResource
 ) -> MaterializeResult:
     """Reduced science frames of one night and instrument (SCI e-, ERR, DQ, CAT), with provenance."""
+    started = schedule.utc_now().replace(tzinfo=None)
+    masters_ran = bool(set(_assets_of_run(context)) & {AssetKey(f"master_{kind}") for kind in MASTER_TYPES})
     catalog, products = home.catalog(), home.product_store()
     masters = VerifiedMasters(catalog, products)
     outcomes: list[tuple[str, FrameOutcome]] = []
@@ -380,6 +389,9 @@ def reduced_frames(
         outcomes += [(str(key), _reduce_frame(run, frame, context.log)) for frame in bar]
         with catalog.session() as session:
             rows += products_of(session, instrument, night)
+            # What operators asked to redo for this partition is done now (its stacks and archive
+            # follow in this run).
+            settle_rework(session, instrument, night, started, masters_ran=masters_ran)
     counts = {
         status: sum(1 for _, o in outcomes if o.status == status)
         for status in (REDUCED, UP_TO_DATE, NOT_REDUCIBLE)

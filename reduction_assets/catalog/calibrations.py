@@ -73,7 +73,12 @@ def _held(master: dict[str, Any]) -> str:
     key = CalibrationKey(
         master["type"], master["binning"], master["readout"], master["filter"], master["exptime"]
     )
-    return f"{master['type']} {master['night']} {key.label()}{' BAD' if master['bad'] else ''}"
+    bad = f" BAD ({master['bad_reason']})" if master["bad"] and master.get("bad_reason") else ""
+    bad = bad or (" BAD" if master["bad"] else "")
+    valid = ""
+    if master.get("valid_from") or master.get("valid_to"):
+        valid = f" certified for {master.get('valid_from') or '...'}..{master.get('valid_to') or '...'}"
+    return f"{master['type']} {master['night']} {key.label()}{bad}{valid}"
 
 
 def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calibration | NoCalibration:
@@ -125,6 +130,9 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
                 "filter": c.filter,
                 "exptime": c.exptime,
                 "bad": c.bad,
+                "bad_reason": c.bad_reason,
+                "valid_from": c.valid_from.isoformat() if c.valid_from else None,
+                "valid_to": c.valid_to.isoformat() if c.valid_to else None,
             }
             for c in held
         ],

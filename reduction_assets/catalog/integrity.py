@@ -92,18 +92,20 @@ def stored_objects(session: Session) -> list[StoredObject]:
     return objects
 
 
-def _mark_products_of_stale(session: Session, calibration_id: int) -> int:
-    """Mark every product made with a master for rebuilding; returns how many."""
+def made_with(calibration_id: int):
+    """The condition on products that were reduced with a master."""
+    return or_(
+        Product.bias_id == calibration_id,
+        Product.dark_id == calibration_id,
+        Product.flat_id == calibration_id,
+    )
+
+
+def mark_products_of_stale(session: Session, calibration_id: int) -> int:
+    """Mark every product made with a master for rebuilding (the master stays as it is); returns
+    how many."""
     result = session.execute(
-        update(Product)
-        .where(
-            or_(
-                Product.bias_id == calibration_id,
-                Product.dark_id == calibration_id,
-                Product.flat_id == calibration_id,
-            )
-        )
-        .values(fingerprint=STALE, updated_at=utcnow())
+        update(Product).where(made_with(calibration_id)).values(fingerprint=STALE, updated_at=utcnow())
     )
     return result.rowcount or 0
 
@@ -115,7 +117,7 @@ def mark_calibration_stale(session: Session, calibration_id: int) -> int:
         .where(Calibration.id == calibration_id)
         .values(fingerprint=STALE, updated_at=utcnow())
     )
-    return _mark_products_of_stale(session, calibration_id)
+    return mark_products_of_stale(session, calibration_id)
 
 
 FAILED_CHECK = "failed check "  # how a master that failed a blocking check is marked bad
@@ -134,7 +136,7 @@ def record_check(session: Session, calibration_id: int, failure: str | None) -> 
             row.bad, row.bad_reason = False, None
         return 0
     row.bad, row.bad_reason = True, FAILED_CHECK + failure
-    return _mark_products_of_stale(session, calibration_id)
+    return mark_products_of_stale(session, calibration_id)
 
 
 def mark_product_stale(session: Session, product_id: int) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import LandingFile, utcnow
+from reduction_assets.catalog.models import LandingFile, LandingRoute, utcnow
 
 # The states of a requested file version.
 REQUESTED = "requested"  # a run was asked for and has not ended (or has not been created yet)
@@ -141,3 +141,42 @@ def landing_state_counts(session: Session) -> dict[str, int]:
     """Number of remembered file versions per state."""
     query = select(LandingFile.state, func.count()).group_by(LandingFile.state)
     return dict(session.execute(query).tuples())
+
+
+# (size_bytes, mtime_ns, instrument, night) of a routed file version; instrument and night are None
+# for a file that fits no partition.
+KnownRoute = tuple[int, int, str | None, dt.date | None]
+
+
+def known_routes(session: Session) -> dict[str, KnownRoute]:
+    """Every routed landing file version, by encoded name."""
+    rows = session.execute(
+        select(
+            LandingRoute.name,
+            LandingRoute.size_bytes,
+            LandingRoute.mtime_ns,
+            LandingRoute.instrument,
+            LandingRoute.night,
+        )
+    )
+    return {name: (size, mtime, instrument, night) for name, size, mtime, instrument, night in rows}
+
+
+def remember_routes(session: Session, routes: Mapping[str, KnownRoute]) -> None:
+    """Remember where these file versions (encoded names) belong, replacing older versions."""
+    now = utcnow()
+    for name, (size, mtime_ns, instrument, night) in routes.items():
+        row = session.get(LandingRoute, name) or LandingRoute(name=name)
+        row.size_bytes, row.mtime_ns, row.instrument, row.night = size, mtime_ns, instrument, night
+        row.routed_at = now
+        session.add(row)
+
+
+def forget_routes(session: Session, names: Iterable[str]) -> int:
+    """Drop the routes of files no longer in landing/ (encoded names); returns how many."""
+    names = list(names)
+    dropped = 0
+    for start in range(0, len(names), 500):
+        chunk = names[start : start + 500]
+        dropped += session.execute(delete(LandingRoute).where(LandingRoute.name.in_(chunk))).rowcount or 0
+    return dropped

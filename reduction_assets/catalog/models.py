@@ -353,3 +353,57 @@ class ArchiveMessage(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LandingRoute(Base):
+    """Where a landing file version belongs (its night and instrument, from its primary header), so
+    that a run of a few partitions looks up their files here instead of opening every header in
+    landing/. ``instrument`` and ``night`` are None for a file that fits no partition. Rows of files
+    gone from landing/ are deleted; a new size or mtime is a new version, routed again."""
+
+    __tablename__ = "landing_routes"
+    __table_args__ = (Index("ix_landing_routes_partition", "instrument", "night"),)
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)  # path under landing/, as encode_name()
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    instrument: Mapped[str | None] = mapped_column(String(32))
+    night: Mapped[dt.date | None] = mapped_column(Date)
+    routed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class OperatorAction(Base):
+    """The audit trail of operator commands: who did what to which frame or master, when and why.
+    ``details`` holds what the action changed (rows marked stale, partitions to redo)."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index("ix_operator_actions_at", "acted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    acted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    operator: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))  # mark_good, mark_bad, certify, decertify, requeue
+    target_kind: Mapped[str] = mapped_column(String(16))  # raw_frame, calibration, landing_file
+    target_id: Mapped[int | None] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(Text)  # what the operator named
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Rework(Base):
+    """A partition that must run again (``level`` masters: from its masters on; reduced: from its
+    reduced frames on), at ``not_before`` at the earliest. The calibration sensor (and `process`)
+    request the run; the reduced_frames step that covers the partition settles it (``done_at``)."""
+
+    __tablename__ = "rework"
+    __table_args__ = (Index("ix_rework_pending", "done_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)
+    level: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    action_id: Mapped[int | None] = mapped_column(ForeignKey("operator_actions.id"))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    not_before: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    done_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

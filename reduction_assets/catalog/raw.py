@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.models import Quarantine, RawDuplicate, RawFrame, utcnow
+from reduction_assets.catalog.models import LandingRoute, Quarantine, RawDuplicate, RawFrame, utcnow
 
 
 def raw_frame_with_checksum(session: Session, checksum: str) -> RawFrame | None:
@@ -91,3 +91,30 @@ def raw_frames_of(
     frames = list(session.scalars(query.order_by(RawFrame.date_obs, RawFrame.id)))
     session.expunge_all()
     return frames
+
+
+def nights_with_data(session: Session, instrument: str, first: dt.date, last: dt.date) -> list[dt.date]:
+    """Nights in ``first``..``last`` holding raw frames of an instrument, or landing files routed to
+    it (arrived, not ingested yet)."""
+    raw = session.scalars(
+        select(RawFrame.night)
+        .where(RawFrame.instrument == instrument, RawFrame.night.between(first, last))
+        .distinct()
+    )
+    routed = session.scalars(
+        select(LandingRoute.night)
+        .where(LandingRoute.instrument == instrument, LandingRoute.night.between(first, last))
+        .distinct()
+    )
+    return sorted(set(raw) | set(routed))
+
+
+def frame_times(session: Session, instrument: str, night: dt.date) -> dict[int, dt.datetime]:
+    """Start (DATE-OBS, UTC) of every raw frame of a partition, by id, frames marked bad included
+    (they too show that the observatory moved on)."""
+    rows = session.execute(
+        select(RawFrame.id, RawFrame.date_obs).where(
+            RawFrame.instrument == instrument, RawFrame.night == night
+        )
+    )
+    return dict(rows.all())

@@ -35,6 +35,7 @@ MASTER_TYPES = ("bias", "dark", "flat")
 # The counts of a progress row: a row whose counts are all 0 is a night without data.
 PROGRESS_COUNTS = (
     "raw",
+    "marked_bad",
     "duplicates",
     "quarantined",
     "masters",
@@ -65,6 +66,11 @@ def progress_rows(
         .group_by(RawFrame.instrument, RawFrame.night)
     ).all()
     raw_by_key = {(inst, night): (count, last) for inst, night, count, last in raw}
+    marked_bad = grouped(
+        select(RawFrame.instrument, RawFrame.night, func.count())
+        .where(in_range(RawFrame.night), RawFrame.instrument.in_(instruments), RawFrame.bad.is_(True))
+        .group_by(RawFrame.instrument, RawFrame.night)
+    )
     duplicates = grouped(
         select(RawDuplicate.instrument, RawDuplicate.night, func.count())
         .where(in_range(RawDuplicate.night), RawDuplicate.instrument.in_(instruments))
@@ -99,9 +105,12 @@ def progress_rows(
             versions.setdefault((inst, night_), set()).add(str(version).split()[0])
 
     def products_with(status: str):
+        # A frame an operator marked bad has left the night's products.
         return grouped(
             select(Product.instrument, Product.night, func.count())
+            .join(RawFrame, Product.raw_frame_id == RawFrame.id)
             .where(
+                RawFrame.bad.is_(False),
                 in_range(Product.night),
                 Product.instrument.in_(instruments),
                 Product.kind == REDUCED,
@@ -131,6 +140,7 @@ def progress_rows(
                     "night": night.isoformat(),
                     "instrument": instrument,
                     "raw": count,
+                    "marked_bad": marked_bad.get((instrument, night), 0),
                     "duplicates": duplicates.get((instrument, night), 0),
                     "quarantined": quarantined.get((instrument, night), 0),
                     "last_raw_time": last.isoformat() if last else None,

@@ -15,6 +15,7 @@ from reduction_assets.catalog.products import REDUCED
 STACKED = "stacked"  # a stack was made
 NOT_STACKED = "not_stacked"  # the group was not stacked (one frame, members left out, refused)
 FAILED = "failed"  # stacking failed for a reason outside the data (a member missing from the store)
+RETIRED = "retired"  # the fingerprint of a stack whose group has no reduced frames left
 
 
 def reduced_frames_of(session: Session, instrument: str, night: dt.date) -> list[tuple[Product, RawFrame]]:
@@ -92,6 +93,9 @@ def retire_stacks(session: Session, instrument: str, night: dt.date, keep: set[s
             None,
         )
         row.n_members = 0
+        # No digest matches this, so a group whose frames come back is stacked again; it is not
+        # STALE, which would ask for a run of a partition that has nothing to stack.
+        row.fingerprint = RETIRED
         row.members.clear()
         row.updated_at = utcnow()
         retired.append(row.group_key)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -62,6 +64,13 @@ def _digests(path: Path) -> tuple[str, str]:
             sha.update(chunk)
             md5.update(chunk)
     return sha.hexdigest(), md5.hexdigest()
+
+
+@dataclass(frozen=True)
+class S3Entry:
+    key: str
+    size: int
+    modified: dt.datetime  # aware, UTC
 
 
 class S3Store:
@@ -200,15 +209,33 @@ class S3Store:
         return S3StagedObject(self, key, sha, md5, path)
 
     def keys(self) -> Iterator[str]:
+        return (entry.key for entry in self.entries())
+
+    def entries(self) -> Iterator[S3Entry]:
+        """Every object under the prefix: key (relative to the prefix), size and last modification."""
         token = None
         while True:
             arguments = {"Prefix": self.prefix, **({"ContinuationToken": token} if token else {})}
             page = self._do("list_objects_v2", None, **arguments)
             for item in page.get("Contents", []):
-                yield item["Key"][len(self.prefix) :]
+                yield S3Entry(item["Key"][len(self.prefix) :], int(item["Size"]), item["LastModified"])
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
+
+    def download(self, key: str, target: Path) -> None:
+        """Copy an object into a local file (written whole, then renamed into place)."""
+        partial = target.with_name(f".{target.name}.part")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            body = self._do("get_object", key, Key=self._object_key(key))["Body"]
+            with open(partial, "wb") as handle:
+                while chunk := body.read(_CHUNK):
+                    handle.write(chunk)
+            partial.replace(target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
 
     def leftovers(self, older_than_seconds: float = 0.0) -> Iterator[str]:
         """None: an S3 object appears whole or not at all (uploads are single requests)."""
