@@ -137,6 +137,17 @@ def _copy_and_hash(source: ObjectStore, key: str, folder: Path) -> tuple[Path, s
     return copy, sha.hexdigest(), md5.hexdigest(), size
 
 
+def _already_archived(candidate: Candidate, latest) -> Outcome:
+    return Outcome(
+        candidate.name,
+        candidate.level,
+        ALREADY_ARCHIVED,
+        version=latest.version,
+        record_id=latest.id,
+        object_key=latest.object_key,
+    )
+
+
 def archive_one(
     candidate: Candidate,
     *,
@@ -153,6 +164,11 @@ def archive_one(
     With ``notify`` the record's message is queued in the outbox in the same transaction; with
     ``check_only`` nothing is uploaded or recorded (the answer is ``would_archive``)."""
     outcome = Outcome(candidate.name, candidate.level, INVALID)
+    with catalog.session() as session:
+        latest = latest_record(session, candidate.name)
+    if latest is not None and latest.sha256 == candidate.checksum:
+        # The catalogued content is the archived one: nothing to read (every run of a night asks).
+        return _already_archived(candidate, latest)
     with tempfile.TemporaryDirectory(prefix="archive_") as folder:
         try:
             copy, sha, md5, size = _copy_and_hash(source, candidate.key, Path(folder))
@@ -178,8 +194,7 @@ def archive_one(
         with catalog.session() as session:
             latest = latest_record(session, candidate.name)
         if latest is not None and latest.md5 == md5:
-            return Outcome(candidate.name, candidate.level, ALREADY_ARCHIVED, version=latest.version,
-                           record_id=latest.id, object_key=latest.object_key)  # fmt: skip
+            return _already_archived(candidate, latest)
         version = latest.version + 1 if latest is not None else 1
         key = archive_key(candidate.level, candidate.instrument, candidate.night, version, candidate.name)
         if check_only:

@@ -86,6 +86,7 @@ from reduction_assets.storage.base import StoreError
 
 CURSOR_VERSION = 2
 LANDING_SENSOR = "landing_sensor"
+LANDING_INTERVAL_SECONDS = 10
 # A file version is asked for at most this many times; then it waits for an operator (touch it,
 # or replace it) and is listed by every idle tick.
 MAX_ATTEMPTS = 4
@@ -493,7 +494,10 @@ def mirror_landing_source(
 @sensor(
     name=LANDING_SENSOR,
     jobs=[process_night, quarantine_rejects],
-    minimum_interval_seconds=30,
+    # A third of Dagster's default, as file watchers poll: a science frame waits about 10 s for the
+    # tick that sees it settled (an evaluation is a directory listing and a few catalog queries;
+    # skipped ticks are kept 7 days).
+    minimum_interval_seconds=LANDING_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches landing/ (and an S3 prefix, when one is configured) and requests a "
     "process_night run for each night and instrument with new, settled files (and a "

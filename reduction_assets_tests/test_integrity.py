@@ -267,3 +267,25 @@ def test_a_concurrent_insert_of_the_same_frame_counts_as_already_ingested(home, 
     assert report.already_ingested == [name] and report.ingested == []
     with catalog.session() as session:
         assert len(list(session.scalars(select(RawFrame)))) == 1
+
+
+def test_a_product_unchanged_since_its_record_is_trusted_without_reading_it(tmp_path, monkeypatch):
+    import datetime as dt
+    import os
+
+    import reduction_assets.storage.local as local
+    from reduction_assets.storage import Integrity, LocalStore, write_object
+
+    store = LocalStore(tmp_path)
+    checksum = write_object(store, "reduced/a.fits", lambda stream: stream.write(b"x" * 2880))
+    recorded = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=1)
+    read = []
+    real = local.sha256_of
+    monkeypatch.setattr(local, "sha256_of", lambda path: read.append(path) or real(path))
+    assert store.check_since("reduced/a.fits", checksum, recorded) is Integrity.OK and read == []
+    # Written after it was recorded: read and found changed.
+    (tmp_path / "reduced/a.fits").write_bytes(b"y" * 2880)
+    later = (recorded + dt.timedelta(seconds=60)).replace(tzinfo=dt.UTC).timestamp()
+    os.utime(tmp_path / "reduced/a.fits", (later, later))
+    assert store.check_since("reduced/a.fits", checksum, recorded) is Integrity.MISMATCH and len(read) == 1
+    assert store.check_since("reduced/b.fits", checksum, recorded) is Integrity.MISSING

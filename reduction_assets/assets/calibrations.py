@@ -223,7 +223,7 @@ def _master_of_group(
         existing is not None
         and existing.fingerprint == digest
         and not config.full_refresh
-        and products.check(existing.path, existing.checksum) is Integrity.OK
+        and products.check_since(existing.path, existing.checksum, existing.updated_at) is Integrity.OK
     ):
         return MasterOutcome(label, UP_TO_DATE, calibration=existing)
     masters = VerifiedMasters(catalog, products)
@@ -393,7 +393,7 @@ def pedestal_fits(
         if all(
             row is not None
             and row.fingerprint == digest
-            and products.check(row.path, row.checksum) is Integrity.OK
+            and products.check_since(row.path, row.checksum, row.updated_at) is Integrity.OK
             for row in existing.values()
         ):
             outcomes += [

@@ -146,7 +146,8 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
         and existing.fingerprint == digest
         and not run.config.full_refresh
         and (
-            existing.status != REDUCED or run.products.check(existing.path, existing.checksum) is Integrity.OK
+            existing.status != REDUCED
+            or run.products.check_since(existing.path, existing.checksum, existing.updated_at) is Integrity.OK
         )
     ):
         return FrameOutcome(frame.original_name, UP_TO_DATE)

@@ -249,7 +249,8 @@ def _stack_group(run: _Run, partition: str, key: str, members: list[Member], exi
         and not run.config.full_refresh
         and existing.status != FAILED
         and (
-            existing.status != STACKED or run.products.check(existing.path, existing.checksum) is Integrity.OK
+            existing.status != STACKED
+            or run.products.check_since(existing.path, existing.checksum, existing.updated_at) is Integrity.OK
         )
     ):
         return outcome(UP_TO_DATE, used=existing.n_members, path=existing.path)

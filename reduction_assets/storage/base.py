@@ -7,6 +7,7 @@ get a seekable binary stream; writers hand a function that writes one.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -63,6 +64,11 @@ class ObjectStore(Protocol):
 
     def check(self, key: str, checksum: str | None) -> Integrity:
         """Whether the object exists and hashes to ``checksum``."""
+
+    def check_since(self, key: str, checksum: str | None, recorded_at: dt.datetime) -> Integrity:
+        """:meth:`check`, cheaply where the store can tell that the object has not been written since
+        it was recorded (``recorded_at``, naive UTC): what decides whether a product is up to date
+        in every run. A full audit is `reduction-assets verify`."""
 
     def open(self, key: str) -> AbstractContextManager[BinaryIO]:
         """A seekable binary stream of the object; raises :class:`MissingObject`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import stat
@@ -44,6 +45,18 @@ class LocalStore:
         except FileNotFoundError:
             return Integrity.MISSING
         return Integrity.OK if actual == checksum else Integrity.MISMATCH
+
+    def check_since(self, key: str, checksum: str | None, recorded_at: dt.datetime) -> Integrity:
+        """OK without reading when the file is no newer than its catalog record (objects are written
+        before they are recorded, and never in place); else a full :meth:`check`. Damage that keeps
+        the modification time (bit rot) is found by `reduction-assets verify`."""
+        try:
+            modified = self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            return Integrity.MISSING
+        if modified <= recorded_at.replace(tzinfo=dt.UTC).timestamp():
+            return Integrity.OK
+        return self.check(key, checksum)
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
