@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: setup demo demo-daemon test dev validate bench bench-backfill bench-night clean
+.PHONY: setup browser demo demo-daemon test dev validate bench bench-backfill bench-night clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ demo-daemon: setup
 	rm -rf $(DEMO_HOME)-daemon
 	$(BIN)/python -m reduction_assets.daemon_demo --home $(DEMO_HOME)-daemon
 
+# Debian's chromium and chromium-driver for the UI tests, installed where missing and possible (as
+# root or with sudo); elsewhere those tests skip with the reason (and fail when CI=true).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null; then \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "chromium and chromium-driver are missing and cannot be installed here: the UI tests will skip"; fi; \
+	fi
+
 # Lint and formatting first (ruff.toml), then the whole suite.
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest reduction_assets_tests

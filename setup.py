@@ -26,6 +26,10 @@ setup(
         f"dagster-graphql=={DAGSTER}",
         f"dagster-postgres=={DAGSTER_LIBS}",
         f"dagster-aws=={DAGSTER_LIBS}",
+        # Distributed execution chosen in configuration: steps on Celery workers over RabbitMQ, runs
+        # as Kubernetes jobs (deploy/helm).
+        f"dagster-celery=={DAGSTER_LIBS}",
+        f"dagster-k8s=={DAGSTER_LIBS}",
         "astropy>=7.0,<9",
         "numpy>=2.0,<3",
         "numba>=0.60,<0.70",
@@ -51,6 +55,9 @@ setup(
             "reproject>=0.13",
             "moto[server]>=5.0",
             "ocs-ingester>=3.0",  # the tests compare archive records with LCO's ingester
+            "selenium>=4.20",  # drives Debian's chromium (chromium-driver) in the UI tests
+            "pillow>=10",  # the UI tests look at their screenshots
+            "psutil>=5.9",  # the fault tests find the connections of one process
         ],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4", "reproject>=0.13"],

@@ -29,8 +29,10 @@ from reduction_assets.catalog.archive import (
     REDUCED_LEVEL,
     STACK,
     Candidate,
+    VersionTaken,
     add_message,
     add_record,
+    hold_name,
     latest_record,
 )
 from reduction_assets.instruments import Instrument, Registry
@@ -191,19 +193,27 @@ def archive_one(
         if problems:
             outcome.reason = "; ".join(problems)
             return outcome
-        with catalog.session() as session:
-            latest = latest_record(session, candidate.name)
-        if latest is not None and latest.md5 == md5:
-            return _already_archived(candidate, latest)
-        version = latest.version + 1 if latest is not None else 1
-        key = archive_key(candidate.level, candidate.instrument, candidate.night, version, candidate.name)
-        if check_only:
-            return Outcome(candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key)
-        archive.put_file(copy, key, sha, replace=True)
         primary = headers[0]
         proposal = str(primary.get("PROPID") or "").strip() or None
+        uploaded = None
         try:
             with catalog.session() as session:
+                # Holding the name from the version check to the commit: a run that archives the
+                # same file at the same moment (overlapping backfills) waits and then finds it.
+                hold_name(session, candidate.name)
+                latest = latest_record(session, candidate.name)
+                if latest is not None and latest.md5 == md5:
+                    return _already_archived(candidate, latest)
+                version = latest.version + 1 if latest is not None else 1
+                key = archive_key(
+                    candidate.level, candidate.instrument, candidate.night, version, candidate.name
+                )
+                if check_only:
+                    return Outcome(
+                        candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key
+                    )
+                archive.put_file(copy, key, sha, replace=True)
+                uploaded = key
                 row = add_record(
                     session,
                     name=candidate.name,
@@ -233,8 +243,17 @@ def archive_one(
                 if notify:
                     add_message(session, row)
                 record_id = row.id
+        except VersionTaken:
+            # Another process recorded this version first (on SQLite, where nothing waits): the key
+            # is its record's now, so the object stays. The same content is simply archived.
+            with catalog.session() as session:
+                latest = latest_record(session, candidate.name)
+            if latest is not None and latest.md5 == md5:
+                return _already_archived(candidate, latest)
+            raise
         except Exception:
-            archive.remove(key)  # no object without its record
+            if uploaded is not None:
+                archive.remove(uploaded)  # no object without its record
             raise
     return Outcome(
         candidate.name, candidate.level, ARCHIVED, version=version, record_id=record_id, object_key=key

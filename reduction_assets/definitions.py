@@ -15,10 +15,13 @@ definitions when it loads the code location, not when this module is imported:
   landing/ alone, or also the objects under ``REDUCTION_LANDING_BUCKET`` and
   ``REDUCTION_LANDING_PREFIX`` (``REDUCTION_LANDING_ENDPOINT_URL`` for another S3-compatible
   service; the same AWS credentials), copied into landing/s3/ by the landing sensor;
-- ``REDUCTION_EXECUTOR`` (``in_process`` by default, or ``multiprocess``) chooses how a run executes
-  its steps. A partition's steps run one after the other anyway (each needs the one before), so in
-  process they cost only their work; ``multiprocess`` isolates steps in processes started from a
-  preloaded forkserver. Memory-heavy steps are serialised by the ``stacking`` pool either way.
+- ``REDUCTION_EXECUTOR`` (``in_process`` by default, ``multiprocess`` or ``celery``) chooses how a run
+  executes its steps. A partition's steps run one after the other anyway (each needs the one before),
+  so in process they cost only their work; ``multiprocess`` isolates steps in processes started from
+  a preloaded forkserver; ``celery`` sends each step to Celery workers over RabbitMQ
+  (``REDUCTION_CELERY_BROKER_URL``, :mod:`reduction_assets.celery_execution`). Memory-heavy steps are
+  serialised by the ``stacking`` pool either way. Runs themselves go where dagster.yaml's run
+  launcher puts them (Kubernetes jobs with dagster-k8s: deploy/helm).
 """
 
 from __future__ import annotations
@@ -90,14 +93,19 @@ def archive_for(kind: str, home: ReductionHomeResource) -> ArchiveStoreResource:
 
 
 def executor_for(name: str) -> ExecutorDefinition:
-    """``in_process`` (the default) or ``multiprocess`` with a forkserver that preloads the package."""
+    """``in_process`` (the default), ``multiprocess`` with a forkserver that preloads the package, or
+    ``celery`` (steps on Celery workers)."""
+    if name == "celery":
+        from reduction_assets.celery_execution import celery_executor
+
+        return celery_executor
     if name == "in_process":
         return in_process_executor
     if name == "multiprocess":
         return multiprocess_executor.configured(
             {"start_method": {"forkserver": {"preload_modules": ["reduction_assets.definitions"]}}}
         )
-    raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected 'in_process' or 'multiprocess'")
+    raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected 'in_process', 'multiprocess' or 'celery'")
 
 
 def build_definitions(

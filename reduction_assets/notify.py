@@ -9,7 +9,6 @@ duplicate after a crash between the two is recognisable.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import kombu
@@ -17,6 +16,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.archive import mark_attempt_failed, mark_delivered, pending_messages
+from reduction_assets.catalog.db import without_credentials
 
 EXCHANGE_TYPE = "topic"  # routing key <level>.<instrument>: consumers bind what they want
 
@@ -30,8 +30,7 @@ class Delivery:
 
 def redacted(text: str, broker_url: str) -> str:
     """``text`` without the broker URL's credentials (user:password@ anywhere in it)."""
-    text = text.replace(broker_url, "<broker>")
-    return re.sub(r"//[^/@\s]*:[^/@\s]*@", "//***@", text)
+    return without_credentials(text.replace(broker_url, "<broker>"))
 
 
 def deliver_pending(

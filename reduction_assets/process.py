@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from dagster import DagsterInstance
 
 from reduction_assets.catalog import Catalog
+from reduction_assets.catalog.db import without_credentials
 from reduction_assets.catalog.reports import not_reducible_frames
 from reduction_assets.fits.headers import shown
 from reduction_assets.home import Home, HomeBusy, read_text_or_none
@@ -92,13 +93,40 @@ def instance_for(home: Home) -> DagsterInstance:
     """The Dagster instance stored in ``home`` (DAGSTER_HOME is set for anything that forks)."""
     home.ensure()
     os.environ["DAGSTER_HOME"] = str(home.dagster)
+    retries = _ConnectionRetries()
+    root = logging.getLogger()
+    root.addFilter(retries)
     try:
         return DagsterInstance.from_config(str(home.dagster))
     except Exception as err:
         cause = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        cause = f"{type(err).__name__}: {cause.strip()}"
+        if retries.last:  # dagster-postgres says only "too many retries": name the reason it retried
+            cause = retries.last
         raise InstanceUnavailable(
-            f"cannot open the Dagster instance in {home.dagster}: {type(err).__name__}: {cause.strip()}"
+            f"cannot open the Dagster instance in {home.dagster}: {without_credentials(cause)}"
         ) from err
+    finally:
+        root.removeFilter(retries)
+
+
+class _ConnectionRetries(logging.Filter):
+    """Keeps dagster-postgres's "Retrying failed database connection" warnings (one per attempt, on
+    the root logger) off the terminal, remembering the last one's reason for the error."""
+
+    PREFIX = "Retrying failed database connection: "
+
+    def __init__(self):
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        reason = message[len(self.PREFIX) :].split("\n", 1)[0]
+        self.last = reason.replace("(psycopg2.OperationalError) ", "").strip()
+        return False
 
 
 def check_catalog(home: Home, catalog_url: str | None = None) -> None:

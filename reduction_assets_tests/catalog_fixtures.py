@@ -10,6 +10,7 @@ from reduction_assets.catalog import Catalog
 from reduction_assets_tests.conftest import require
 
 POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+BROKER = "amqp://guest:guest@127.0.0.1:5672//"  # the local RabbitMQ
 
 
 def postgres_available() -> bool:
@@ -47,3 +48,14 @@ def catalog(request, tmp_path):
         with admin.begin() as connection:
             connection.execute(text(f'drop schema "{schema}" cascade'))
         admin.dispose()
+
+
+def broker_available() -> bool:
+    import kombu
+
+    try:
+        with kombu.Connection(BROKER, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False

@@ -224,8 +224,11 @@ def test_the_executor_is_chosen_per_deployment(monkeypatch):
 
     assert executor_for("in_process").name == "in_process"
     assert executor_for("multiprocess").name == "multiprocess"  # steps in processes: test_deployment
-    with pytest.raises(ValueError, match="REDUCTION_EXECUTOR"):
-        executor_for("celery")
+    assert executor_for("celery").name == "celery"  # steps on Celery workers: test_production
+    with pytest.raises(
+        ValueError, match="REDUCTION_EXECUTOR='dask': expected 'in_process', 'multiprocess' or 'celery'"
+    ):
+        executor_for("dask")
     monkeypatch.setenv("REDUCTION_EXECUTOR", "multiprocess")
     assert defs().resolve_job_def("process_night").executor_def.name == "multiprocess"
 

@@ -170,3 +170,88 @@ def test_backfill_runs_are_throttled_below_the_run_limit(path):
     runs = yaml.safe_load((ROOT / path).read_text())["concurrency"]["runs"]
     (limit,) = [entry for entry in runs["tag_concurrency_limits"] if entry["key"] == "dagster/backfill"]
     assert "value" not in limit and 1 <= limit["limit"] < runs["max_concurrent_runs"]
+
+
+def yaml_of(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((DEPLOY / name).read_text())
+
+
+def test_the_image_has_a_writable_numba_cache_and_starts_the_code_server():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    env = dict(re.findall(r"\b([A-Z_]+)=(\S+)", dockerfile.split("ENV", 1)[1].split("WORKDIR", 1)[0]))
+    assert env["NUMBA_CACHE_DIR"] == "/var/cache/numba" and env["REDUCTION_DEPLOYMENT"] == "production"
+    assert re.search(r'chown -R reduction:reduction "\$NUMBA_CACHE_DIR"', dockerfile)
+    assert "USER reduction" in dockerfile and '"/usr/bin/tini", "--"' in dockerfile
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+    assert '"reduction_assets.definitions", "-a", "defs"' in dockerfile
+    assert env["DAGSTER_HOME"] == env["REDUCTION_HOME"] + "/dagster"
+
+
+def commands_of_compose() -> dict[str, list[str]]:
+    services = yaml_of("compose.yaml")["services"]
+    return {name: service["command"] for name, service in services.items() if "command" in service}
+
+
+def test_the_compose_file_runs_every_process_of_the_topology_from_existing_modules():
+    import importlib
+
+    commands = commands_of_compose()
+    assert set(commands) == {"code-server", "daemon", "webserver", "worker"}
+    assert commands["code-server"][:3] == ["dagster", "api", "grpc"]
+    assert importlib.import_module("reduction_assets.definitions").defs
+    worker = commands["worker"]
+    assert worker[:3] == ["celery", "-A", "reduction_assets.celery_execution"] and "--pool=threads" in worker
+    for name in ("daemon", "webserver"):
+        workspace = commands[name][commands[name].index("-w") + 1]
+        assert workspace == "/opt/reduction/deploy/workspace.yaml"  # where the Dockerfile copies it
+    assert {"postgres", "rabbitmq"} <= set(yaml_of("compose.yaml")["services"])
+    assert (DEPLOY / "postgres-init.sh").stat().st_mode & 0o111
+
+
+def test_the_compose_environment_gives_every_variable_dagster_yaml_and_the_workspace_read():
+    compose = yaml_of("compose.yaml")
+    environment = compose["x-reduction"]["environment"]
+    wanted = set()
+    for name in ("dagster.yaml", "workspace.yaml"):
+        wanted |= set(re.findall(r"\{env: ([A-Z_]+)\}", (DEPLOY / name).read_text()))
+    assert wanted <= set(environment), wanted - set(environment)
+    assert set(environment) <= set(env_example()) | {"AWS_DEFAULT_REGION"}, set(environment) - set(
+        env_example()
+    )
+    assert environment["REDUCTION_CATALOG_URL"].startswith("postgresql+psycopg2://")
+    # Passwords come from the operator's env file, never from the compose file itself.
+    for key, value in environment.items():
+        if "PASSWORD" in key or "SECRET" in key or "URL" in key:
+            assert "change-me" not in str(value) and not re.search(r":[^:@/${}]+@", str(value)), key
+
+
+def test_the_helm_values_launch_runs_as_kubernetes_jobs_of_the_code_servers_image():
+    import importlib
+
+    from dagster_k8s import K8sRunLauncher
+
+    values = yaml_of("helm/values.yaml")
+    assert values["runLauncher"]["type"] == K8sRunLauncher.__name__
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    args = deployment["dagsterApiGrpcArgs"]
+    module, attribute = args[args.index("-m") + 1], args[args.index("-a") + 1]
+    assert callable(getattr(importlib.import_module(module), attribute))
+    env = {item["name"]: item["value"] for item in deployment["env"]}
+    assert set(env) <= set(env_example()), set(env) - set(env_example())
+    assert env["REDUCTION_DEPLOYMENT"] == "production" and env["NUMBA_CACHE_DIR"]
+    assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
+    assert values["global"]["dagsterHome"] == env["REDUCTION_HOME"] + "/dagster"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    mounts = {m["mountPath"] for m in launcher["volumeMounts"]}
+    assert env["REDUCTION_HOME"] in mounts  # run pods see the products the code server sees
+    limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    backfill = {t["key"]: t["limit"] for t in limits["tagConcurrencyLimits"]}["dagster/backfill"]
+    assert backfill < limits["maxConcurrentRuns"]
+    # Secrets only by reference: no password, key or credential-bearing URL in the values.
+    text_of_values = (DEPLOY / "helm" / "values.yaml").read_text()
+    assert not re.search(r"(?i)(password|secret_access_key)\s*:\s*\S", text_of_values)
+    assert not re.search(r"://[^/\s:@]+:[^/\s@]+@", text_of_values)

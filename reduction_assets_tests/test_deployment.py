@@ -6,7 +6,6 @@ import datetime as dt
 import os
 import re
 import signal
-import time
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -16,7 +15,7 @@ from reduction_assets.cli import main
 from reduction_assets.home import Home
 from reduction_assets.simulate import SimulationConfig, simulate_night
 from reduction_assets_tests.conftest import NIGHT, deliver
-from reduction_assets_tests.deployment import LocalDeployment
+from reduction_assets_tests.deployment import LocalDeployment, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,16 +36,6 @@ def deployment(tmp_path_factory, registry):
         running.instance = instance
         yield running
         instance.dispose()
-
-
-def wait_for(predicate, timeout=240.0, step=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not reached")
 
 
 def finished(instance, run_id):

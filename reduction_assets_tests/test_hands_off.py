@@ -12,7 +12,7 @@ from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.reports import progress_rows
 from reduction_assets.cli import main
 from reduction_assets_tests.conftest import NIGHT, deliver
-from reduction_assets_tests.deployment import LocalDeployment
+from reduction_assets_tests.deployment import LocalDeployment, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,6 @@ def night_row(home) -> dict:
             return progress_rows(session, NIGHT, NIGHT, ["lcosim"])[0]
     finally:
         catalog.dispose()
-
-
-def wait_for(predicate, timeout: float, what: str, deployment):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(
-        f"{what} not reached in {timeout:.0f} s; log:\n{deployment.logs.read_text()[-3000:]}"
-    )
 
 
 RUNS = """query($trigger: String!) {

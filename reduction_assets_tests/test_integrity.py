@@ -182,7 +182,10 @@ def test_a_crash_between_publishing_a_product_and_committing_its_row_is_redone(n
             [reduced_frames],
             partition_key=partition_key("lcosim", "2026-11-20"),
             resources={"home": ReductionHomeResource(home=str(home.root))},
-            run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True}}}},
+            # Another threshold: a product with other bytes (the same settings make the same bytes).
+            run_config={
+                "ops": {"reduced_frames": {"config": {"full_refresh": True, "detection_threshold": 8.0}}}
+            },
         )
     monkeypatch.setattr(StagedObject, "publish", real_publish)
     (key,) = published

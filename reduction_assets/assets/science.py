@@ -34,6 +34,7 @@ from reduction_assets.assets.common import (
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.calibrations import BEFORE, CalibrationChoice, select_for_frame
 from reduction_assets.catalog.db import is_transient
+from reduction_assets.catalog.integrity import STALE
 from reduction_assets.catalog.operations import settle_rework
 from reduction_assets.catalog.products import (
     NOT_REDUCIBLE,
@@ -162,7 +163,11 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
     if reason is None:
         try:
             return _reduce_and_record(run, frame, mode, choice, digest)
-        except (NotReducible, DamagedMaster) as err:
+        except DamagedMaster as err:
+            # The master is rebuilt to the same bytes (products are reproducible), so the same
+            # fingerprint would call this frame done: stale, it is reduced again after the rebuild.
+            reason, digest = str(err), STALE
+        except NotReducible as err:
             reason = str(err)
         except Exception as err:
             if is_transient(err):

@@ -4,11 +4,13 @@ of what was archived (one row per version of a file)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import (
@@ -175,6 +177,15 @@ def archive_candidates(session: Session, instrument: str, night: dt.date) -> lis
     return found
 
 
+def hold_name(session: Session, name: str) -> None:
+    """Make other transactions that archive ``name`` wait until this one ends (a PostgreSQL
+    transaction-level advisory lock; SQLite has one writer anyway, and the record's unique version
+    catches the rest). Overlapping runs of a night then archive each file once."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": digest})
+
+
 def latest_record(session: Session, name: str) -> ArchiveRecord | None:
     """The newest version of a file in the archive, or None."""
     row = session.scalars(
@@ -185,10 +196,21 @@ def latest_record(session: Session, name: str) -> ArchiveRecord | None:
     return row
 
 
+class VersionTaken(Exception):
+    """Another process recorded the same name at the same version first."""
+
+
 def add_record(session: Session, **values: Any) -> ArchiveRecord:
+    """Add an archive record; raises :class:`VersionTaken` (the transaction is then lost) when the
+    name already has this version."""
     row = ArchiveRecord(**values)
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError as err:
+        raise VersionTaken(
+            f"{values.get('name')} version {values.get('version')} is recorded already"
+        ) from err
     return row
 
 

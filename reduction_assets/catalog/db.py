@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +57,12 @@ def is_transient(err: BaseException) -> bool:
 
 class CatalogUnavailable(RuntimeError):
     """The catalog database cannot be used; the message is one line naming the cause (no secrets)."""
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it masked (error messages of drivers
+    and brokers may quote the URL they were given)."""
+    return re.sub(r"//[^/@\s]*:[^/@\s]*@", "//***@", text)
 
 
 def safe_url(url: str) -> str:
@@ -119,16 +128,30 @@ class Catalog:
         if revision == _head_revision() and tables:
             return
         try:
-            with self.engine.begin() as connection:
+            with _MIGRATING, self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # Processes (code server, workers, CLI) starting at once on a new database take
+                    # turns; the later ones find the schema current.
+                    connection.execute(
+                        text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+                tables = set(inspect(connection).get_table_names())
+                revision = MigrationContext.configure(connection).get_current_revision()
+                if revision == _head_revision() and tables:
+                    return
                 config = _alembic_config(connection)
                 if revision is None and "raw_frames" in tables:
                     command.stamp(config, BASELINE_REVISION)
                 command.upgrade(config, "head")
         except DBAPIError:
-            # Another process upgraded the same database at the same moment: fine if it is current.
-            with self.engine.connect() as connection:
-                if MigrationContext.configure(connection).get_current_revision() != _head_revision():
-                    raise
+            # Another process upgraded the same SQLite file at the same moment (PostgreSQL takes
+            # turns above): fine once that one has committed.
+            for pause in (0.0, 0.5, 1.0, 2.0, 4.0):
+                time.sleep(pause)
+                with self.engine.connect() as connection:
+                    if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+                        return
+            raise
 
     def check(self) -> None:
         """Connect once and create missing tables; raises :class:`CatalogUnavailable` with one line
@@ -184,6 +207,11 @@ class Catalog:
 
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# alembic keeps the migration being run in module-level state: two threads of one process (the
+# code server evaluates both sensors at once) must not migrate at the same time, or each runs
+# the other's steps on its own connection and both hang.
+_MIGRATING = threading.Lock()
+MIGRATION_LOCK_KEY = 0x7265647563  # "reduc": the catalog's PostgreSQL advisory lock for migrations
 BASELINE_REVISION = "0001"  # the schema of release 0.1.0, which had no migrations
 
 

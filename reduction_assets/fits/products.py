@@ -188,6 +188,17 @@ def _dq_hdu(dq: np.ndarray) -> fits.ImageHDU:
     return hdu
 
 
+DATASUM_COMMENT = "data unit checksum"
+CHECKSUM_COMMENT = "HDU checksum"
+
+
 def write_hdul(hdul: fits.HDUList, stream: BinaryIO) -> None:
-    """Write a product to a binary stream, with FITS CHECKSUM/DATASUM cards."""
-    hdul.writeto(stream, checksum=True)
+    """Write a product to a binary stream, with FITS CHECKSUM/DATASUM cards.
+
+    The cards' comments carry no time (astropy's default says when the sum was made), so the same
+    product made twice, in process or on another machine, is the same bytes: products are
+    compared, deduplicated and archived by their SHA-256."""
+    for hdu in hdul:
+        hdu.add_datasum(when=DATASUM_COMMENT)
+        hdu.add_checksum(when=CHECKSUM_COMMENT, override_datasum=True)
+    hdul.writeto(stream, checksum=False)

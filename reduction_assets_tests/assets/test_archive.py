@@ -12,6 +12,7 @@ from reduction_assets.catalog.models import ArchiveMessage, ArchiveRecord
 from reduction_assets.checksums import sha256_of
 from reduction_assets.home import Home
 from reduction_assets.resources import ArchiveStoreResource
+from reduction_assets_tests.catalog_fixtures import BROKER, broker_available
 from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.runs import PARTITION, BuiltNight, metadata, run_asset, run_partition
 from reduction_assets_tests.s3 import SECRET, MotoS3
@@ -224,20 +225,6 @@ def test_a_camera_with_other_keywords_is_archived_whole(home, noirsim_night):
     result = run_partition(home, deliver(noirsim_night.frames, home.landing), instrument="noirsim")
     assert metadata(result, "archive_records")["invalid"].value == 0
     assert metadata(result, "archive_records")["archived"].value == sum(FILES.values())
-
-
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def broker_available() -> bool:
-    import kombu
-
-    try:
-        with kombu.Connection(BROKER, connect_timeout=2) as connection:
-            connection.ensure_connection(max_retries=1)
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture

@@ -99,3 +99,32 @@ def test_a_catalog_of_release_0_1_0_is_upgraded_in_place_and_keeps_its_rows(empt
             "masters/b.fits",
         )
     catalog.dispose()
+
+
+def test_threads_and_processes_opening_a_new_catalog_at_once_all_find_it_current(empty_url):
+    """The code server evaluates both sensors at once: alembic's module-level state must not be
+    shared by two migrations (they used to hang each other on PostgreSQL)."""
+    import subprocess
+    import sys
+    import threading
+
+    script = "import sys; from reduction_assets.catalog import Catalog; Catalog(sys.argv[1]).create()"
+    others = [subprocess.Popen([sys.executable, "-c", script, empty_url]) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def first_use():
+        try:
+            Catalog(empty_url).create()
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=first_use, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [t.is_alive() for t in threads] == [False] * 4 and errors == []
+    assert [p.wait(timeout=120) for p in others] == [0, 0]
+    catalog = Catalog(empty_url)
+    assert revision_of(catalog) == _head_revision()
+    catalog.dispose()
