@@ -277,6 +277,23 @@ def _list_ignored(home, as_json: bool) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from reduction_assets.catalog import Catalog, safe_url
+
+    home = resolve_home(args.home).ensure()
+    catalog = Catalog(home.catalog_url())
+    try:
+        before, after = catalog.upgrade()
+    finally:
+        catalog.dispose()
+    where = safe_url(home.catalog_url())
+    if before == after:
+        print(f"catalog {where}: schema {after} is current, nothing to do")
+    else:
+        print(f"catalog {where}: schema upgraded from {before or 'nothing'} to {after}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     from tqdm import tqdm
 
@@ -753,6 +770,11 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--all", action="store_true", help="with a range, list nights without data too")
     prog.add_argument("--json", action="store_true")
     prog.set_defaults(func=cmd_progress)
+
+    mig = sub.add_parser(
+        "migrate", parents=[home], help="bring the catalog's schema to this release (alembic; idempotent)"
+    )
+    mig.set_defaults(func=cmd_migrate)
 
     quar = sub.add_parser("quarantine", parents=[home], help="list quarantined files, oldest first")
     quar.add_argument("--all", action="store_true", help="include resolved (transient) entries")

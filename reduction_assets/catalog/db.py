@@ -153,6 +153,22 @@ class Catalog:
                         return
             raise
 
+    def upgrade(self) -> tuple[str | None, str]:
+        """Bring the schema to the current release; returns the alembic revisions before (None: an
+        empty database or a catalog of 0.1.0) and after. Running it again changes nothing. Raises
+        :class:`CatalogUnavailable` with one line when the database cannot be used."""
+        try:
+            with self.engine.connect() as connection:
+                before = MigrationContext.configure(connection).get_current_revision()
+            self.create()
+            with self.engine.connect() as connection:
+                after = MigrationContext.configure(connection).get_current_revision()
+        except DBAPIError as err:
+            raise CatalogUnavailable(
+                f"cannot use the catalog at {safe_url(self.url)}: {_cause(err)}"
+            ) from err
+        return before, after
+
     def check(self) -> None:
         """Connect once and create missing tables; raises :class:`CatalogUnavailable` with one line
         naming the cause (wrong host or port, missing database, no such folder, bad credentials)."""

@@ -128,3 +128,32 @@ def test_threads_and_processes_opening_a_new_catalog_at_once_all_find_it_current
     catalog = Catalog(empty_url)
     assert revision_of(catalog) == _head_revision()
     catalog.dispose()
+
+
+def test_the_migrate_command_upgrades_once_and_then_does_nothing(tmp_path, capsys, monkeypatch):
+    from reduction_assets.cli import main
+
+    monkeypatch.delenv("REDUCTION_CATALOG_URL", raising=False)
+    home = str(tmp_path / "home")
+    assert main(["--home", home, "migrate"]) == 0
+    first = capsys.readouterr().out
+    assert main(["--home", home, "migrate"]) == 0
+    second = capsys.readouterr().out
+    assert f"schema upgraded from nothing to {_head_revision()}" in first
+    assert f"schema {_head_revision()} is current, nothing to do" in second
+
+
+def test_the_migrate_command_names_an_unusable_database_without_its_password(tmp_path, capsys, monkeypatch):
+    from reduction_assets.cli import main
+
+    require(postgres_available(), f"PostgreSQL is not reachable at {POSTGRES_URL}")
+    url = "postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:5432/no_such_catalog_database"
+    monkeypatch.setenv("REDUCTION_CATALOG_URL", url)
+    assert main(["--home", str(tmp_path / "home"), "migrate"]) != 0
+    captured = capsys.readouterr()
+    assert "s3cret-pw" not in captured.out + captured.err
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(
+        "migrate: cannot use the catalog at postgresql+psycopg2://postgres:***@127.0.0.1:5432/no_such_catalog_database"
+    )
+    assert line.endswith('database "no_such_catalog_database" does not exist')
