@@ -51,11 +51,14 @@ browser:
 	  else echo "chromium and chromium-driver are missing and cannot be installed here: the UI tests will skip"; fi; \
 	fi
 
-# Lint and formatting first (ruff.toml), then the whole suite.
+# Lint and formatting first (ruff.toml), then the whole suite in TEST_WORKERS processes (most slow
+# tests wait on daemons and subprocesses). A test file stays in one process: its tests share module
+# fixtures, and test_production's Celery workers share one queue.
+TEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest reduction_assets_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile reduction_assets_tests
 
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the
 # co-add benchmark writes 10 frames of 2048² to a temporary folder).

@@ -50,6 +50,7 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",  # make test runs the files in two processes
             "ruff==0.17.6",
             "requests>=2.31",
             "reproject>=0.13",
