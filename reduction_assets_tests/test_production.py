@@ -130,9 +130,9 @@ def test_two_celery_workers_make_the_same_products_as_an_in_process_run(
     assert "guest:guest" not in log
 
 
-def stacks_workers(deployment) -> list[str]:
-    """The Celery workers (``worker1``, ``worker2``) that started executing a stacks step, in order,
-    read from the instance's event log in PostgreSQL (polled faster than GraphQL allows)."""
+def instance_events(deployment, where: str) -> list[tuple[str, str]]:
+    """(run id, event JSON) of the instance's events matching a SQL condition, oldest first, read
+    from PostgreSQL directly (polled faster than GraphQL allows)."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -140,15 +140,38 @@ def stacks_workers(deployment) -> list[str]:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "select event from event_logs where step_key = 'stacks' "
-                    "and dagster_event_type = 'ENGINE_EVENT' and event like '%in celery worker%' order by id"
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    text(f"select run_id, event from event_logs where {where} order by id")
                 )
-            ).scalars()
-            return [found.group(1) for row in rows if (found := re.search(r"(worker\d)@", row))]
+            ]
     finally:
         engine.dispose()
+
+
+def stacks_workers(deployment) -> list[str]:
+    """The Celery workers (``worker1``, ``worker2``) that started executing a stacks step, in order."""
+    rows = instance_events(
+        deployment,
+        "step_key = 'stacks' and dagster_event_type = 'ENGINE_EVENT' and event like '%in celery worker%'",
+    )
+    return [found.group(1) for _, event in rows if (found := re.search(r"(worker\d)@", event))]
+
+
+def run_worker_in_stacks(deployment) -> int | None:
+    """The pid of the run worker (the process of a run) once its stacks step has started."""
+    started = instance_events(deployment, "step_key = 'stacks' and dagster_event_type = 'STEP_START'")
+    if not started:
+        return None
+    run_id = started[0][0]
+    for _, event in instance_events(
+        deployment, f"run_id = '{run_id}' and event like '%Started process for run%'"
+    ):
+        found = re.search(r"Started process for run \(pid: (\d+)\)", event)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +211,40 @@ def test_a_celery_worker_killed_in_the_middle_of_a_stack_leaves_the_step_to_the_
     assert sorted(s.status for s in stacks) == ["stacked"] * 2  # one target, two filters
     assert len(members) == len(set(members))  # no member recorded twice by the step run twice
     assert verified == 0  # every stored file matches its catalog checksum, none is missing
+    assert not list(deployment.home.scratch.rglob("*.fits"))
+
+
+def test_a_run_worker_killed_in_the_middle_of_a_stack_is_re_executed_from_the_failure(
+    tmp_path, postgres, wide_night, monkeypatch
+):
+    import os
+
+    with ProductionDeployment(tmp_path, postgres) as deployment:
+        deliver(wide_night.frames, deployment.home.landing)
+        pid = wait_for(lambda: run_worker_in_stacks(deployment), 600, "the stacks step", deployment, 0.05)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: materialized(deployment, "archive_records"), 600, "archive records", deployment)
+        done = wait_for(lambda: settled(deployment), 300, "the end of the runs", deployment)
+        steps = instance_events(deployment, "dagster_event_type = 'STEP_START'")
+        catalog = Catalog(deployment.catalog_url)
+        with catalog.session() as session:
+            stacks = session.query(Stack).all()
+            members = session.query(StackMember.stack_id, StackMember.product_id).all()
+        catalog.dispose()
+        monkeypatch.setenv("REDUCTION_CATALOG_URL", deployment.catalog_url)
+        verified = main(["--home", str(deployment.home.root), "verify"])
+    statuses = sorted(r["status"] for r in done)
+    retries = [
+        r for r in done if {t["key"]: t["value"] for t in r["tags"]}.get("dagster/retry_number") == "1"
+    ]
+    assert "FAILURE" in statuses and len(retries) == 1 and retries[0]["status"] == "SUCCESS", done
+    # From the failure: the retry starts at the stacks, not at the raw frames again.
+    retry_steps = {m.group(1) for run_id, event in steps if run_id == retries[0]["runId"]
+                   for m in re.finditer(r"execution of step \\?\"(\w+)", event)}  # fmt: skip
+    assert retry_steps and "raw_frames" not in retry_steps and "stacks" in retry_steps, retry_steps
+    assert sorted(s.status for s in stacks) == ["stacked"] * 2
+    assert len(members) == len(set(members))
+    assert verified == 0
     assert not list(deployment.home.scratch.rglob("*.fits"))
 
 
