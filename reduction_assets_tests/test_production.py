@@ -174,6 +174,17 @@ def run_worker_in_stacks(deployment) -> int | None:
     return None
 
 
+def stacks_after(deployment, monkeypatch) -> tuple[list, list, int]:
+    """The night's stacks, their (stack, product) member pairs, and what `verify` returned."""
+    catalog = Catalog(deployment.catalog_url)
+    with catalog.session() as session:
+        stacks = session.query(Stack).all()
+        members = session.query(StackMember.stack_id, StackMember.product_id).all()
+    catalog.dispose()
+    monkeypatch.setenv("REDUCTION_CATALOG_URL", deployment.catalog_url)
+    return stacks, members, main(["--home", str(deployment.home.root), "verify"])
+
+
 @pytest.fixture(scope="module")
 def wide_night(tmp_path_factory, registry):
     """A night of 1024² frames, one target in two filters: stacks that take seconds, long enough
@@ -198,13 +209,7 @@ def test_a_celery_worker_killed_in_the_middle_of_a_stack_leaves_the_step_to_the_
         wait_for(lambda: materialized(deployment, "archive_records"), 600, "archive records", deployment)
         done = wait_for(lambda: settled(deployment), 300, "the end of the runs", deployment)
         stacked_by = stacks_workers(deployment)
-        catalog = Catalog(deployment.catalog_url)
-        with catalog.session() as session:
-            stacks = session.query(Stack).all()
-            members = session.query(StackMember.stack_id, StackMember.product_id).all()
-        catalog.dispose()
-        monkeypatch.setenv("REDUCTION_CATALOG_URL", deployment.catalog_url)
-        verified = main(["--home", str(deployment.home.root), "verify"])
+        stacks, members, verified = stacks_after(deployment, monkeypatch)
     assert {r["status"] for r in done} == {"SUCCESS"}, done
     survivor = ({"worker1", "worker2"} - {victim}).pop()
     assert stacked_by == [victim, survivor]  # the step began again on the other worker
@@ -226,13 +231,7 @@ def test_a_run_worker_killed_in_the_middle_of_a_stack_is_re_executed_from_the_fa
         wait_for(lambda: materialized(deployment, "archive_records"), 600, "archive records", deployment)
         done = wait_for(lambda: settled(deployment), 300, "the end of the runs", deployment)
         steps = instance_events(deployment, "dagster_event_type = 'STEP_START'")
-        catalog = Catalog(deployment.catalog_url)
-        with catalog.session() as session:
-            stacks = session.query(Stack).all()
-            members = session.query(StackMember.stack_id, StackMember.product_id).all()
-        catalog.dispose()
-        monkeypatch.setenv("REDUCTION_CATALOG_URL", deployment.catalog_url)
-        verified = main(["--home", str(deployment.home.root), "verify"])
+        stacks, members, verified = stacks_after(deployment, monkeypatch)
     statuses = sorted(r["status"] for r in done)
     retries = [
         r for r in done if {t["key"]: t["value"] for t in r["tags"]}.get("dagster/retry_number") == "1"
