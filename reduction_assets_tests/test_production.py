@@ -314,7 +314,8 @@ def test_two_overlapping_backfills_of_the_same_night_make_everything_once(
     assert len(products) == len(set(products)) == 12 and len(stacks) == len(set(stacks)) == 4
     assert {version for _, version in records} == {1}  # nothing archived twice
     archived = {name for name, _ in records}
-    expected = {Path(p).name for p in raw_names + [p for p, _ in masters] + products + stacks}
+    # (A frame the later run found not reducible has no file: nothing of it to archive.)
+    expected = {Path(p).name for p in raw_names + [p for p, _ in masters] + products + stacks if p}
     assert len(records) == len(archived) and archived == expected, expected ^ archived
 
 
