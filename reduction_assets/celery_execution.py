@@ -26,7 +26,6 @@ from reduction_assets.notify import redacted
 
 BROKER_URL_ENV = "REDUCTION_CELERY_BROKER_URL"  # amqp://user:password@host:5672/vhost
 RESULT_BACKEND = "rpc://"  # results over the broker itself: nothing else to run
-QUEUE = "dagster"  # dagster-celery's queue: workers take steps from it
 BROKER_CHECK_SECONDS = 10.0
 # A step's message is acknowledged only when the step has ended, so that a worker killed in the
 # middle of a step (a lost machine, the OOM killer) leaves it on the queue for another worker,

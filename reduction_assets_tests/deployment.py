@@ -40,8 +40,39 @@ def write_workspace(folder: Path) -> Path:
     return workspace
 
 
-class Backfills:
-    """Partition backfills through the webserver's GraphQL API (``self.graphql``, ``self.client``)."""
+class Deployment:
+    """What both deployments share: the webserver's GraphQL API (``self.graphql``, ``self.client``),
+    the Dagster CLI in the deployment's environment (``self.env``, ``self.cwd``, ``self.workspace``)
+    and the processes' log (``self.logs``)."""
+
+    def dagster(self, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(BIN / "dagster"), *argv],
+            env=self.env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    def stop_sensors(self) -> None:
+        """Stop both sensors (`dagster sensor stop`), for tests that launch every run themselves."""
+        for name in ("landing_sensor", "calibration_sensor"):
+            done = self.dagster("sensor", "stop", name, "-w", str(self.workspace))
+            if done.returncode != 0 and "already" not in done.stdout + done.stderr:
+                raise RuntimeError(f"dagster sensor stop {name}: {done.stderr[-2000:]}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.logs.read_text(errors="replace")[-chars:] if self.logs.exists() else ""
+
+    def _location_loaded(self) -> bool:
+        data = self.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name "
+            "locationOrLoadError { __typename } } } } }"
+        )
+        entries = data["workspaceOrError"]["locationEntries"]
+        return any(e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                   for e in entries)  # fmt: skip
 
     def launch_backfill(self, assets: Iterable[str], partitions: list[str]) -> str:
         """An asset backfill as the UI's asset dialog launches it (``partitionNames``): the
@@ -65,7 +96,7 @@ class Backfills:
         raise TimeoutError(f"backfill {backfill_id} still running after {timeout:.0f} s")
 
 
-class LocalDeployment(Backfills):
+class LocalDeployment(Deployment):
     """Webserver and daemon on ``home`` (sensors stopped first unless ``sensors`` is true).
 
     ``pythonpath`` puts another checkout of the package first (the benchmark's "before" numbers).
@@ -85,6 +116,7 @@ class LocalDeployment(Backfills):
         self.client = WebserverClient(self.url)
         self.graphql = self.client.graphql
         self.workspace = write_workspace(home.state)
+        self.cwd = home.root
         self.env = {
             **os.environ,
             "DAGSTER_HOME": str(home.dagster),
@@ -113,22 +145,9 @@ class LocalDeployment(Backfills):
         self.processes.append(process)
         return process
 
-    def dagster(self, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(BIN / "dagster"), *argv],
-            env=self.env,
-            cwd=self.home.root,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
     def __enter__(self) -> LocalDeployment:
         if not self.sensors:
-            for name in ("landing_sensor", "calibration_sensor"):
-                done = self.dagster("sensor", "stop", name, "-w", str(self.workspace))
-                if done.returncode != 0 and "already" not in done.stdout + done.stderr:
-                    raise RuntimeError(f"dagster sensor stop {name}: {done.stderr[-2000:]}")
+            self.stop_sensors()
         self._start(
             str(BIN / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)
         )
@@ -148,18 +167,6 @@ class LocalDeployment(Backfills):
             f"the webserver did not come up; see {self.logs}:\n{self.logs.read_text()[-3000:]}"
         )
 
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.logs.read_text(errors="replace")[-chars:] if self.logs.exists() else ""
-
-    def _location_loaded(self) -> bool:
-        data = self.graphql(
-            "{ workspaceOrError { ... on Workspace { locationEntries { name "
-            "locationOrLoadError { __typename } } } } }"
-        )
-        entries = data["workspaceOrError"]["locationEntries"]
-        return any(e["locationOrLoadError"] and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
-                   for e in entries)  # fmt: skip
-
     def __exit__(self, *exc) -> None:
         # Both ignore SIGTERM unless it reaches their whole process group (their code servers too).
         for process in self.processes:
@@ -178,7 +185,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 
 
-class ProductionDeployment(Backfills):
+class ProductionDeployment(Deployment):
     """The production topology as local processes, as docs/deployment.md starts it: `dagster api
     grpc` (the code server), `dagster-daemon` and `dagster-webserver` with deploy/workspace.yaml and
     deploy/dagster.yaml, the instance and the catalog each in a PostgreSQL database of their own
@@ -188,8 +195,9 @@ class ProductionDeployment(Backfills):
     def __init__(self, root: Path, postgres_url: str, *, workers: int = 0, env: dict[str, str] | None = None):
         from sqlalchemy.engine import make_url
 
-        self.root = root
+        self.root = self.cwd = root
         self.home = Home(root / "home")
+        self.workspace = DEPLOY / "workspace.yaml"
         self.postgres = make_url(postgres_url)
         tag = os.urandom(5).hex()
         self.databases = {"instance": f"dagster_{tag}", "catalog": f"catalog_{tag}"}
@@ -267,7 +275,7 @@ class ProductionDeployment(Backfills):
             self._admin(f'create database "{database}"')
         self.home.ensure()
         (self.home.dagster / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
-        workspace = str(DEPLOY / "workspace.yaml")
+        workspace = str(self.workspace)
         try:
             # In the runbook's order: code server, then daemon and webserver, then workers.
             code_server = ["api", "grpc", "-m", "reduction_assets.definitions", "-a", "defs"]
@@ -285,16 +293,10 @@ class ProductionDeployment(Backfills):
         return self
 
     def _wait_until_loaded(self) -> None:
-        query = (
-            "{ workspaceOrError { ... on Workspace { locationEntries { name "
-            "locationOrLoadError { __typename } } } } }"
-        )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
-                entries = self.graphql(query)["workspaceOrError"]["locationEntries"]
-                loaded = entries and entries[0]["locationOrLoadError"]
-                if loaded and loaded["__typename"] == "RepositoryLocation":
+                if self._location_loaded():
                     return
             except (requests.RequestException, WebserverError, KeyError, TypeError):
                 pass
@@ -302,24 +304,6 @@ class ProductionDeployment(Backfills):
                 break
             time.sleep(1.0)
         raise RuntimeError(f"the production topology did not come up:\n{self.log_tail()}")
-
-    def stop_sensors(self) -> None:
-        """Stop the sensors (`dagster sensor stop` through the production workspace), for tests that
-        launch every run themselves."""
-        for name in ("landing_sensor", "calibration_sensor"):
-            done = subprocess.run(
-                [str(BIN / "dagster"), "sensor", "stop", name, "-w", str(DEPLOY / "workspace.yaml")],
-                env=self.env,
-                cwd=self.root,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if done.returncode != 0 and "already" not in done.stdout + done.stderr:
-                raise RuntimeError(f"dagster sensor stop {name}: {done.stderr[-2000:]}")
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.logs.read_text(errors="replace")[-chars:] if self.logs.exists() else ""
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name)

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from reduction_assets.catalog.db import hold_advisory_lock
 from reduction_assets.catalog.models import (
     ArchiveMessage,
     ArchiveRecord,
@@ -181,9 +182,8 @@ def hold_name(session: Session, name: str) -> None:
     """Make other transactions that archive ``name`` wait until this one ends (a PostgreSQL
     transaction-level advisory lock; SQLite has one writer anyway, and the record's unique version
     catches the rest). Overlapping runs of a night then archive each file once."""
-    if session.get_bind().dialect.name == "postgresql":
-        digest = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-        session.execute(text("select pg_advisory_xact_lock(:key)"), {"key": digest})
+    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+    hold_advisory_lock(session, key)
 
 
 def latest_record(session: Session, name: str) -> ArchiveRecord | None:

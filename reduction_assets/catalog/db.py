@@ -15,7 +15,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, select, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -124,19 +124,16 @@ class Catalog:
         recognised by its tables and upgraded in place."""
         with self.engine.connect() as connection:
             tables = set(inspect(connection).get_table_names())
-            revision = MigrationContext.configure(connection).get_current_revision()
+            revision = _revision(connection)
         if revision == _head_revision() and tables:
             return
         try:
             with _MIGRATING, self.engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    # Processes (code server, workers, CLI) starting at once on a new database take
-                    # turns; the later ones find the schema current.
-                    connection.execute(
-                        text("select pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                    )
+                # Processes (code server, workers, CLI) starting at once on a new PostgreSQL
+                # database take turns; the later ones find the schema current.
+                hold_advisory_lock(connection, MIGRATION_LOCK_KEY)
                 tables = set(inspect(connection).get_table_names())
-                revision = MigrationContext.configure(connection).get_current_revision()
+                revision = _revision(connection)
                 if revision == _head_revision() and tables:
                     return
                 config = _alembic_config(connection)
@@ -149,7 +146,7 @@ class Catalog:
             for pause in (0.0, 0.5, 1.0, 2.0, 4.0):
                 time.sleep(pause)
                 with self.engine.connect() as connection:
-                    if MigrationContext.configure(connection).get_current_revision() == _head_revision():
+                    if _revision(connection) == _head_revision():
                         return
             raise
 
@@ -159,10 +156,10 @@ class Catalog:
         :class:`CatalogUnavailable` with one line when the database cannot be used."""
         try:
             with self.engine.connect() as connection:
-                before = MigrationContext.configure(connection).get_current_revision()
+                before = _revision(connection)
             self.create()
             with self.engine.connect() as connection:
-                after = MigrationContext.configure(connection).get_current_revision()
+                after = _revision(connection)
         except DBAPIError as err:
             raise CatalogUnavailable(
                 f"cannot use the catalog at {safe_url(self.url)}: {_cause(err)}"
@@ -229,6 +226,20 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATING = threading.Lock()
 MIGRATION_LOCK_KEY = 0x7265647563  # "reduc": the catalog's PostgreSQL advisory lock for migrations
 BASELINE_REVISION = "0001"  # the schema of release 0.1.0, which had no migrations
+
+
+def hold_advisory_lock(executor: Connection | Session, key: int) -> None:
+    """On PostgreSQL, wait for and hold the transaction-level advisory lock ``key`` until the
+    transaction ends (other transactions asking for it wait); elsewhere nothing (SQLite has one
+    writer anyway)."""
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    if bind.dialect.name == "postgresql":
+        executor.execute(text("select pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def _revision(connection) -> str | None:
+    """The alembic revision of the connected database (None: empty, or a catalog of 0.1.0)."""
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def _alembic_config(connection) -> AlembicConfig:
