@@ -17,6 +17,7 @@ setup(
             "catalog/migrations/*.py",
             "catalog/migrations/*.mako",
             "catalog/migrations/versions/*.py",
+            "templates/*.j2",
         ]
     },
     install_requires=[
@@ -43,6 +44,9 @@ setup(
         "tzdata",
         "astroscrappy>=1.2",  # L.A.Cosmic cosmic-ray detection
         "sep>=1.4",  # Source Extractor as a library
+        "matplotlib>=3.8",  # quality plots (Agg backend)
+        "requests>=2.31",  # alert webhooks
+        "jinja2>=3.1",  # the nightly report's HTML
     ],
     extras_require={
         # reproject: the tests compare the resampler with it; moto's server: a real S3 protocol;
@@ -52,13 +56,13 @@ setup(
             "pytest-timeout>=2.3",
             "pytest-xdist>=3.5",  # make test runs the files in two processes
             "ruff==0.17.6",
-            "requests>=2.31",
             "reproject>=0.13",
             "moto[server]>=5.0",
             "ocs-ingester>=3.0",  # the tests compare archive records with LCO's ingester
             "selenium>=4.20",  # drives Debian's chromium (chromium-driver) in the UI tests
             "pillow>=10",  # the UI tests look at their screenshots
             "psutil>=5.9",  # the fault tests find the connections of one process
+            "aiosmtpd>=1.4",  # a local SMTP server receives the alert tests' e-mail
         ],
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4", "reproject>=0.13"],

@@ -45,7 +45,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def cmd_simulate(args) -> int:
     from reduction_assets.instruments import load_registry
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulate import SimulationConfig, simulate_night, with_drifts
 
     registry = load_registry()
     if args.instrument not in registry.instruments:
@@ -64,6 +64,7 @@ def cmd_simulate(args) -> int:
         science_exptime=args.science_exptime,
     )
     try:
+        config = with_drifts(config, registry[args.instrument], tuple(args.drift or ()))
         night = simulate_night(registry[args.instrument], args.night, Path(args.out), config)
     except ValueError as err:
         print(f"simulate: {err}", file=sys.stderr)
@@ -233,6 +234,93 @@ def cmd_progress(args) -> int:
         print(f"no data from {args.start} to {end} (--all lists every night)")
     else:
         print(_table(rows, PROGRESS_COLUMNS))
+    return 0
+
+
+def _instruments_or_error(name: str | None) -> list[str] | None:
+    from reduction_assets.instruments import load_registry
+
+    names = load_registry().names
+    if name and name not in names:
+        print(f"unknown instrument {name!r}; known: {', '.join(names)}", file=sys.stderr)
+        return None
+    return [name] if name else names
+
+
+def cmd_plot(args) -> int:
+    from reduction_assets import plots
+    from reduction_assets.catalog.quality import measured_metrics, metric_series
+    from reduction_assets.instruments import load_registry
+    from reduction_assets.quality import TrendPoint, trend_figure, trend_series
+    from reduction_assets.reduction.quality import METRICS
+
+    if args.metric not in METRICS:
+        print(f"plot: unknown metric {args.metric!r}; known: {', '.join(METRICS)}", file=sys.stderr)
+        return 2
+    if args.end < args.start:
+        print("plot: END is before START", file=sys.stderr)
+        return 2
+    names = _instruments_or_error(args.instrument)
+    if names is None:
+        return 2
+    home = resolve_home(args.home).ensure()
+    with _catalog(home).session() as session:
+        rows = [TrendPoint.of(r) for r in metric_series(session, args.metric, args.start, args.end, names)]
+        measured = measured_metrics(session)
+    if not rows:
+        print(
+            f"plot: no values of {args.metric} from {args.start} to {args.end}"
+            + (f" for {args.instrument}" if args.instrument else "")
+            + (f" (metrics with values: {', '.join(measured)})" if measured else " (nothing measured yet)"),
+            file=sys.stderr,
+        )
+        return 1
+    instruments = sorted({r.instrument for r in rows})
+    registry = load_registry()
+    if len(instruments) == 1:
+        figure = trend_figure(registry[instruments[0]], args.metric, rows, args.start, args.end)
+    else:  # several instruments on one plot: a line per instrument (and filter), no limits
+        series = [s for name in instruments for s in trend_series([r for r in rows if r.instrument == name],
+                                                                  args.metric, prefix=name)]  # fmt: skip
+        figure = plots.trend(
+            args.metric, METRICS[args.metric].unit, series, f"{args.metric}, {args.start} to {args.end}"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(plots.png(figure))
+    nights = len({r.night for r in rows})
+    print(f"wrote {out}: {args.metric} of {', '.join(instruments)}, {len(rows)} values on {nights} nights")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from reduction_assets.catalog.reports import quarantine_rows
+    from reduction_assets.instruments import load_registry
+    from reduction_assets.report import instrument_night, render_report
+    from reduction_assets.storage import LocalStore
+
+    names = _instruments_or_error(args.instrument)
+    if names is None:
+        return 2
+    home = resolve_home(args.home).ensure()
+    catalog, registry = _catalog(home), load_registry()
+    products = LocalStore(home.products)
+    parts = [instrument_night(catalog, products, registry[name], args.night) for name in names]
+    with catalog.session() as session:
+        # Files refused before their night was known, quarantined on the night's date or the next.
+        unassigned = [
+            row for row in quarantine_rows(session, include_resolved=True)
+            if row["night"] is None
+            and 0 <= (dt.date.fromisoformat(row["quarantined_at"][:10]) - args.night).days <= 1
+        ]  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_report(args.night, parts, unassigned))
+    with_data = [p.instrument for p in parts if p.has_data]
+    if not with_data:
+        print(f"no frames for night {args.night}; wrote {out}, which says so")
+    else:
+        print(f"wrote {out}: night {args.night}, {', '.join(with_data)}")
     return 0
 
 
@@ -702,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
     home.add_argument("--home", default=argparse.SUPPRESS, help=HOME_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from reduction_assets.simulate import DRIFTS
+
     sim = sub.add_parser(
         "simulate", parents=[home], help="write a simulated night of raw frames and its truth file"
     )
@@ -724,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--n-targets", type=int, default=2)
     sim.add_argument("--n-dither", type=int, default=3, help="exposures per target and filter")
     sim.add_argument("--science-exptime", type=float, default=60.0)
+    sim.add_argument(
+        "--drift",
+        action="append",
+        choices=sorted(DRIFTS),
+        help="inject a drift (repeatable): " + "; ".join(f"{name}: {what}" for name, what in DRIFTS.items()),
+    )
     sim.set_defaults(func=cmd_simulate)
 
     proc = sub.add_parser(
@@ -770,6 +866,26 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--all", action="store_true", help="with a range, list nights without data too")
     prog.add_argument("--json", action="store_true")
     prog.set_defaults(func=cmd_progress)
+
+    plot = sub.add_parser(
+        "plot", parents=[home], help="a quality metric across nights as a PNG (time series from the catalog)"
+    )
+    plot.add_argument("metric", help="a quality metric (bias_level, read_noise, fwhm_arcsec, sky, ...)")
+    plot.add_argument("start", type=_date)
+    plot.add_argument("end", type=_date)
+    plot.add_argument("--instrument", help="one instrument (default: every instrument with values)")
+    plot.add_argument("--out", required=True, help="the PNG file to write")
+    plot.set_defaults(func=cmd_plot)
+
+    report = sub.add_parser(
+        "report",
+        parents=[home],
+        help="a night's self-contained HTML report (arrivals, masters, checks, trends)",
+    )
+    report.add_argument("night", type=_date)
+    report.add_argument("--instrument", help="one instrument (default: every instrument)")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.set_defaults(func=cmd_report)
 
     mig = sub.add_parser(
         "migrate", parents=[home], help="bring the catalog's schema to this release (alembic; idempotent)"

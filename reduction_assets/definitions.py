@@ -15,6 +15,9 @@ definitions when it loads the code location, not when this module is imported:
   landing/ alone, or also the objects under ``REDUCTION_LANDING_BUCKET`` and
   ``REDUCTION_LANDING_PREFIX`` (``REDUCTION_LANDING_ENDPOINT_URL`` for another S3-compatible
   service; the same AWS credentials), copied into landing/s3/ by the landing sensor;
+- ``REDUCTION_ALERT_WEBHOOK_URL`` and ``REDUCTION_ALERT_SMTP_*`` (host, port, from, to, user,
+  password, starttls; all through ``EnvVar``) add a webhook and e-mail to the log as the sinks of
+  the run-failure and check-failure alerts (:mod:`reduction_assets.alerts`);
 - ``REDUCTION_EXECUTOR`` (``in_process`` by default, ``multiprocess`` or ``celery``) chooses how a run
   executes its steps. A partition's steps run one after the other anyway (each needs the one before),
   so in process they cost only their work; ``multiprocess`` isolates steps in processes started from
@@ -42,6 +45,7 @@ from dagster import (
 
 from reduction_assets.assets.archive import archive_records
 from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
+from reduction_assets.assets.quality import quality_metrics, quality_trends
 from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.assets.science import reduced_frames
 from reduction_assets.assets.stacks import stacks
@@ -49,9 +53,11 @@ from reduction_assets.jobs import ALL_JOBS
 from reduction_assets.resources import (
     ARCHIVE_STORE_ENV,
     LANDING_STORE_ENV,
+    AlertSinksResource,
     ArchiveStoreResource,
     LandingSourceResource,
     ReductionHomeResource,
+    alerts_resource,
     archive_resource,
     landing_resource,
 )
@@ -68,6 +74,8 @@ ASSETS = [
     reduced_frames,
     stacks,
     archive_records,
+    quality_metrics,
+    quality_trends,
 ]
 ARCHIVE_ENV = ARCHIVE_STORE_ENV
 
@@ -114,6 +122,7 @@ def build_definitions(
     archive: ArchiveStoreResource | None = None,
     extra_jobs: Sequence = (),
     landing: LandingSourceResource | None = None,
+    alerts: AlertSinksResource | None = None,
 ) -> Definitions:
     """The definitions with a given home resource (tests and `process` pass their own), archive
     store (the local one in that home by default) and, for commands that run a selection of their
@@ -131,6 +140,7 @@ def build_definitions(
             "home": home,
             "archive": archive or archive_for("local", home),
             "landing_source": landing or LandingSourceResource(),
+            "alerts": alerts or AlertSinksResource(),
         },
         executor=executor,
     )
@@ -145,4 +155,5 @@ def defs() -> Definitions:
         os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: EnvVar(name)
     )
     archive = archive_for(os.environ.get(ARCHIVE_ENV, "local"), home)
-    return build_definitions(home, executor, archive, landing=landing)
+    alerts = alerts_resource(lambda name, secret: EnvVar(name))
+    return build_definitions(home, executor, archive, landing=landing, alerts=alerts)

@@ -125,6 +125,11 @@ class Home:
     def archive(self) -> Path:
         return self.root / "archive"
 
+    @property
+    def reference(self) -> Path:
+        """Photometric reference catalogues (CSV: ra, dec in degrees and a magnitude column per filter)."""
+        return self.root / "reference"
+
     def catalog_url(self) -> str:
         return os.environ.get(CATALOG_ENV) or f"sqlite:///{self.root / 'catalog.sqlite'}"
 
@@ -140,6 +145,7 @@ class Home:
             self.state,
             self.scratch,
             self.archive,
+            self.reference,
         ):
             make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"

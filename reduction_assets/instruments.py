@@ -30,6 +30,45 @@ class RegistryError(ValueError):
     """The instrument registry file is malformed."""
 
 
+SEVERITIES = ("warn", "error")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A quality check's limit and what failing it means: ``warn`` (shown, alerted) or ``error``
+    (also blocks: a master failing an error check is marked bad and never used)."""
+
+    limit: float
+    severity: str
+
+
+# The quality checks' thresholds, one entry per check, with their units. An instrument's `quality:`
+# entry in the registry overrides them key by key (a number sets the limit, a mapping limit and
+# severity); `zero_points` (mag of 1 e-/s, per filter) has no default: a camera without one gets
+# its zero point measured and trended but not judged.
+QUALITY_DEFAULTS: dict[str, Threshold] = {
+    "read_noise": Threshold(0.25, "error"),  # master bias: fractional deviation from read_noise
+    "bias_level_drift": Threshold(20.0, "warn"),  # ADU: night's raw bias level vs earlier nights
+    "dark_current": Threshold(50.0, "error"),  # e-/s/pixel: median of a master dark
+    "hot_pixels": Threshold(0.005, "warn"),  # fraction of a master dark's pixels that are hot
+    "fwhm": Threshold(2.5, "warn"),  # arcsec: median FWHM of a night's science frames
+    "flat_level": Threshold(0.01, "error"),  # master flat: |illuminated level - 1|
+    "flat_bad_pixels": Threshold(0.05, "error"),  # fraction of a master flat's pixels flagged
+    "zero_point": Threshold(0.3, "warn"),  # mag: |measured - nominal| zero point
+}
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """An instrument's quality thresholds (:data:`QUALITY_DEFAULTS` merged with its registry entry)."""
+
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(QUALITY_DEFAULTS))
+    zero_points: Mapping[str, float] = field(default_factory=dict)  # mag of 1 e-/s, per filter
+
+    def __getitem__(self, check: str) -> Threshold:
+        return self.thresholds[check]
+
+
 def night_of(utc: dt.datetime, *, longitude: float | None = None, timezone: str | None = None) -> dt.date:
     """The observing night an exposure belongs to: the local date at the noon before it.
 
@@ -178,6 +217,7 @@ class Instrument:
     # The camera can read any window up to its largest readout (anchored at the chip's first pixel).
     windows: bool = False
     science_modes: tuple[ScienceMode, ...] = ()
+    quality: QualityLimits = field(default_factory=QualityLimits)
 
     def science_mode(self, header: Mapping[str, Any]) -> ScienceMode:
         """The first of the camera's science modes whose header values match; imaging otherwise."""
@@ -306,7 +346,9 @@ INSTRUMENT_KEYS = {
     "darks_include_bias",
     "bad_regions",
     "science_modes",
+    "quality",
 }
+QUALITY_KEYS = {*QUALITY_DEFAULTS, "zero_points"}
 MODE_KEYS = {"match", "required", "optional", "spectrum", "line_fwhm"}
 SITE_KEYS = {"name", "longitude", "latitude", "timezone", "masters_at"}
 OVERSCAN_KEYS = {"side", "width"}
@@ -436,6 +478,34 @@ def _parse_instrument(source: str, name: str, raw_entry: Any) -> Instrument:
         bad_regions=tuple(tuple(int(v) for v in region) for region in entry.get("bad_regions") or ()),
         windows=reader.flag(entry, "windows", False),
         science_modes=_science_modes(reader, entry.get("science_modes") or {}),
+        quality=_quality(reader, entry.get("quality") or {}),
+    )
+
+
+def _quality(reader: _Entry, entry: Any) -> QualityLimits:
+    entry = reader.known(entry, QUALITY_KEYS, "quality")
+    thresholds = dict(QUALITY_DEFAULTS)
+    for name, value in entry.items():
+        if name == "zero_points":
+            continue
+        default = QUALITY_DEFAULTS[name]
+        if isinstance(value, Mapping):
+            reader.known(value, {"limit", "severity"}, f"quality.{name}")
+            limit = reader.number(value, "limit", f"quality.{name}.") if "limit" in value else default.limit
+            severity = str(value.get("severity", default.severity))
+        else:
+            limit, severity = reader.number(entry, name, "quality."), default.severity
+        if severity not in SEVERITIES:
+            raise reader.error(f"quality.{name}.severity = {severity!r}: expected warn or error")
+        if not limit >= 0:
+            raise reader.error(f"quality.{name} limit {limit!r} must not be negative")
+        thresholds[name] = Threshold(limit, severity)
+    zero_points = entry.get("zero_points") or {}
+    if not isinstance(zero_points, Mapping):
+        raise reader.error("quality.zero_points must map filter names to magnitudes")
+    return QualityLimits(
+        thresholds=thresholds,
+        zero_points={str(f): reader.number(zero_points, f, "quality.zero_points.") for f in zero_points},
     )
 
 

@@ -68,3 +68,13 @@ def archive_key(level: str, instrument: str, night: dt.date, version: int, name:
     if level not in ARCHIVE_LEVELS:
         raise ValueError(f"archive level {level!r}: expected one of {', '.join(ARCHIVE_LEVELS)}")
     return f"{level}/{instrument}/{night.isoformat()}/v{version}/{name}"
+
+
+def quality_plot_key(instrument: str, night: dt.date, name: str) -> str:
+    """Key of a night's quality plot: ``quality/<instrument>/<night>/<instrument>_<night>_<name>.png``."""
+    return f"quality/{instrument}/{night.isoformat()}/{instrument}_{night.strftime('%Y%m%d')}_{name}.png"
+
+
+def trend_plot_key(instrument: str, metric: str) -> str:
+    """Key of a metric's trend plot: ``quality/trends/<instrument>/<instrument>_<metric>.png``."""
+    return f"quality/trends/{instrument}/{instrument}_{metric}.png"

@@ -254,6 +254,9 @@ def process_landing(
                         log_level=log_level,
                         echo=echo,
                     )
+                    succeeded = {run["partition"] for run in outcome.runs if run["success"]}
+                    instruments = sorted({i for i, n in partitions if partition_label(i, n) in succeeded})
+                    _redraw_trends(home, instance, instruments, outcome, log_level=log_level, echo=echo)
                     catalog = Catalog(home.catalog_url())
                     try:
                         with catalog.session() as session:
@@ -266,6 +269,36 @@ def process_landing(
         outcome.busy = True
         echo(f"{busy}; this invocation does nothing")
     return outcome
+
+
+def partition_label(instrument: str, night: dt.date) -> str:
+    return f"{instrument}|{night.isoformat()}"
+
+
+def _redraw_trends(
+    home: Home, instance: DagsterInstance, instruments: list[str], outcome: ProcessOutcome, *, log_level, echo
+) -> None:
+    """Redraw the quality trends of the instruments whose nights were measured (the quality trends
+    sensor's work, done here for installations without the daemon)."""
+    from reduction_assets.definitions import build_definitions
+    from reduction_assets.jobs import UPDATE_QUALITY_TRENDS
+
+    if not instruments:
+        return
+    definitions = build_definitions(ReductionHomeResource(home=str(home.root)))
+    job = definitions.resolve_job_def(UPDATE_QUALITY_TRENDS)
+    for instrument in instruments:
+        run = job.execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance,
+            partition_key=instrument,
+            tags={**process_run_tags(home), "reduction_assets/trigger": "process"},
+            raise_on_error=False,
+        )
+        outcome.runs.append(
+            {"run_id": run.run_id, "partition": f"trends {instrument}", "success": run.success}
+        )
+        echo(f"{'ok  ' if run.success else 'FAIL'} trends {instrument} run {run.run_id}")
 
 
 def _process_until_idle(

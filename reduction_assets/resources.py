@@ -168,3 +168,35 @@ def archive_resource(kind: str, home: str | None, value) -> ArchiveStoreResource
         settings = _s3_settings(value, ARCHIVE_BUCKET_ENV, ARCHIVE_PREFIX_ENV, ARCHIVE_ENDPOINT_ENV)
         return ArchiveStoreResource(kind="s3", home=home, **settings, **broker)
     raise ValueError(f"{ARCHIVE_STORE_ENV}={kind!r}: expected one of {', '.join(ARCHIVE_KINDS)}")
+
+
+class AlertSinksResource(ConfigurableResource):
+    """Where alerts go besides the log: an HTTP webhook and e-mail over SMTP (each None: not
+    configured). Production gives every field through ``EnvVar`` (``REDUCTION_ALERT_*``)."""
+
+    webhook_url: str | None = Field(default=None, description="JSON POST of each alert")
+    host: str | None = Field(default=None, description="SMTP server")
+    port: str | None = Field(default=None, description="SMTP port (25)")
+    sender: str | None = Field(default=None, description="From: of the e-mail")
+    recipients: str | None = Field(default=None, description="To:, comma-separated")
+    user: str | None = Field(default=None, description="SMTP login")
+    password: str | None = Field(default=None, description="SMTP password")
+    starttls: str | None = Field(default=None, description="1: STARTTLS before the login")
+
+    def sinks(self, log) -> list:
+        """The log sink and the configured ones (:mod:`reduction_assets.alerts`)."""
+        from reduction_assets.alerts import sinks_from_settings
+
+        return sinks_from_settings(self.model_dump(), log)
+
+
+def alerts_resource(value) -> AlertSinksResource:
+    """The alert sinks configured in the environment (``REDUCTION_ALERT_WEBHOOK_URL`` and
+    ``REDUCTION_ALERT_SMTP_*``); ``value(name, secret)`` as for :func:`archive_resource`."""
+    from reduction_assets.alerts import SMTP_ENV, WEBHOOK_ENV
+
+    names = {"webhook_url": WEBHOOK_ENV, **SMTP_ENV}
+    secret = {"webhook_url", "user", "password"}
+    return AlertSinksResource(
+        **{field: value(env, field in secret) for field, env in names.items() if os.environ.get(env)}
+    )

@@ -73,6 +73,7 @@ from reduction_assets.partitions import (
     night_not_yet_open,
     partition_key,
 )
+from reduction_assets.quality_sensors import QUALITY_SENSORS
 from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
 from reduction_assets.runs import (
     RUN_FAILED,
@@ -599,4 +600,4 @@ def calibration_sensor(context: SensorEvaluationContext, home: ReductionHomeReso
 
 
 # Every sensor of the code location (the definitions and `reduction-assets status` list these).
-SENSORS = (landing_sensor, calibration_sensor)
+SENSORS = (landing_sensor, calibration_sensor, *QUALITY_SENSORS)

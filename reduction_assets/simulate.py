@@ -19,6 +19,8 @@ Overscan columns carry ``bias_level + offset_frame + N(0, read_noise / gain)``.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -34,6 +36,12 @@ from astropy.wcs import WCS
 from reduction_assets.instruments import Instrument
 
 TRUTH_NAME = "truth.npz"
+REFERENCE_NAME = (
+    "reference.csv"  # the field's photometric reference catalogue (see reduction_assets.reference)
+)
+# Magnitude of a star giving 1 e-/s on the simulated detector, in every filter: the zero point the
+# quality metrics should measure (the registry's quality.zero_points of the simulated cameras).
+SIMULATED_ZERO_POINT = 25.0
 _ERF = np.vectorize(math.erf)
 
 
@@ -114,6 +122,7 @@ class SimulationConfig:
     star_rate: tuple[float, float] = (50.0, 30000.0)  # e/s, log-uniform
     dither_step: float = 8.0  # pixels
     pointing_jitter: float = 0.5  # pixels rms
+    drifts: tuple[str, ...] = ()  # names of DRIFTS applied (recorded in the truth)
 
     def validate(self, instrument: Instrument) -> tuple[int, int]:
         """Imaging size to use; raises ValueError for contradictions with the instrument and for
@@ -182,6 +191,33 @@ class SimulationConfig:
 
 
 DEFAULT_FILTERS = {"lcosim": ("gp", "rp"), "noirsim": ("V", "R")}
+
+# Drifts a night can be given, to test quality checks and plots against a known truth.
+BIAS_JUMP_ADU = 60.0
+BAD_SEEING_ARCSEC = 4.0
+HOT_PIXEL_STORM_FACTOR = 20.0
+DRIFTS = {
+    "bias-jump": f"raw bias level {BIAS_JUMP_ADU:g} ADU above the configured one",
+    "bad-seeing": f"stellar FWHM of {BAD_SEEING_ARCSEC:g} arcsec (cameras with a pixel scale)",
+    "hot-pixel-storm": f"{HOT_PIXEL_STORM_FACTOR:g} times as many hot pixels",
+}
+
+
+def with_drifts(
+    config: SimulationConfig, instrument: Instrument, drifts: tuple[str, ...]
+) -> SimulationConfig:
+    """``config`` with the named :data:`DRIFTS` applied; raises ValueError for unknown names."""
+    unknown = [name for name in drifts if name not in DRIFTS]
+    if unknown:
+        raise ValueError(f"unknown drift {', '.join(unknown)}; known: {', '.join(DRIFTS)}")
+    changes: dict[str, Any] = {"drifts": tuple(config.drifts) + tuple(drifts)}
+    if "bias-jump" in drifts:
+        changes["bias_level"] = config.bias_level + BIAS_JUMP_ADU
+    if "bad-seeing" in drifts:
+        if not instrument.pixel_scale:
+            raise ValueError(f"{instrument.name} has no pixel scale: a seeing in arcsec means nothing")
+        changes["fwhm"] = BAD_SEEING_ARCSEC / (instrument.pixel_scale * config.binning[0])
+    return dataclasses.replace(config, **changes)
 
 
 @dataclass
@@ -352,6 +388,14 @@ class _Night:
         flat_index = rng.choice(ny * nx, size=n_hot, replace=False)
         self.hot_pixels = np.column_stack(np.unravel_index(flat_index, self.shape))
         dark.flat[flat_index] = rng.uniform(*c.hot_pixel_rate, size=n_hot)
+        if "hot-pixel-storm" in c.drifts:
+            # Drawn apart from the night's generator: the stars, noise and cosmic rays stay those
+            # of the same seed without the storm.
+            storm = np.random.default_rng([c.seed, 1])
+            n_storm = int(round((HOT_PIXEL_STORM_FACTOR - 1) * c.hot_pixel_fraction * ny * nx))
+            extra = storm.choice(ny * nx, size=n_storm, replace=False)
+            dark.flat[extra] = storm.uniform(*c.hot_pixel_rate, size=n_storm)
+            self.hot_pixels = np.column_stack(np.unravel_index(np.union1d(flat_index, extra), self.shape))
         self.dark_rate = dark
         yy, xx = np.mgrid[0:ny, 0:nx]
         r2 = ((yy - (ny - 1) / 2) / (ny / 2)) ** 2 + ((xx - (nx - 1) / 2) / (nx / 2)) ** 2
@@ -606,4 +650,16 @@ def simulate_night(
     )
     truth_path = out / TRUTH_NAME
     truth.save(truth_path)
+    _write_reference(out / REFERENCE_NAME, sim.stars, sim.filters)
     return SimulatedNight(frames=frames, truth_path=truth_path, truth=truth)
+
+
+def _write_reference(path: Path, stars: np.ndarray, filters: tuple[str, ...]) -> None:
+    """The stars of the night's fields as a reference catalogue: ra, dec (deg) and per filter the
+    magnitude ``SIMULATED_ZERO_POINT - 2.5 log10(rate)`` of their e-/s."""
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["ra", "dec", *filters])
+        for star in stars:
+            mags = [SIMULATED_ZERO_POINT - 2.5 * math.log10(star[f"rate_{f}"]) for f in filters]
+            writer.writerow([f"{star['ra']:.7f}", f"{star['dec']:.7f}", *(f"{m:.4f}" for m in mags)])

@@ -428,11 +428,8 @@ def pedestal_fits(
 
 # --- results and checks ---------------------------------------------------------------------------
 
-# Bounds of the blocking checks: a master outside them would poison everything reduced with it.
-READ_NOISE_TOLERANCE = 0.25  # fraction of the registry's read noise
-MAX_DARK_RATE = 50.0  # e-/s/pixel: a median above this is a light leak or a mislabelled frame
-FLAT_LEVEL_TOLERANCE = 0.01
-MAX_FLAT_BAD_FRACTION = 0.05
+# The blocking checks' bounds come from the instrument registry (`quality:`, Instrument.quality): a
+# master outside them would poison everything reduced with it.
 
 
 def read_noise_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str | None]:
@@ -440,7 +437,8 @@ def read_noise_verdict(row: Calibration, instrument: Instrument) -> tuple[object
     measured = row.statistics.get("read_noise_e")
     if row.statistics.get("synthetic"):
         return measured, None  # a pedestal fit measures no read noise
-    if measured is None or abs(measured / instrument.read_noise - 1) > READ_NOISE_TOLERANCE:
+    tolerance = instrument.quality["read_noise"].limit
+    if measured is None or abs(measured / instrument.read_noise - 1) > tolerance:
         return measured, f"read noise {measured} e- vs {instrument.read_noise} e- expected"
     return measured, None
 
@@ -454,7 +452,7 @@ def dark_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str 
         return detail, "no median"
     if row.exptime:  # includes the bias: a level in e-, positive
         return detail, f"negative level {median:.1f} e-" if median < 0 else None
-    if median < -3 * max(noise, 1e-6) or median > MAX_DARK_RATE:
+    if median < -3 * max(noise, 1e-6) or median > instrument.quality["dark_current"].limit:
         return detail, f"median dark current {median:.4g} e-/s is implausible"
     return detail, None
 
@@ -464,11 +462,24 @@ def flat_verdict(row: Calibration, instrument: Instrument) -> tuple[object, str 
     level = row.statistics.get("illuminated_level")
     bad = row.statistics.get("bad_fraction")
     problems = []
-    if level is None or abs(level - 1) > FLAT_LEVEL_TOLERANCE:
+    if level is None or abs(level - 1) > instrument.quality["flat_level"].limit:
         problems.append(f"illuminated level {level}")
-    if bad is None or bad > MAX_FLAT_BAD_FRACTION:
+    if bad is None or bad > instrument.quality["flat_bad_pixels"].limit:
         problems.append(f"{100 * (bad or 1):.1f}% bad pixels")
     return {"illuminated_level": level, "bad_fraction": bad}, "; ".join(problems) or None
+
+
+# The registry thresholds whose severity decides whether a master's failure blocks it.
+CHECK_THRESHOLDS = {
+    "read_noise_consistent": ("read_noise",),
+    "dark_current_plausible": ("dark_current",),
+    "flat_normalised": ("flat_level", "flat_bad_pixels"),
+}
+
+
+def blocks(check_name: str, instrument: Instrument) -> bool:
+    """Whether failing ``check_name`` blocks a master of ``instrument`` (an ``error`` threshold)."""
+    return any(instrument.quality[name].severity == "error" for name in CHECK_THRESHOLDS[check_name])
 
 
 Verdict = Callable[[Calibration, Instrument], tuple[object, str | None]]
@@ -489,6 +500,7 @@ def _masters_asset(
     catalog = home.catalog()
     outcomes: list[tuple[str, MasterOutcome]] = []
     failures: list[str] = []
+    blocking = False
     detail: dict[str, object] = {}
     for key in context.partition_keys:
         instrument_name, night = split_key(key)
@@ -499,17 +511,21 @@ def _masters_asset(
             if row is None or row.type != kind:
                 continue
             detail[row.path], failure = verdict(row, instrument)
+            block = bool(failure) and blocks(check_name, instrument)
             with catalog.session() as session:
-                redo = record_check(session, row.id, failure and f"{check_name}: {failure}")
+                redo = record_check(session, row.id, f"{check_name}: {failure}" if block else None)
             if failure:
                 failures.append(f"{row.path}: {failure}")
-                outcome.reason = f"failed {check_name}: {failure}; marked bad, {redo} products to redo"
+                blocking = blocking or block
+                outcome.reason = f"failed {check_name}: {failure}; " + (
+                    f"marked bad, {redo} products to redo" if block else "a warning: kept in use"
+                )
     made = sum(1 for _, o in outcomes if o.status in (MADE, UP_TO_DATE))
     check = AssetCheckResult(
         check_name=check_name,
         asset_key=AssetKey(f"master_{kind}"),
         passed=not failures,
-        severity=AssetCheckSeverity.ERROR,
+        severity=AssetCheckSeverity.ERROR if blocking or not failures else AssetCheckSeverity.WARN,
         description="; ".join(failures) if failures else f"{len(detail)} master(s) checked",
         metadata={"detail": MetadataValue.json(detail)},
     )
@@ -575,7 +591,8 @@ _MASTER_ASSET = dict(
             "read_noise_consistent",
             asset="master_bias",
             blocking=True,
-            description="bias read noise within 25% of the instrument's",
+            description="bias read noise within the registry's quality.read_noise fraction of the "
+            "instrument's",
         )
     ],
 )
@@ -594,7 +611,8 @@ def master_bias(
             "dark_current_plausible",
             asset="master_dark",
             blocking=True,
-            description=f"median dark current not negative beyond noise and below {MAX_DARK_RATE:g} e-/s",
+            description="median dark current not negative beyond noise and below the registry's "
+            "quality.dark_current (e-/s)",
         )
     ],
 )
@@ -619,7 +637,8 @@ def master_dark(
             "flat_normalised",
             asset="master_flat",
             blocking=True,
-            description="illuminated level 1 within 1% and at most 5% bad pixels",
+            description="illuminated level 1 within the registry's quality.flat_level and at most "
+            "quality.flat_bad_pixels bad pixels",
         )
     ],
 )

@@ -288,3 +288,22 @@ def record_calibration(
     row.updated_at = utcnow()
     session.flush()
     return row
+
+
+def masters_of(session: Session, instrument: str, night: dt.date) -> list[Calibration]:
+    """The masters of a partition, bad ones included, by type and key (detached)."""
+    rows = list(
+        session.scalars(
+            select(Calibration)
+            .where(Calibration.instrument == instrument, Calibration.night == night)
+            .order_by(
+                Calibration.type,
+                Calibration.binning,
+                Calibration.readout,
+                Calibration.filter,
+                Calibration.exptime,
+            )
+        )
+    )
+    session.expunge_all()
+    return rows

@@ -407,3 +407,33 @@ class Rework(Base):
     requested_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     not_before: Mapped[dt.datetime | None] = mapped_column(DateTime)
     done_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class QualityMetric(Base):
+    """One value of one quality metric of one frame or master: the time series the trend plots, the
+    checks and the nightly report read. ``value`` is None when the metric could not be computed for
+    the frame, and ``reason`` says why (never a zero that looks like a measurement). ``subject`` names
+    what was measured (a raw frame's or a product's store key); ``time`` is when it was observed (UTC,
+    the frame's DATE-OBS; a master's: its latest input). Re-measuring a subject replaces its rows."""
+
+    __tablename__ = "quality_metrics"
+    __table_args__ = (
+        UniqueConstraint("subject", "metric", name="uq_quality_metrics_subject"),
+        # Range queries: one metric of one instrument between two times (trends, `plot`).
+        Index("ix_quality_metrics_series", "metric", "instrument", "time"),
+        Index("ix_quality_metrics_partition", "instrument", "night"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instrument: Mapped[str] = mapped_column(String(32))
+    night: Mapped[dt.date] = mapped_column(Date)
+    subject: Mapped[str] = mapped_column(String(512))
+    subject_kind: Mapped[str] = mapped_column(String(16))  # raw | master | reduced
+    frame_type: Mapped[str] = mapped_column(String(16))  # bias | dark | flat | science
+    filter: Mapped[str] = mapped_column(String(32), default="")
+    metric: Mapped[str] = mapped_column(String(48))
+    value: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(Text)
+    time: Mapped[dt.datetime] = mapped_column(DateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

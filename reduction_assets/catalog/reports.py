@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import (
@@ -202,3 +202,85 @@ def not_reducible_frames(session: Session, partitions: list[tuple[str, dt.date]]
             for name, reason in found
         )
     return rows
+
+
+def night_contents(session: Session, instrument: str, night: dt.date) -> dict[str, list[dict[str, Any]]]:
+    """What a night and instrument holds, for the nightly report: raw frames, quarantined files
+    (those routed to the night; files that fit no night are in ``quarantine_rows``), masters, reduced
+    frames and stacks, each as plain rows."""
+    raw = session.execute(
+        select(RawFrame)
+        .where(RawFrame.instrument == instrument, RawFrame.night == night)
+        .order_by(RawFrame.date_obs)
+    ).scalars()
+    frames = [
+        {
+            "name": f.original_name,
+            "type": f.frame_type,
+            "filter": f.filter or "",
+            "exptime": f.exptime,
+            "date_obs": f.date_obs.isoformat(timespec="seconds"),
+            "object": f.object or "",
+            "bad": f.bad_reason if f.bad else "",
+        }
+        for f in raw
+    ]
+    quarantined = [
+        {"path": q.original_path, "reason": q.reason, "message": q.message,
+         "resolved": q.resolution or "" if q.resolved_at else ""}
+        for q in session.scalars(
+            select(Quarantine)
+            .where(Quarantine.night == night)
+            .where(or_(Quarantine.instrument == instrument, Quarantine.instrument.is_(None)))
+            .order_by(Quarantine.quarantined_at)
+        )
+    ]  # fmt: skip
+    masters = [
+        {
+            "type": c.type,
+            "binning": c.binning,
+            "filter": c.filter,
+            "exptime": c.exptime,
+            "inputs": c.input_count,
+            "rejected": len(c.rejected or []),
+            "path": c.path,
+            "status": f"bad: {c.bad_reason}" if c.bad else "good",
+        }
+        for c in session.scalars(
+            select(Calibration)
+            .where(Calibration.instrument == instrument, Calibration.night == night)
+            .order_by(Calibration.type, Calibration.binning, Calibration.filter)
+        )
+    ]
+    reduced = [
+        {
+            "frame": name,
+            "status": p.status,
+            "reason": p.reason or "",
+            "sources": int(p.statistics.get("n_sources", 0)) if p.statistics else 0,
+            "ages": ", ".join(f"{k} {v}" for k, v in (p.calibration_age or {}).items()),
+            "path": p.path or "",
+        }
+        for p, name in session.execute(
+            select(Product, RawFrame.original_name)
+            .join(RawFrame, Product.raw_frame_id == RawFrame.id)
+            .where(Product.kind == REDUCED, Product.instrument == instrument, Product.night == night)
+            .order_by(RawFrame.date_obs)
+        )
+    ]
+    stacks = [
+        {"target": s.target, "filter": s.filter, "status": s.status, "members": s.n_members,
+         "reason": s.reason or "", "path": s.path or ""}
+        for s in session.scalars(
+            select(Stack)
+            .where(Stack.instrument == instrument, Stack.night == night)
+            .order_by(Stack.group_key)
+        )
+    ]  # fmt: skip
+    return {
+        "raw": frames,
+        "quarantined": quarantined,
+        "masters": masters,
+        "reduced": reduced,
+        "stacks": stacks,
+    }
