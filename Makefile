@@ -22,18 +22,21 @@ $(STAMP): setup.py
 
 setup: $(STAMP)
 
-# A fresh REDUCTION_HOME, one simulated night per simulated instrument, `process`, the progress table.
+# A fresh REDUCTION_HOME, one simulated night per simulated instrument, `process`, the progress table,
+# the night's report (demo_home/report.html).
 demo: setup
 	rm -rf $(DEMO_HOME)
-	mkdir -p $(DEMO_HOME)/landing
+	mkdir -p $(DEMO_HOME)/landing $(DEMO_HOME)/reference
 	for instrument in lcosim noirsim; do \
 	  $(BIN)/reduction-assets simulate --instrument $$instrument --night $(DEMO_NIGHT) \
 	    --out $(DEMO_HOME)/simulated/$$instrument || exit 1; \
 	  cp $(DEMO_HOME)/simulated/$$instrument/*.fits $(DEMO_HOME)/landing/ || exit 1; \
+	  cp $(DEMO_HOME)/simulated/$$instrument/reference.csv $(DEMO_HOME)/reference/$$instrument.csv || exit 1; \
 	done
 	$(BIN)/reduction-assets --home $(DEMO_HOME) process --settle-seconds 1
 	$(BIN)/reduction-assets --home $(DEMO_HOME) progress $(DEMO_NIGHT)
 	$(BIN)/reduction-assets --home $(DEMO_HOME) quarantine
+	$(BIN)/reduction-assets --home $(DEMO_HOME) report $(DEMO_NIGHT) --out $(DEMO_HOME)/report.html
 
 # Hands off: a simulated night per instrument dropped into landing/ with only `dagster-daemon` running
 # becomes masters, reduced frames, stacks and archive records (~2 min).

@@ -101,6 +101,7 @@ def process_summary(outcome, home) -> dict:
         "executed": len(outcome.runs),
         "failures": [run for run in outcome.runs if not run["success"]],
         "skipped": outcome.skipped,
+        "trends": outcome.trends,
         "busy": outcome.busy,
         "files_waiting": {
             "to_settle": len(tick.waiting) if tick else 0,
@@ -147,10 +148,19 @@ def cmd_process(args) -> int:
         return code
     if outcome.busy:
         return code
+    failed_runs = sum(1 for run in outcome.runs if not run["success"])
     print(
-        f"{len(outcome.runs)} runs executed, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped "
+        f"{len(outcome.runs)} runs executed, {failed_runs} failed, {len(outcome.skipped)} skipped "
         f"(home {home.root})"
     )
+    if outcome.trends:
+        redrawn = [t["partition"] for t in outcome.trends if t["success"]]
+        failed_trends = [t["partition"] for t in outcome.trends if not t["success"]]
+        print(
+            (f"quality trends redrawn for {', '.join(redrawn)}" if redrawn else "")
+            + ("; " if redrawn and failed_trends else "")
+            + (f"quality trends of {', '.join(failed_trends)} FAILED" if failed_trends else "")
+        )
     if tick is not None and tick.not_open:
         nights = ", ".join(sorted(set(tick.not_open.values())))
         print(

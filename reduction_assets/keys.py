@@ -70,11 +70,18 @@ def archive_key(level: str, instrument: str, night: dt.date, version: int, name:
     return f"{level}/{instrument}/{night.isoformat()}/v{version}/{name}"
 
 
+# Plots live under this prefix of the product store: drawn again from the catalog whenever wanted,
+# they have no catalog row of their own (verify leaves them alone).
+QUALITY_PREFIX = "quality/"
+
+
 def quality_plot_key(instrument: str, night: dt.date, name: str) -> str:
-    """Key of a night's quality plot: ``quality/<instrument>/<night>/<instrument>_<night>_<name>.png``."""
-    return f"quality/{instrument}/{night.isoformat()}/{instrument}_{night.strftime('%Y%m%d')}_{name}.png"
+    """Key of a night's quality plot:
+    ``quality/<instrument>/<night>/<instrument>_<night>_<name>.png``."""
+    stem = f"{instrument}_{night.strftime('%Y%m%d')}_{name}"
+    return f"{QUALITY_PREFIX}{instrument}/{night.isoformat()}/{stem}.png"
 
 
 def trend_plot_key(instrument: str, metric: str) -> str:
     """Key of a metric's trend plot: ``quality/trends/<instrument>/<instrument>_<metric>.png``."""
-    return f"quality/trends/{instrument}/{instrument}_{metric}.png"
+    return f"{QUALITY_PREFIX}trends/{instrument}/{instrument}_{metric}.png"

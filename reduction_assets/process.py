@@ -83,10 +83,11 @@ class ProcessOutcome:
     last_tick: LandingTick | None = None
     not_reducible: list[dict] = field(default_factory=list)  # frames of the partitions run, with reasons
     gave_up_waiting: list[str] = field(default_factory=list)  # files still unsettled at the deadline
+    trends: list[dict] = field(default_factory=list)  # the quality trends redrawn after the runs
 
     @property
     def failed(self) -> list[dict]:
-        return [run for run in self.runs if not run["success"]]
+        return [run for run in self.runs + self.trends if not run["success"]]
 
 
 def instance_for(home: Home) -> DagsterInstance:
@@ -295,9 +296,7 @@ def _redraw_trends(
             tags={**process_run_tags(home), "reduction_assets/trigger": "process"},
             raise_on_error=False,
         )
-        outcome.runs.append(
-            {"run_id": run.run_id, "partition": f"trends {instrument}", "success": run.success}
-        )
+        outcome.trends.append({"run_id": run.run_id, "partition": instrument, "success": run.success})
         echo(f"{'ok  ' if run.success else 'FAIL'} trends {instrument} run {run.run_id}")
 
 

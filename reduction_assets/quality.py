@@ -37,7 +37,7 @@ from reduction_assets.reduction.quality import (
     read_noise_from_pair,
     reduced_metrics,
 )
-from reduction_assets.storage import ObjectStore
+from reduction_assets.storage import Integrity, ObjectStore, StoreError
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,21 @@ def _binning(label: str) -> tuple[int, int]:
     return int(x), int(y or x)
 
 
-def _read_raw(store: ObjectStore, key: str) -> np.ndarray:
-    with store.open(key) as stream:
-        return read_image(stream)[1]
+def _load(store: ObjectStore, key: str, checksum: str | None, recorded_at: dt.datetime, read):
+    """``read(stream)`` of a stored object that still matches its catalog checksum; (result, None),
+    or (None, the reason it cannot be measured). A damaged file is left to `verify`, never read."""
+    state = store.check_since(key, checksum, recorded_at)
+    if state is not Integrity.OK:
+        return None, f"the stored file is {state.value} (`reduction-assets verify` repairs it)"
+    try:
+        with store.open(key) as stream:
+            return read(stream), None
+    except (OSError, KeyError, ValueError, StoreError) as err:
+        return None, f"the stored file cannot be read: {type(err).__name__}: {err}"
+
+
+def _raw_pixels(stream) -> np.ndarray:
+    return read_image(stream)[1]
 
 
 def _measure_raw(quality: NightQuality, sources: Sources) -> None:
@@ -103,12 +115,13 @@ def _measure_raw(quality: NightQuality, sources: Sources) -> None:
     for group in bias_groups:
         previous = None
         for frame in (f for f in group.frames if not f.bad):
-            raw = _read_raw(store, frame.store_path)
-            geometry = instrument.geometry(raw.shape, _binning(frame.binning))
+            raw, reason = _load(store, frame.store_path, frame.checksum, frame.ingested_at, _raw_pixels)
+            geometry = instrument.geometry(raw.shape, _binning(frame.binning)) if raw is not None else None
             if geometry is None:
-                names = ("bias_level", "overscan_noise", "read_noise")
-                quality.add(missing(names, f"shape {raw.shape} is not a readout of {instrument.name}"),
-                            frame.store_path, "raw", "bias", None, frame.date_obs)  # fmt: skip
+                reason = reason or f"shape {raw.shape} is not a readout of {instrument.name}"
+                unmeasured = missing(("bias_level", "overscan_noise", "read_noise"), reason)
+                quality.add(unmeasured, frame.store_path, "raw", "bias", None, frame.date_obs)
+                previous = None
                 continue
             measured = bias_frame_metrics(raw, geometry, instrument.gain)
             if previous is not None:
@@ -116,28 +129,28 @@ def _measure_raw(quality: NightQuality, sources: Sources) -> None:
             quality.add(measured, frame.store_path, "raw", "bias", None, frame.date_obs)
             previous = raw
     for frame in flats:
-        raw = _read_raw(store, frame.store_path)
-        geometry = instrument.geometry(raw.shape, _binning(frame.binning))
+        raw, reason = _load(store, frame.store_path, frame.checksum, frame.ingested_at, _raw_pixels)
+        geometry = instrument.geometry(raw.shape, _binning(frame.binning)) if raw is not None else None
         measured = (
             flat_frame_metrics(raw, geometry, instrument.gain)
             if geometry is not None
-            else missing(("flat_level",), f"shape {raw.shape} is not a readout of {instrument.name}")
+            else missing(
+                ("flat_level",), reason or f"shape {raw.shape} is not a readout of {instrument.name}"
+            )
         )
         quality.add(measured, frame.store_path, "raw", "flat", frame.filter, frame.date_obs)
 
 
 def _measure_masters(quality: NightQuality, sources: Sources) -> None:
-    store = sources.products
     with sources.catalog.session() as session:
         masters = masters_of(session, quality.instrument.name, quality.night)
     noon = dt.datetime.combine(quality.night, dt.time(12))
     for row in masters:
-        try:
-            with store.open(row.path) as stream:
-                master = read_master(stream)
-        except (OSError, KeyError) as err:
-            unreadable = missing(MASTER_METRICS[row.type], f"master file unreadable: {err}")
-            quality.add(unreadable, row.path, "master", row.type, row.filter, noon)
+        master, reason = _load(sources.products, row.path, row.checksum, row.updated_at, read_master)
+        if master is None:
+            quality.add(
+                missing(MASTER_METRICS[row.type], reason), row.path, "master", row.type, row.filter, noon
+            )
             continue
         measured = master_metrics(row.type, master.data, master.dq, row.statistics, row.exptime)
         quality.add(measured, row.path, "master", row.type, row.filter, noon)
@@ -147,8 +160,8 @@ def _measure_masters(quality: NightQuality, sources: Sources) -> None:
         quality.panels.append(plots.Panel(f"{label}{' (bad)' if row.bad else ''}", master.data))
 
 
-def _read_reduced(store: ObjectStore, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    with store.open(key) as stream, fits.open(stream, memmap=False) as hdul:
+def _reduced_planes(stream) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    with fits.open(stream, memmap=False) as hdul:
         return (
             np.asarray(hdul["SCI"].data, dtype=np.float32),
             np.asarray(hdul["ERR"].data, dtype=np.float32),
@@ -158,29 +171,31 @@ def _read_reduced(store: ObjectStore, key: str) -> tuple[np.ndarray, np.ndarray,
 
 
 def _measure_reduced(quality: NightQuality, sources: Sources, reference: Reference | None) -> None:
-    instrument, store = quality.instrument, sources.products
+    instrument = quality.instrument
     with sources.catalog.session() as session:
         reduced = reduced_frames_of(session, instrument.name, quality.night)
     for product, frame in reduced:
-        try:
-            sci, err, dq, sources = _read_reduced(store, product.path)
-        except (OSError, KeyError) as error:
-            unreadable = missing(REDUCED_METRICS, f"reduced file unreadable: {error}")
-            quality.add(unreadable, product.path, "reduced", "science", frame.filter, frame.date_obs)
+        planes, reason = _load(
+            sources.products, product.path, product.checksum, product.updated_at, _reduced_planes
+        )
+        if planes is None:
+            unmeasured = missing(REDUCED_METRICS, reason)
+            quality.add(unmeasured, product.path, "reduced", "science", frame.filter, frame.date_obs)
             continue
+        sci, err, dq, catalogue = planes
         scale = instrument.pixel_scale * _binning(frame.binning)[0] if instrument.pixel_scale else None
         measured = reduced_metrics(
-            sci, err, dq, sources, product.statistics,
+            sci, err, dq, catalogue, product.statistics,
             exptime=frame.exptime, filter_name=frame.filter, pixel_scale=scale,
             spectrum=instrument.science_mode(frame.header or {}).spectrum, reference=reference,
         )  # fmt: skip
         quality.add(measured, product.path, "reduced", "science", frame.filter, frame.date_obs)
-        if len(sources) > quality.best_sources:
-            quality.best_sources = len(sources)
-            title = (
-                f"{frame.object or 'science'} {frame.filter or ''} {frame.exptime:g}s: {len(sources)} sources"
+        if len(catalogue) > quality.best_sources:
+            quality.best_sources = len(catalogue)
+            title = f"{frame.object or 'science'} {frame.filter or ''} {frame.exptime:g}s"
+            quality.best_frame = plots.Panel(
+                f"{title}: {len(catalogue)} sources", sci, catalogue["x"], catalogue["y"]
             )
-            quality.best_frame = plots.Panel(title, sci, sources["x"], sources["y"])
 
 
 def measure_night(

@@ -3,12 +3,13 @@ and failed quality checks (sent by :mod:`reduction_assets.alerts`)."""
 
 from __future__ import annotations
 
+import json
+
 from dagster import (
+    AssetCheckKey,
     AssetKey,
     AssetRecordsFilter,
-    DagsterEventType,
     DefaultSensorStatus,
-    EventRecordsFilter,
     RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
@@ -70,11 +71,19 @@ def _deliver(alert: Alert, alerts: AlertSinksResource, log) -> None:
             log.warning("alert %r not delivered to %s: %s", alert.subject, delivery.sink, delivery.error)
 
 
+def _root_cause(error) -> str:
+    """The innermost cause's last line (Dagster wraps what the step raised in its own errors)."""
+    while error.cause is not None:
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    return lines[-1] if lines else error.cls_name or "error"
+
+
 def run_failure_alert(context: RunFailureSensorContext) -> Alert:
     run = context.dagster_run
     partition = run.tags.get("dagster/partition")
     steps = [
-        f"{event.step_key}: {event.event_specific_data.error.message.strip().splitlines()[-1]}"
+        f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"
         for event in context.get_step_failure_events()
         if event.event_specific_data is not None and event.event_specific_data.error is not None
     ]
@@ -103,19 +112,8 @@ def run_failure_alerts(context: RunFailureSensorContext, alerts: AlertSinksResou
     _deliver(run_failure_alert(context), alerts, context.log)
 
 
-def _latest_check_event(instance) -> int:
-    records = instance.get_event_records(
-        EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=1, ascending=False
-    )
-    return records[0].storage_id if records else 0
-
-
-def check_failure_alert(record, instance) -> Alert | None:
-    """The alert of a failed check evaluation (None for a passed one)."""
-    evaluation = record.event_log_entry.dagster_event.event_specific_data
-    if evaluation is None or evaluation.passed:
-        return None
-    run_id = record.event_log_entry.run_id
+def check_failure_alert(evaluation, run_id: str, instance) -> Alert:
+    """The alert of a failed check evaluation."""
     run = instance.get_run_by_id(run_id)
     partition = run.tags.get("dagster/partition") if run is not None else None
     asset = evaluation.asset_key.to_user_string()
@@ -136,40 +134,58 @@ def check_failure_alert(record, instance) -> Alert | None:
     )
 
 
+def _name(key: AssetCheckKey) -> str:
+    return f"{key.asset_key.to_user_string()}:{key.name}"
+
+
+def _latest_execution(instance, key: AssetCheckKey) -> int:
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+    return records[0].id if records else 0
+
+
 @sensor(
     name=CHECK_FAILURE_ALERTS,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Sends an alert (log, webhook, e-mail) for every failed asset check, warnings "
-    "included (the first tick only notes where the event log is).",
+    "included (the first tick only notes where each check's history is).",
 )
 def check_failure_alerts(context: SensorEvaluationContext, alerts: AlertSinksResource) -> SensorResult:
-    if not context.cursor:
+    # Read per check from the checks' execution history (an index every event-log storage keeps,
+    # run-sharded SQLite included), after the last execution id seen of each.
+    keys = sorted(context.repository_def.asset_graph.asset_check_keys, key=_name)
+    storage = context.instance.event_log_storage
+    seen = json.loads(context.cursor) if context.cursor else None
+    if seen is None:
+        cursor = {_name(key): _latest_execution(context.instance, key) for key in keys}
         return SensorResult(
             skip_reason=SkipReason("started: alerts for checks evaluated from now on"),
-            cursor=str(_latest_check_event(context.instance)),
+            cursor=json.dumps(cursor),
         )
-    records = context.instance.get_event_records(
-        EventRecordsFilter(
-            event_type=DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=int(context.cursor)
-        ),
-        limit=BATCH,
-        ascending=True,
-    )
-    if not records:
-        return SensorResult(skip_reason=SkipReason("no check evaluated since the last tick"))
-    sent = 0
-    for record in records:
-        alert = check_failure_alert(record, context.instance)
-        if alert is not None:
-            _deliver(alert, alerts, context.log)
-            sent += 1
-    cursor = str(max(record.storage_id for record in records))
+    cursor, evaluated, sent = dict(seen), 0, 0
+    for key in keys:
+        after = seen.get(_name(key), 0)
+        records = [r for r in storage.get_asset_check_execution_history(key, limit=BATCH) if r.id > after]
+        for record in sorted(records, key=lambda r: r.id):
+            if record.status.value == "PLANNED":
+                break  # still running: looked at again next tick
+            cursor[_name(key)] = record.id
+            evaluated += 1
+            if record.status.value == "FAILED" and record.evaluation is not None:
+                _deliver(
+                    check_failure_alert(record.evaluation, record.run_id, context.instance),
+                    alerts,
+                    context.log,
+                )
+                sent += 1
     if not sent:
-        return SensorResult(
-            skip_reason=SkipReason(f"{len(records)} checks evaluated, all passed"), cursor=cursor
+        reason = (
+            f"{evaluated} checks evaluated, all passed"
+            if evaluated
+            else "no check evaluated since the last tick"
         )
-    return SensorResult(cursor=cursor)
+        return SensorResult(skip_reason=SkipReason(reason), cursor=json.dumps(cursor))
+    return SensorResult(cursor=json.dumps(cursor))
 
 
 QUALITY_SENSORS = (quality_trends_sensor, run_failure_alerts, check_failure_alerts)

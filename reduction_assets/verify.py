@@ -31,6 +31,7 @@ from reduction_assets.catalog.integrity import (
 from reduction_assets.checksums import sha256_of
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.home import Home
+from reduction_assets.keys import QUALITY_PREFIX
 from reduction_assets.landing import resolve_in_landing
 from reduction_assets.storage import Integrity, LocalStore, ObjectStore
 
@@ -94,7 +95,7 @@ def verify_home(
             )
         known = {item.key for item in objects if item.store == name}
         for key in store.keys():  # noqa: SIM118 - a store, not a dict
-            if key not in known:
+            if key not in known and not (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
                 report.findings.append(Finding(name, key, "not_in_catalog", "left in place"))
     return report
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import requests
+from dagster import DagsterInstance
 
 from reduction_assets.home import Home
 from reduction_assets.webserver import BACKFILL_DONE, LOCATION, WebserverClient, WebserverError
@@ -56,8 +57,9 @@ class Deployment:
         )
 
     def stop_sensors(self) -> None:
-        """Stop both sensors (`dagster sensor stop`), for tests that launch every run themselves."""
-        for name in ("landing_sensor", "calibration_sensor"):
+        """Stop the sensors that launch runs (`dagster sensor stop`), for tests that launch every run
+        themselves (the alert sensors launch none)."""
+        for name in ("landing_sensor", "calibration_sensor", "quality_trends_sensor"):
             done = self.dagster("sensor", "stop", name, "-w", str(self.workspace))
             if done.returncode != 0 and "already" not in done.stdout + done.stderr:
                 raise RuntimeError(f"dagster sensor stop {name}: {done.stderr[-2000:]}")
@@ -148,6 +150,11 @@ class LocalDeployment(Deployment):
     def __enter__(self) -> LocalDeployment:
         if not self.sensors:
             self.stop_sensors()
+        else:
+            # The instance's SQLite storages are created (and stamped by alembic) here, once: the
+            # webserver, the daemon and their code servers creating them at the same moment can stamp
+            # two heads, and then none of them loads ("more than one head present").
+            DagsterInstance.from_config(str(self.home.dagster)).dispose()
         self._start(
             str(BIN / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)
         )

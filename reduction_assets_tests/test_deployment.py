@@ -77,6 +77,7 @@ def test_the_backfill_command_does_two_nights_in_one_run(deployment, capsys):
         "reduced_frames",
         "stacks",
         "archive_records",
+        "quality_metrics",
     }
     assert len([p for p in products(deployment.home) if p.status == "reduced"]) == 24
 
@@ -163,4 +164,6 @@ def test_the_multiprocess_executor_runs_each_step_in_its_own_process(tmp_path, l
     assert run.status == DagsterRunStatus.SUCCESS, running.logs.read_text()[-3000:]
     assert any("Executing steps using multiprocess executor" in m for m in messages)
     launched = [m for m in messages if m.startswith("Launching subprocess for")]
-    assert len(launched) == 7  # raw frames, three masters, reduced frames, stacks, archive: a process each
+    assert (
+        len(launched) == 8
+    )  # raw frames, three masters, reduced frames, stacks, archive, quality: a process each

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from reduction_assets.instruments import RegistryError, night_of, parse_registry
+from reduction_assets.instruments import QUALITY_DEFAULTS, RegistryError, Threshold, night_of, parse_registry
 
 UTC = dt.UTC
 
@@ -160,3 +160,30 @@ def test_night_uses_civil_time_when_a_timezone_is_given():
     at = dt.datetime(2019, 10, 29, 16, 30, tzinfo=UTC)
     assert night_of(at, timezone="America/Toronto") == dt.date(2019, 10, 29)
     assert night_of(at, longitude=-79.4) == dt.date(2019, 10, 28)
+
+
+def test_quality_thresholds_default_and_are_overridden_key_by_key():
+    registry = parse_registry(
+        MINIMAL + "    quality: {fwhm: 1.8, read_noise: {severity: warn}, zero_points: {V: 24.5}}\n"
+    )
+    quality = registry["cam"].quality
+    assert quality["fwhm"] == Threshold(1.8, "warn")  # a number sets the limit, keeps the severity
+    assert quality["read_noise"] == Threshold(QUALITY_DEFAULTS["read_noise"].limit, "warn")
+    assert quality["dark_current"] == QUALITY_DEFAULTS["dark_current"]
+    assert quality.zero_points == {"V": 24.5}
+    assert parse_registry(MINIMAL)["cam"].quality.thresholds == QUALITY_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("{seeing: 2}", "unknown key quality.seeing; known: bias_level_drift, dark_current"),
+        ("{fwhm: {limit: 2, severity: fatal}}", "quality.fwhm.severity = 'fatal': expected warn or error"),
+        ("{fwhm: wide}", "quality.fwhm = 'wide' is not a number"),
+        ("{hot_pixels: -1}", "quality.hot_pixels limit -1.0 must not be negative"),
+        ("{zero_points: {V: bright}}", "quality.zero_points.V = 'bright' is not a number"),
+    ],
+)
+def test_a_malformed_quality_section_is_refused_naming_the_key(entry, message):
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        parse_registry(MINIMAL + f"    quality: {entry}\n", source="cams.yaml")

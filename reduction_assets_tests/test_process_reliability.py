@@ -270,6 +270,8 @@ def test_a_missing_postgresql_database_is_named_and_the_password_is_not(home, lc
 def test_runs_of_process_carry_its_identity(home, lcosim_night):
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     assert run_process(home)[0] == 0
-    (run,) = instance_of(home).get_runs()
-    assert run.tags[LAUNCHED_BY_TAG] == PROCESS_LAUNCHER and run.tags[HOME_TAG] == str(home.root)
-    assert Path(str(home.root)).is_dir() and int(run.tags[PID_TAG]) > 0
+    runs = instance_of(home).get_runs()
+    assert sorted(run.job_name for run in runs) == ["process_night", "update_quality_trends"]
+    for run in runs:
+        assert run.tags[LAUNCHED_BY_TAG] == PROCESS_LAUNCHER and run.tags[HOME_TAG] == str(home.root)
+        assert Path(str(home.root)).is_dir() and int(run.tags[PID_TAG]) > 0

@@ -200,3 +200,28 @@ def test_a_pedestal_and_a_dark_rate_are_fitted_through_the_three_exposure_times(
     assert abs(np.median(residual[good])) < 0.5 and np.mean(np.abs(residual[good]) < 5) > 0.99
     # A CCD cooled to -17 C: next to no dark current in most pixels, warm pixels well above it.
     assert abs(np.median(rate.data[good])) < 0.05 and np.percentile(rate.data[good], 99.9) > 0.3
+
+
+def test_quality_of_the_spectra_is_recorded_as_missing_with_the_reason_and_darks_are_measured(ingested):
+    from reduction_assets.catalog.quality import partition_metrics
+
+    *_, home = ingested
+    catalog = Catalog(home.catalog_url())
+    try:
+        with catalog.session() as session:
+            rows = partition_metrics(session, "st7", dt.date(2019, 10, 28))
+    finally:
+        catalog.dispose()
+    reduced = [r for r in rows if r.subject_kind == "reduced"]
+    assert reduced and {r.metric for r in reduced if r.value is None} == {
+        "sky", "sources", "fwhm", "fwhm_arcsec", "ellipticity", "zero_point",
+    }  # fmt: skip
+    assert {r.reason for r in reduced if r.value is None} == {"a spectrum: no sky or stars to measure"}
+    assert all(r.value is not None for r in reduced if r.metric in ("cosmic_rays", "flagged_fraction"))
+    darks = [r for r in rows if r.metric == "dark_current"]
+    # Darks that include the bias give no rate: missing, with the reason; the fitted rate dark has one.
+    assert any(r.value is None and "with its bias" in r.reason for r in darks)
+    (rate,) = [r.value for r in darks if r.value is not None]
+    assert abs(rate) < 0.1  # e-/s: the median pixel of a cooled CCD; the hot ones are counted apart
+    (pedestal,) = [r.value for r in rows if r.metric == "master_bias_level"]
+    assert pedestal != rate  # the synthetic bias's own level, not the fit's rate

@@ -38,6 +38,9 @@ def test_status_lists_running_queued_and_still_failed_runs_and_sensor_states(hom
     assert {s["sensor"]: (s["running"], s["set_by"]) for s in report["sensors"]} == {
         "landing_sensor": (True, "default"),
         "calibration_sensor": (True, "default"),
+        "quality_trends_sensor": (True, "default"),
+        "run_failure_alerts": (True, "default"),
+        "check_failure_alerts": (True, "default"),
     }
     code, out = cli(capsys, "--home", str(home.root), "status")
     assert "running runs: 1" in out and "failed runs (last 7 days, not succeeded since): 1" in out

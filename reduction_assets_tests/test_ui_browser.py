@@ -1,7 +1,7 @@
 """The Dagster UI in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`,
 driven by selenium) loads the webserver of a home where a night was processed, shows the asset
-graph and the night's partition status. Screenshots are kept under $REDUCTION_TEST_ARTIFACTS
-(default: test-artifacts/ in the checkout)."""
+graph and the night's partition status; the night's HTML report renders with its plots.
+Screenshots are kept under $REDUCTION_TEST_ARTIFACTS (default: test-artifacts/ in the checkout)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,9 @@ def screenshot(browser, name: str) -> Path:
 
 def test_the_asset_graph_shows_every_group_of_the_pipeline(browser, webserver):
     browser.get(f"{webserver.url}/asset-groups")
-    page_text(browser, "Global asset lineage", "raw", "calibrations", "science", "stacks", "archive")
+    page_text(
+        browser, "Global asset lineage", "raw", "calibrations", "science", "stacks", "archive", "quality"
+    )
     assert screenshot(browser, "ui_asset_graph.png").stat().st_size > 10_000
 
 
@@ -108,3 +110,18 @@ def test_the_processed_night_shows_as_a_materialized_partition(browser, webserve
     browser.get(f"{webserver.url}/assets/reduced_frames?view=partitions")
     page_text(browser, "Materialized (1)", "Failed (0)", "lcosim", NIGHT.isoformat())
     assert screenshot(browser, "ui_reduced_frames_partitions.png").stat().st_size > 10_000
+
+
+def test_the_nightly_report_renders_in_chromium(browser, webserver, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["--home", str(webserver.home.root), "report", NIGHT.isoformat(), "--out", str(out)]) == 0
+    browser.get(out.as_uri())
+    night = NIGHT.isoformat()
+    page_text(
+        browser, f"Night {night}", "lcosim", "Quality checks", "Masters", f"Trends (the 30 nights to {night})"
+    )
+    from selenium.webdriver.common.by import By
+
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert len(images) >= 3 and all(image.get_property("naturalWidth") > 100 for image in images)
+    assert screenshot(browser, "nightly_report.png").stat().st_size > 10_000

@@ -31,11 +31,26 @@ class MetricRow:
     time: dt.datetime
 
 
+# What makes two measurements the same (recorded_at aside).
+_COMPARED = ("subject", "subject_kind", "frame_type", "filter", "metric", "value", "unit", "reason", "time")
+
+
 def record_partition_metrics(
     session: Session, instrument: str, night: dt.date, rows: Sequence[MetricRow]
 ) -> int:
     """Replace the partition's measurements with ``rows`` (a re-measured night never keeps values
-    of frames that are gone or were measured by an older rule). Returns the rows written."""
+    of frames that are gone or were measured by an older rule). Returns the rows written: 0 when
+    the partition already holds exactly these (a run that changes nothing writes nothing, so it
+    never waits for SQLite's writer lock)."""
+    held = session.execute(
+        select(*(getattr(QualityMetric, name) for name in _COMPARED)).where(
+            QualityMetric.instrument == instrument, QualityMetric.night == night
+        )
+    ).all()
+    if sorted(map(tuple, held), key=repr) == sorted(
+        (tuple(getattr(row, name) for name in _COMPARED) for row in rows), key=repr
+    ):
+        return 0
     session.execute(
         delete(QualityMetric).where(QualityMetric.instrument == instrument, QualityMetric.night == night)
     )

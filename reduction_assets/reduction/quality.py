@@ -163,8 +163,13 @@ def master_metrics(
     stacking recorded. ``exptime`` is 0 for masters that scale with exposure time."""
     if kind == "bias":
         noise = statistics.get("read_noise_e")
+        # A synthetic bias (the pedestal of a fit through darks) shares the fit's statistics, whose
+        # median is the dark rate's.
+        level = (
+            statistics.get("median_pedestal_e") if statistics.get("synthetic") else statistics.get("median")
+        )
         return [
-            Measurement("master_bias_level", statistics.get("median")),
+            Measurement("master_bias_level", level),
             Measurement("master_read_noise", noise, None if noise is not None else "a pedestal fit"),
         ]
     if kind == "dark":
@@ -209,8 +214,10 @@ def star_shapes(
         objects = objects[(objects["flag"] == 0) & ~near_flag]
     if len(objects) < MIN_STARS:
         return missing(SHAPE_METRICS, f"{len(objects)} well-measured stars, fewer than {MIN_STARS}")
+    # Within 3 a (99 % of a Gaussian's light) a neighbour is less often in the aperture than within
+    # the 6 a Source Extractor uses: in a crowded field of bad seeing that inflates the radius.
     radius, flag = sep.flux_radius(
-        signal, objects["x"], objects["y"], 6.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
+        signal, objects["x"], objects["y"], 3.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
     )
     # A masked pixel far out in the wings does not spoil a half-light radius; an image edge does.
     good = ((flag & sep.APER_TRUNC) == 0) & np.isfinite(radius) & (radius > 0)

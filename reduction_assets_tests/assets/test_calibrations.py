@@ -263,3 +263,31 @@ def test_darks_of_two_exposure_times_give_a_pedestal_fit_that_calibrates_any_exp
         (science,) = session.scalars(select(Product)).all()
     assert science.status == "reduced" and (science.bias_id, science.dark_id) == (
         rows[("bias", 0.0)].id, rows[("dark", 0.0)].id)  # fmt: skip
+
+
+def test_a_master_check_whose_registry_threshold_is_a_warning_keeps_the_master(
+    home, lcosim_night, tmp_path, monkeypatch, registry
+):
+    # The severity of a check comes from the registry's quality section: an error blocks the master
+    # (above); a warning is reported and the master stays in use.
+    import dataclasses
+
+    from reduction_assets.instruments import QualityLimits, Registry, Threshold
+    from reduction_assets.resources import ReductionHomeResource
+
+    lcosim = registry["lcosim"]
+    thresholds = {**lcosim.quality.thresholds, "read_noise": Threshold(0.25, "warn")}
+    lenient = dataclasses.replace(lcosim, quality=QualityLimits(thresholds, lcosim.quality.zero_points))
+    patched = Registry({**registry.instruments, "lcosim": lenient}, registry.source)
+    monkeypatch.setattr(ReductionHomeResource, "registry", lambda self: patched)
+    names = deliver(noisy_biases(lcosim_night, tmp_path) + frames_of(lcosim_night, "dark"), home.landing)
+    result = run_partition(home, names, raise_on_error=False)
+    assert result.success
+    check = next(c for c in result.get_asset_check_evaluations() if c.check_name == "read_noise_consistent")
+    assert not check.passed and check.severity.value == "WARN"
+    (row,) = [r.data for r in metadata(result, "master_bias")["summary"].records]
+    assert row["reason"].endswith("a warning: kept in use")
+    bias = next(c for c in calibrations(home) if c.type == "bias")
+    assert not bias.bad
+    materialized = {event.asset_key for event in result.get_asset_materialization_events()}
+    assert AssetKey("master_dark") in materialized
