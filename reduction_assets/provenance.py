@@ -41,10 +41,11 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        4,
+        5,
         (
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
+            "reduction_assets.kernels.lacosmic",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             *_CALIBRATION,

@@ -1,6 +1,7 @@
 """Cosmic rays: L.A.Cosmic candidates, kept only where they are sharper than the point-spread function.
 
-L.A.Cosmic (van Dokkum 2001, through astroscrappy) finds pixels whose Laplacian stands out of the
+L.A.Cosmic (van Dokkum 2001; reduction_assets.kernels.lacosmic, astroscrappy's algorithm in numba,
+or astroscrappy itself) finds pixels whose Laplacian stands out of the
 noise. On well-sampled bright stars the Laplacian's positive ring (about 2-3 px from the centre) stands
 out too, and on arc spectra so do the lines. A cosmic ray, unlike a star or a line, is sharper than
 the optics can make anything: so a candidate is kept only if, in at least one of the four directions
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import astroscrappy
 import numpy as np
 
+from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
+
 COSMIC_PAD = 6  # pixels: the Laplacian filter misses hits on the outermost rows and columns otherwise
 
 # (dy, dx, distance) of the four directions of the sharpness test.
@@ -36,6 +39,8 @@ class CosmicSettings:
     sigfrac: float = 0.3
     objlim: float = 5.0
     sharpness_sigma: float = 3.0  # c: noise margin of the sharpness test, in standard deviations
+    # numba: reduction_assets.kernels.lacosmic (the same masks, faster); astroscrappy: the reference.
+    backend: str = "numba"
 
 
 def lacosmic_candidates(
@@ -50,19 +55,27 @@ def lacosmic_candidates(
     padded = np.pad(image, pad, constant_values=float(np.median(image))).astype(np.float32)
     padded_var = np.pad(variance, pad, constant_values=float(np.median(variance))).astype(np.float32)
     padded_ignore = np.pad(ignore, pad, constant_values=False)
-    mask, _ = astroscrappy.detect_cosmics(
-        padded,
-        inmask=padded_ignore,
-        invar=padded_var,
-        sigclip=settings.sigclip,
-        sigfrac=settings.sigfrac,
-        objlim=settings.objlim,
-        gain=1.0,
-        readnoise=read_noise,
-        satlevel=np.inf,
-        cleantype="meanmask",
-        verbose=False,
-    )
+    if settings.backend == "numba":
+        lacosmic = LACosmicSettings(
+            sigclip=settings.sigclip, sigfrac=settings.sigfrac, objlim=settings.objlim, readnoise=read_noise
+        )
+        mask = detect_cosmics(padded, padded_ignore, padded_var, lacosmic)
+    elif settings.backend == "astroscrappy":
+        mask, _ = astroscrappy.detect_cosmics(
+            padded,
+            inmask=padded_ignore,
+            invar=padded_var,
+            sigclip=settings.sigclip,
+            sigfrac=settings.sigfrac,
+            objlim=settings.objlim,
+            gain=1.0,
+            readnoise=read_noise,
+            satlevel=np.inf,
+            cleantype="meanmask",
+            verbose=False,
+        )
+    else:
+        raise ValueError(f"cosmic-ray backend {settings.backend!r}: expected numba or astroscrappy")
     return mask[pad:-pad, pad:-pad]
 
 

@@ -8,9 +8,15 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from reduction_assets.reduction.cosmics import fill_masked, grow_within, sharper_than_psf
+from reduction_assets.reduction.cosmics import (
+    CosmicSettings,
+    fill_masked,
+    grow_within,
+    lacosmic_candidates,
+    sharper_than_psf,
+)
 from reduction_assets.reduction.dq import DQ
-from reduction_assets.reduction.science import calibrate_science
+from reduction_assets.reduction.science import ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import COSMIC_RAY_FILLED, SATURATED_SOURCE, extract_sources
 from reduction_assets.simulate import SimulationConfig, _render_stars, simulate_night
 from reduction_assets_tests.reduction.frames import build, inputs
@@ -19,19 +25,26 @@ SIZE = 384
 
 
 @pytest.fixture(scope="module")
-def frames(registry, tmp_path_factory):
-    """Four 384x384 science frames of a night (a seed no other test uses), reduced, with truth."""
+def night(registry, tmp_path_factory):
+    """A 384x384 night (a seed no other test uses) and its masters."""
     lco = registry["lcosim"]
-    night = simulate_night(
+    simulated = simulate_night(
         lco,
         dt.date(2026, 11, 22),
         tmp_path_factory.mktemp("cosmics"),
         SimulationConfig(seed=71, size=(SIZE, SIZE), filters=("rp",), n_dither=2),
     )
+    bias = build("bias", inputs(simulated, "bias"), lco).master
+    dark = build("dark", inputs(simulated, "dark"), lco, bias=bias).master
+    flat = build("flat", inputs(simulated, "flat", "rp"), lco, bias=bias, dark=dark).master
+    return lco, simulated, bias, dark, flat
+
+
+@pytest.fixture(scope="module")
+def frames(night):
+    """Its four science frames, reduced, with truth."""
+    lco, night, bias, dark, flat = night
     truth = night.truth
-    bias = build("bias", inputs(night, "bias"), lco).master
-    dark = build("dark", inputs(night, "dark"), lco, bias=bias).master
-    flat = build("flat", inputs(night, "flat", "rp"), lco, bias=bias, dark=dark).master
     reduced = []
     for index, (path, frame) in enumerate(zip(night.frames, truth.frames)):
         if frame.frame_type != "science":
@@ -112,6 +125,34 @@ def test_star_fluxes_are_right_whatever_their_flags(frames):
     assert np.percentile(ratios[bright], 5) >= 0.97
     assert np.percentile(ratios[bright & filled], 5) >= 0.97
     assert ratios.min() > 0.85  # was 0.5 when hits were masked and the sum rescaled by area
+
+
+def test_the_numba_backend_makes_astroscrappys_products(night):
+    lco, simulated, bias, dark, flat = night
+    path = next(p for p in simulated.frames if p.name.endswith("science.fits"))
+    raw = fits.getdata(path).astype(np.float32)
+    results = [
+        calibrate_science(
+            raw,
+            instrument=lco,
+            geometry=lco.geometry(raw.shape, (1, 1)),
+            exptime=60.0,
+            bias=bias,
+            dark=dark,
+            flat=flat,
+            settings=ScienceSettings(cosmics=CosmicSettings(backend=backend)),
+        )
+        for backend in ("numba", "astroscrappy")
+    ]
+    assert ((results[0].dq & DQ.COSMIC_RAY) != 0).sum() > 20
+    assert np.array_equal(results[0].dq, results[1].dq)
+    assert np.array_equal(results[0].sci, results[1].sci) and np.array_equal(results[0].err, results[1].err)
+
+
+def test_an_unknown_cosmic_ray_backend_is_refused():
+    with pytest.raises(ValueError, match="cosmic-ray backend 'iraf': expected numba or astroscrappy"):
+        lacosmic_candidates(np.zeros((20, 20)), np.ones((20, 20)), np.zeros((20, 20), bool), 5.0,
+                            CosmicSettings(backend="iraf"))  # fmt: skip
 
 
 def test_a_gaussian_star_is_never_sharper_than_its_psf_but_a_hit_is():
