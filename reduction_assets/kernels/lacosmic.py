@@ -26,67 +26,121 @@ class LACosmicSettings:
     niter: int = 4
 
 
-# Median selection networks (Devillard's, as astroscrappy's PyOptMed3/5/7/9): after these
-# compare-exchanges (the smaller value to the first index) the median is at index n // 2. Applied to
-# whole rows at once, each compare-exchange is a vectorised min/max across pixels.
-MEDIAN_NETWORKS = {
-    3: ((0, 1), (1, 2), (0, 1)),
-    5: ((0, 1), (3, 4), (0, 3), (1, 4), (1, 2), (2, 3), (1, 2)),
-    7: ((0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3), (3, 6), (4, 5), (1, 4), (1, 3),
-        (3, 4)),
-    9: ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
-        (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)),
-}  # fmt: skip
-
-
-def _network(width: int) -> np.ndarray:
-    return np.array(MEDIAN_NETWORKS[width], dtype=np.int64)
+# Median selection networks (Devillard's, as astroscrappy's PyOptMed5/7/9): after these
+# compare-exchanges the median is the middle argument. Written on scalars in a loop over a row, they
+# compile to vectorised min/max across pixels.
 
 
 @njit(cache=True, inline="always")
-def _select(buffer: np.ndarray, network: np.ndarray, first: int, stop: int) -> None:
-    """Apply the network to columns ``first:stop`` of ``buffer`` (one row per network input)."""
-    for step in range(network.shape[0]):
-        a = network[step, 0]
-        b = network[step, 1]
-        low = buffer[a]
-        high = buffer[b]
-        for i in range(first, stop):
-            x = low[i]
-            y = high[i]
-            low[i] = x if x < y else y
-            high[i] = y if x < y else x
+def _exchange(a, b):
+    return (a, b) if a < b else (b, a)
+
+
+@njit(cache=True, inline="always")
+def _median5(p0, p1, p2, p3, p4):
+    p0, p1 = _exchange(p0, p1)
+    p3, p4 = _exchange(p3, p4)
+    p0, p3 = _exchange(p0, p3)
+    p1, p4 = _exchange(p1, p4)
+    p1, p2 = _exchange(p1, p2)
+    p2, p3 = _exchange(p2, p3)
+    p1, p2 = _exchange(p1, p2)
+    return p2
+
+
+@njit(cache=True, inline="always")
+def _median7(p0, p1, p2, p3, p4, p5, p6):
+    p0, p5 = _exchange(p0, p5)
+    p0, p3 = _exchange(p0, p3)
+    p1, p6 = _exchange(p1, p6)
+    p2, p4 = _exchange(p2, p4)
+    p0, p1 = _exchange(p0, p1)
+    p3, p5 = _exchange(p3, p5)
+    p2, p6 = _exchange(p2, p6)
+    p2, p3 = _exchange(p2, p3)
+    p3, p6 = _exchange(p3, p6)
+    p4, p5 = _exchange(p4, p5)
+    p1, p4 = _exchange(p1, p4)
+    p1, p3 = _exchange(p1, p3)
+    p3, p4 = _exchange(p3, p4)
+    return p3
+
+
+@njit(cache=True, inline="always")
+def _median9(p0, p1, p2, p3, p4, p5, p6, p7, p8):
+    p1, p2 = _exchange(p1, p2)
+    p4, p5 = _exchange(p4, p5)
+    p7, p8 = _exchange(p7, p8)
+    p0, p1 = _exchange(p0, p1)
+    p3, p4 = _exchange(p3, p4)
+    p6, p7 = _exchange(p6, p7)
+    p1, p2 = _exchange(p1, p2)
+    p4, p5 = _exchange(p4, p5)
+    p7, p8 = _exchange(p7, p8)
+    p0, p3 = _exchange(p0, p3)
+    p5, p8 = _exchange(p5, p8)
+    p4, p7 = _exchange(p4, p7)
+    p3, p6 = _exchange(p3, p6)
+    p1, p4 = _exchange(p1, p4)
+    p2, p5 = _exchange(p2, p5)
+    p4, p7 = _exchange(p4, p7)
+    p4, p2 = _exchange(p4, p2)
+    p6, p4 = _exchange(p6, p4)
+    p4, p2 = _exchange(p4, p2)
+    return p4
 
 
 @njit(parallel=True, cache=True)
-def _separable_median(data: np.ndarray, half: int, network: np.ndarray) -> np.ndarray:
+def _separable_median(data: np.ndarray, half: int) -> np.ndarray:
     ny, nx = data.shape
-    width = 2 * half + 1
     rows = data.copy()
     for j in prange(ny):
-        buffer = np.empty((width, nx), dtype=np.float32)
-        for k in range(width):
-            for i in range(half, nx - half):
-                buffer[k, i] = data[j, i - half + k]
-        _select(buffer, network, half, nx - half)
-        for i in range(half, nx - half):
-            rows[j, i] = buffer[half, i]
+        r = data[j]
+        o = rows[j]
+        if half == 2:
+            for i in range(2, nx - 2):
+                o[i] = _median5(r[i - 2], r[i - 1], r[i], r[i + 1], r[i + 2])
+        elif half == 3:
+            for i in range(3, nx - 3):
+                o[i] = _median7(r[i - 3], r[i - 2], r[i - 1], r[i], r[i + 1], r[i + 2], r[i + 3])
+        else:
+            for i in range(4, nx - 4):
+                o[i] = _median9(
+                    r[i - 4], r[i - 3], r[i - 2], r[i - 1], r[i], r[i + 1], r[i + 2], r[i + 3], r[i + 4]
+                )
     out = data.copy()
     for j in prange(half, ny - half):
-        buffer = np.empty((width, nx), dtype=np.float32)
-        for k in range(width):
-            for i in range(half, nx - half):
-                buffer[k, i] = rows[j - half + k, i]
-        _select(buffer, network, half, nx - half)
-        for i in range(half, nx - half):
-            out[j, i] = buffer[half, i]
+        o = out[j]
+        if half == 2:
+            a, b, c, d, e = rows[j - 2], rows[j - 1], rows[j], rows[j + 1], rows[j + 2]
+            for i in range(2, nx - 2):
+                o[i] = _median5(a[i], b[i], c[i], d[i], e[i])
+        elif half == 3:
+            a, b, c, d, e, f, g = (
+                rows[j - 3],
+                rows[j - 2],
+                rows[j - 1],
+                rows[j],
+                rows[j + 1],
+                rows[j + 2],
+                rows[j + 3],
+            )
+            for i in range(3, nx - 3):
+                o[i] = _median7(a[i], b[i], c[i], d[i], e[i], f[i], g[i])
+        else:
+            a, b, c, d, e = rows[j - 4], rows[j - 3], rows[j - 2], rows[j - 1], rows[j]
+            f, g, h, k = rows[j + 1], rows[j + 2], rows[j + 3], rows[j + 4]
+            for i in range(4, nx - 4):
+                o[i] = _median9(a[i], b[i], c[i], d[i], e[i], f[i], g[i], h[i], k[i])
     return out
 
 
 def separable_median(data: np.ndarray, half: int) -> np.ndarray:
-    """astroscrappy's ``sepmedfilt{2 half + 1}`` (float32): the median along rows, then along
-    columns; the ``half`` outermost rows and columns keep the input's values."""
-    return _separable_median(np.ascontiguousarray(data, dtype=np.float32), half, _network(2 * half + 1))
+    """astroscrappy's ``sepmedfilt{2 half + 1}`` (float32, ``half`` 2, 3 or 4): the median along rows,
+    then along columns; the ``half`` outermost rows and columns keep the input's values."""
+    if half not in (2, 3, 4):
+        raise ValueError(f"half width {half}: 2, 3 or 4 (filters of 5, 7 or 9)")
+    return _separable_median(np.ascontiguousarray(data, dtype=np.float32), half)
 
 
 @njit(cache=True, inline="always")
