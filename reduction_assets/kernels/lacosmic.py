@@ -270,26 +270,66 @@ def detect_cosmics(
     crmask = np.zeros((ny, nx), dtype=np.bool_)
     sigcliplow = np.float32(settings.sigfrac * settings.sigclip)
     sigclip = np.float32(settings.sigclip)
+    objlim = np.float32(settings.objlim)
     for _ in range(settings.niter):
         s = fine_laplacian(clean)
-        m5 = separable_median(clean_var, 3)
-        m5[m5 < 0.00001] = 0.00001
-        noise = np.sqrt(m5)
-        s /= 2.0 * noise
-        sp = s - separable_median(s, 3)
-        cosmics = (sp > sigclip) & good
+        noise = _noise_and_scale(separable_median(clean_var, 3), s)
         fine = separable_median(clean, 2)
-        fine = (fine - separable_median(fine, 4)) / noise
-        fine[fine < 0.01] = 0.01
-        cosmics &= (sp / fine) > np.float32(settings.objlim)
-        cosmics = dilate3(cosmics) & good & (sp > sigclip)
-        cosmics = dilate3(cosmics) & good & (sp > sigcliplow)
+        sp, cosmics = _candidates(s, separable_median(s, 3), fine, separable_median(fine, 4), noise, good,
+                                  sigclip, objlim)  # fmt: skip
+        cosmics = _grow(cosmics, good, sp, sigclip)
+        cosmics = _grow(cosmics, good, sp, sigcliplow)
         crmask |= cosmics
         if not cosmics.any():
             break
         clean_meanmask(clean, crmask, ignore, background)
         clean_meanmask(clean_var, crmask, ignore, background_var)
     return crmask
+
+
+@njit(parallel=True, cache=True)
+def _noise_and_scale(m5: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """noise = sqrt(max(m5, 1e-5)); s /= 2 noise in place (float32, as astroscrappy's numpy steps)."""
+    ny, nx = m5.shape
+    noise = np.empty((ny, nx), dtype=np.float32)
+    floor = np.float32(0.00001)
+    two = np.float32(2.0)
+    for j in prange(ny):
+        for i in range(nx):
+            value = np.sqrt(m5[j, i] if m5[j, i] >= floor else floor)
+            noise[j, i] = value
+            s[j, i] = s[j, i] / (two * value)
+    return noise
+
+
+@njit(parallel=True, cache=True)
+def _candidates(s, s_median, fine, fine_median, noise, good, sigclip, objlim):
+    """sp = s - median(s); candidates: sp above sigclip, not ignored, and sp over the fine-structure
+    contrast (f - median(f)) / noise (at least 0.01) above objlim."""
+    ny, nx = s.shape
+    sp = np.empty((ny, nx), dtype=np.float32)
+    cosmics = np.empty((ny, nx), dtype=np.bool_)
+    least = np.float32(0.01)
+    for j in prange(ny):
+        for i in range(nx):
+            value = s[j, i] - s_median[j, i]
+            contrast = (fine[j, i] - fine_median[j, i]) / noise[j, i]
+            if contrast < least:
+                contrast = least
+            sp[j, i] = value
+            cosmics[j, i] = value > sigclip and good[j, i] and value / contrast > objlim
+    return sp, cosmics
+
+
+@njit(parallel=True, cache=True)
+def _grow(cosmics, good, sp, threshold) -> np.ndarray:
+    """dilate3(cosmics), kept where not ignored and sp is above ``threshold``."""
+    grown = dilate3(cosmics)
+    ny, nx = grown.shape
+    for j in prange(ny):
+        for i in range(nx):
+            grown[j, i] = grown[j, i] and good[j, i] and sp[j, i] > threshold
+    return grown
 
 
 @njit(parallel=True, cache=True)
