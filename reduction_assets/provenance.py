@@ -46,6 +46,7 @@ STEPS: dict[str, Step] = {
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
             "reduction_assets.kernels.lacosmic",
+            "reduction_assets.kernels.fill",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             *_CALIBRATION,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import astroscrappy
 import numpy as np
 
+from reduction_assets.kernels.fill import fill_from_neighbours
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
 
 COSMIC_PAD = 6  # pixels: the Laplacian filter misses hits on the outermost rows and columns otherwise
@@ -87,22 +88,34 @@ def sharper_than_psf(
     ``signal`` is background-subtracted (e-), ``variance`` its variance (e^2). Edge pixels, which lack
     one neighbour in every direction, are never sharp.
     """
+    ys, xs = np.indices(signal.shape).reshape(2, -1)
+    return _sharp_at(signal, variance, ys, xs, psf_fwhm, sharpness_sigma).reshape(signal.shape)
+
+
+def _sharp_at(
+    signal: np.ndarray,
+    variance: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    psf_fwhm: float,
+    sharpness_sigma: float,
+) -> np.ndarray:
+    """:func:`sharper_than_psf` at the pixels (ys, xs) only."""
     if not psf_fwhm > 0:
         raise ValueError(f"psf_fwhm must be positive, got {psf_fwhm}")
-    sigma_psf = psf_fwhm / 2.3548200450309493
-    sigma = np.sqrt(np.maximum(variance, 0.0))
-    centre = signal[1:-1, 1:-1]
-    lowered = centre - sharpness_sigma * sigma[1:-1, 1:-1]
-    sharp = np.zeros(signal.shape, dtype=bool)
-    inner = sharp[1:-1, 1:-1]
     height, width = signal.shape
+    inner = (ys > 0) & (ys < height - 1) & (xs > 0) & (xs < width - 1)
+    sharp = np.zeros(ys.shape, dtype=bool)
+    ys, xs = ys[inner], xs[inner]
+    sigma_psf = psf_fwhm / 2.3548200450309493
+    lowered = signal[ys, xs] - sharpness_sigma * np.sqrt(np.maximum(variance[ys, xs], 0.0))
+    found = np.zeros(ys.shape, dtype=bool)
     for dy, dx, distance in _DIRECTIONS:
         ratio = math.exp(-(distance**2) / (2.0 * sigma_psf**2))
-        plus = np.s_[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx]
-        minus = np.s_[1 - dy : height - 1 - dy, 1 - dx : width - 1 - dx]
-        mean = 0.5 * (signal[plus] + signal[minus])
-        sigma_mean = 0.5 * np.sqrt(variance[plus] + variance[minus])
-        inner |= lowered * ratio > mean + sharpness_sigma * sigma_mean
+        mean = 0.5 * (signal[ys + dy, xs + dx] + signal[ys - dy, xs - dx])
+        sigma_mean = 0.5 * np.sqrt(variance[ys + dy, xs + dx] + variance[ys - dy, xs - dx])
+        found |= lowered * ratio > mean + sharpness_sigma * sigma_mean
+    sharp[inner] = found
     return sharp
 
 
@@ -124,32 +137,20 @@ def confirm_cosmic_rays(
     candidates: np.ndarray, signal: np.ndarray, variance: np.ndarray, psf_fwhm: float, sharpness_sigma: float
 ) -> np.ndarray:
     """The candidates that are sharper than the PSF (:func:`sharper_than_psf` of the
-    background-subtracted ``signal``), with the candidates next to them."""
-    sharp = sharper_than_psf(signal, variance, psf_fwhm, sharpness_sigma)
-    return grow_within(sharp & candidates, candidates)
+    background-subtracted ``signal``, evaluated at the candidates only), with the candidates next
+    to them."""
+    sharp = np.zeros(candidates.shape, dtype=bool)
+    ys, xs = np.nonzero(candidates)
+    sharp[ys, xs] = _sharp_at(signal, variance, ys, xs, psf_fwhm, sharpness_sigma)
+    return grow_within(sharp, candidates)
 
 
 def fill_masked(image: np.ndarray, masked: np.ndarray, usable: np.ndarray, half_width: int = 2) -> np.ndarray:
     """A copy of ``image`` with ``masked`` pixels replaced by the mean of the ``usable``, unmasked
     pixels of the (2 half_width + 1)^2 box around them (widened until it holds one); for aperture
     photometry across cosmic-ray hits, instead of rescaling the aperture sum by its unmasked area."""
-    filled = np.array(image, dtype=np.float64, copy=True)
-    todo = masked.copy()
-    good = usable & ~masked
-    width = half_width
-    while todo.any() and width <= 8 * half_width:
-        sums = _box_sum(np.where(good, image, 0.0), width)
-        counts = _box_sum(good.astype(np.float64), width)
-        ready = todo & (counts > 0)
-        filled[ready] = sums[ready] / counts[ready]
-        todo &= ~ready
-        width *= 2
+    filled = fill_from_neighbours(
+        np.ascontiguousarray(image), np.ascontiguousarray(masked), np.ascontiguousarray(usable),
+        half_width, 8 * half_width,
+    )  # fmt: skip
     return filled.astype(image.dtype, copy=False)
-
-
-def _box_sum(values: np.ndarray, half_width: int) -> np.ndarray:
-    """Sum over the (2 half_width + 1)^2 box around each pixel (clipped at the edges)."""
-    size = 2 * half_width + 1
-    padded = np.pad(values.astype(np.float64), ((half_width + 1, half_width), (half_width + 1, half_width)))
-    table = padded.cumsum(axis=0).cumsum(axis=1)
-    return table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
