@@ -138,6 +138,19 @@ def _name(key: AssetCheckKey) -> str:
     return f"{key.asset_key.to_user_string()}:{key.name}"
 
 
+def _executions_after(storage, key: AssetCheckKey, after: int) -> list:
+    """The check's executions with an id above ``after`` (the history comes newest first, a page at a
+    time: a backfill may evaluate a check more often between two ticks than one page holds)."""
+    found, page_cursor = [], None
+    while True:
+        page = storage.get_asset_check_execution_history(key, limit=BATCH, cursor=page_cursor)
+        newer = [record for record in page if record.id > after]
+        found += newer
+        if len(newer) < len(page) or len(page) < BATCH:
+            return found
+        page_cursor = page[-1].id
+
+
 def _latest_execution(instance, key: AssetCheckKey) -> int:
     records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
     return records[0].id if records else 0
@@ -165,7 +178,7 @@ def check_failure_alerts(context: SensorEvaluationContext, alerts: AlertSinksRes
     cursor, evaluated, sent = dict(seen), 0, 0
     for key in keys:
         after = seen.get(_name(key), 0)
-        records = [r for r in storage.get_asset_check_execution_history(key, limit=BATCH) if r.id > after]
+        records = _executions_after(storage, key, after)
         for record in sorted(records, key=lambda r: r.id):
             if record.status.value == "PLANNED":
                 break  # still running: looked at again next tick

@@ -115,8 +115,8 @@ def night_quality():
     )
 
 
-def test_a_failed_check_reaches_the_webhook_and_the_mailbox_naming_the_check(webhook, mailbox):
-    alerts = sinks(webhook, mailbox)
+def ticker(alerts):
+    """Evaluate the check-failure sensor of a code location holding ``night_quality``."""
     definitions = Definitions(
         assets=[night_quality], sensors=[check_failure_alerts], resources={"alerts": alerts}
     )
@@ -127,6 +127,11 @@ def test_a_failed_check_reaches_the_webhook_and_the_mailbox_naming_the_check(web
         )
         return check_failure_alerts(context)
 
+    return tick
+
+
+def test_a_failed_check_reaches_the_webhook_and_the_mailbox_naming_the_check(webhook, mailbox):
+    tick = ticker(sinks(webhook, mailbox))
     with DagsterInstance.ephemeral() as instance:
         first = tick(instance)
         assert json.loads(first.cursor) == {"night_quality:seeing_within_limit": 0}  # only notes where it is
@@ -143,6 +148,20 @@ def test_a_failed_check_reaches_the_webhook_and_the_mailbox_naming_the_check(web
     (message,) = mailbox.messages
     body = message.content.decode()
     assert "check seeing_within_limit of night_quality failed" in body and "4.10 arcsec" in body
+
+
+def test_every_failed_evaluation_since_the_last_tick_alerts_however_many(webhook, monkeypatch):
+    import reduction_assets.quality_sensors as quality_sensors
+
+    monkeypatch.setattr(quality_sensors, "BATCH", 2)  # a history page smaller than the backlog
+    tick = ticker(AlertSinksResource(webhook_url=webhook.url))
+    with DagsterInstance.ephemeral() as instance:
+        first = tick(instance)
+        for _ in range(5):
+            assert materialize([night_quality], instance=instance).success
+        tick(instance, first.cursor)
+    assert len(webhook.received) == 5
+    assert len({post["json"]["details"]["run_id"] for post in webhook.received}) == 5
 
 
 ALERT = Alert("run_failure", "error", "run abc of process_night failed", "boom", {"run_id": "abc"})
