@@ -7,6 +7,7 @@ global state is shared between threads (a code server evaluates sensors and runs
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
@@ -58,6 +59,11 @@ def png(figure: Figure, dpi: float = FULL_DPI) -> bytes:
     # No "Software" chunk: the same figure gives the same bytes with any matplotlib release.
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
+
+
+def data_url(png_bytes: bytes) -> str:
+    """A PNG as a ``data:`` URL: an image inside markdown metadata or an HTML page, nothing fetched."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
 
 
 def small_png(figure: Figure, max_bytes: int = METADATA_PNG_BYTES) -> bytes:

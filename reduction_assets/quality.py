@@ -19,6 +19,7 @@ from reduction_assets.catalog.calibrations import calibration_groups, masters_of
 from reduction_assets.catalog.quality import MetricRow, earlier_values
 from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.catalog.stacks import reduced_frames_of
+from reduction_assets.fits.headers import parse_binning_label
 from reduction_assets.fits.reading import read_image, read_master
 from reduction_assets.instruments import Instrument
 from reduction_assets.reduction.quality import (
@@ -83,11 +84,6 @@ class NightQuality:
         return values_by_metric(self.rows)
 
 
-def _binning(label: str) -> tuple[int, int]:
-    x, _, y = label.partition("x")
-    return int(x), int(y or x)
-
-
 def _load(store: ObjectStore, key: str, checksum: str | None, recorded_at: dt.datetime, read):
     """``read(stream)`` of a stored object that still matches its catalog checksum; (result, None),
     or (None, the reason it cannot be measured). A damaged file is left to `verify`, never read."""
@@ -105,6 +101,17 @@ def _raw_pixels(stream) -> np.ndarray:
     return read_image(stream)[1]
 
 
+def _raw_readout(instrument: Instrument, store: ObjectStore, frame):
+    """(pixels ADU, geometry, None) of a stored raw frame, or (None, None, why it cannot be measured)."""
+    raw, reason = _load(store, frame.store_path, frame.checksum, frame.ingested_at, _raw_pixels)
+    if raw is None:
+        return None, None, reason
+    geometry = instrument.geometry(raw.shape, parse_binning_label(frame.binning))
+    if geometry is None:
+        return None, None, f"shape {raw.shape} is not a readout of {instrument.name}"
+    return raw, geometry, None
+
+
 def _measure_raw(quality: NightQuality, sources: Sources) -> None:
     """Bias level and overscan noise of each bias frame, read noise of consecutive pairs, level of
     each flat frame."""
@@ -115,10 +122,8 @@ def _measure_raw(quality: NightQuality, sources: Sources) -> None:
     for group in bias_groups:
         previous = None
         for frame in (f for f in group.frames if not f.bad):
-            raw, reason = _load(store, frame.store_path, frame.checksum, frame.ingested_at, _raw_pixels)
-            geometry = instrument.geometry(raw.shape, _binning(frame.binning)) if raw is not None else None
-            if geometry is None:
-                reason = reason or f"shape {raw.shape} is not a readout of {instrument.name}"
+            raw, geometry, reason = _raw_readout(instrument, store, frame)
+            if raw is None:
                 unmeasured = missing(("bias_level", "overscan_noise", "read_noise"), reason)
                 quality.add(unmeasured, frame.store_path, "raw", "bias", None, frame.date_obs)
                 previous = None
@@ -129,14 +134,11 @@ def _measure_raw(quality: NightQuality, sources: Sources) -> None:
             quality.add(measured, frame.store_path, "raw", "bias", None, frame.date_obs)
             previous = raw
     for frame in flats:
-        raw, reason = _load(store, frame.store_path, frame.checksum, frame.ingested_at, _raw_pixels)
-        geometry = instrument.geometry(raw.shape, _binning(frame.binning)) if raw is not None else None
+        raw, geometry, reason = _raw_readout(instrument, store, frame)
         measured = (
             flat_frame_metrics(raw, geometry, instrument.gain)
-            if geometry is not None
-            else missing(
-                ("flat_level",), reason or f"shape {raw.shape} is not a readout of {instrument.name}"
-            )
+            if raw is not None
+            else missing(("flat_level",), reason)
         )
         quality.add(measured, frame.store_path, "raw", "flat", frame.filter, frame.date_obs)
 
@@ -183,7 +185,9 @@ def _measure_reduced(quality: NightQuality, sources: Sources, reference: Referen
             quality.add(unmeasured, product.path, "reduced", "science", frame.filter, frame.date_obs)
             continue
         sci, err, dq, catalogue = planes
-        scale = instrument.pixel_scale * _binning(frame.binning)[0] if instrument.pixel_scale else None
+        scale = (
+            instrument.pixel_scale * parse_binning_label(frame.binning)[0] if instrument.pixel_scale else None
+        )
         measured = reduced_metrics(
             sci, err, dq, catalogue, product.statistics,
             exptime=frame.exptime, filter_name=frame.filter, pixel_scale=scale,

@@ -4,7 +4,6 @@ and stacks, the quality checks and metric trends. ``reduction-assets report NIGH
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,17 +46,13 @@ class InstrumentNight:
         return any(self.contents[k] for k in ("raw", "quarantined", "masters"))
 
 
-def _data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
 def _night_plots(products: ObjectStore, instrument: str, night: dt.date) -> dict[str, str]:
     found = {}
     for name in NIGHT_PLOTS:
         key = quality_plot_key(instrument, night, name)
         if products.exists(key):
             with products.open(key) as stream:
-                found[name] = _data_url(stream.read())
+                found[name] = plots.data_url(stream.read())
     return found
 
 
@@ -92,7 +87,7 @@ def instrument_night(
     for metric, rows in series.items():
         if rows:
             figure = trend_figure(instrument, metric, rows, start, night)
-            trends[metric] = _data_url(plots.png(figure, dpi=70))
+            trends[metric] = plots.data_url(plots.png(figure, dpi=70))
     return InstrumentNight(
         instrument=instrument.name,
         contents=contents,

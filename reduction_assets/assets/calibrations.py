@@ -48,6 +48,7 @@ from reduction_assets.catalog.calibrations import (
 from reduction_assets.catalog.integrity import record_check
 from reduction_assets.catalog.operations import schedule_masters
 from reduction_assets.catalog.raw import frame_times
+from reduction_assets.fits.headers import parse_binning_label
 from reduction_assets.fits.products import master_hdul, provenance_cards, write_hdul
 from reduction_assets.fits.reading import StoreFrameReader
 from reduction_assets.instruments import CalibrationKey, Instrument
@@ -310,7 +311,7 @@ def _input_frame(frame: RawFrame, raw_store: ObjectStore) -> InputFrame:
                     "--repair` restores it from landing/"
                 ),
             )
-    binning = tuple(int(v) for v in frame.binning.split("x"))
+    binning = parse_binning_label(frame.binning)
     return InputFrame(
         name=frame.original_name,
         key=frame.store_path,

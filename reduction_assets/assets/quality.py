@@ -2,7 +2,6 @@
 frame, master and reduced frame, recorded as a time series, with plots and checks) and
 quality_trends (per instrument: each metric across nights)."""
 
-import base64
 import datetime as dt
 import functools
 import warnings
@@ -67,7 +66,7 @@ class TrendConfig(Config):
 
 
 def _image_markdown(title: str, png: bytes) -> str:
-    return f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(png).decode()})\n"
+    return f"**{title}**\n\n![{title}]({plots.data_url(png)})\n"
 
 
 METRICS_SCHEMA = TableSchema(

@@ -155,6 +155,12 @@ def _angle(value: Any, unit: str) -> float | None:
         return None  # pointing is informative only: a bad value must not reject the frame
 
 
+def parse_binning_label(label: str) -> tuple[int, int]:
+    """(x, y) of a catalog binning label, as :attr:`FrameInfo.binning_label` writes it (``2x2``)."""
+    x, y = (int(value) for value in label.split("x"))
+    return x, y
+
+
 def binning_from_header(instrument: Instrument, header: Mapping[str, Any]) -> tuple[int, int]:
     """(x, y) binning of a frame from its header, in the camera's own convention."""
     key = instrument.keyword("binning")
