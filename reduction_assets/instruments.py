@@ -139,6 +139,12 @@ class Geometry:
     imaging: tuple[slice, slice]
     overscan: tuple[slice, slice] | None
 
+    @property
+    def imaging_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the trimmed imaging area."""
+        rows, columns = self.imaging
+        return rows.stop - rows.start, columns.stop - columns.start
+
     @staticmethod
     def fits_section(section: tuple[slice, slice]) -> str:
         """The section as a FITS/IRAF string ``[x1:x2,y1:y2]`` (1-based, inclusive)."""

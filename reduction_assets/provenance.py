@@ -41,12 +41,13 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        5,
+        6,
         (
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
             "reduction_assets.kernels.lacosmic",
             "reduction_assets.kernels.fill",
+            "reduction_assets.kernels.peaks",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             *_CALIBRATION,
@@ -54,11 +55,12 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "stacked": Step(
-        1,
+        2,
         (
             "reduction_assets.reduction.stacking",
             "reduction_assets.kernels.resample",
             "reduction_assets.kernels.coadd",
+            "reduction_assets.kernels.peaks",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             "reduction_assets.fits.stacks",

@@ -47,8 +47,9 @@ from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.fits.headers import binning_from_header, card_text
 from reduction_assets.fits.products import provenance_cards, readout_cards, reduced_hdul, write_hdul
 from reduction_assets.fits.reading import read_image
-from reduction_assets.instruments import MASTER_TYPES, Instrument, ScienceMode
+from reduction_assets.instruments import MASTER_TYPES, Geometry, Instrument, ScienceMode
 from reduction_assets.keys import reduced_key
+from reduction_assets.parallel import FramePool, frame_workers, reduce_science
 from reduction_assets.partitions import (
     CALIBRATION_WINDOW_NIGHTS,
     backfill_policy,
@@ -58,8 +59,7 @@ from reduction_assets.partitions import (
 )
 from reduction_assets.progress import progress
 from reduction_assets.provenance import calibrations_payload, fingerprint, step_version
-from reduction_assets.reduction.science import NotReducible, ScienceSettings, calibrate_science
-from reduction_assets.reduction.sources import extract_sources, no_sources
+from reduction_assets.reduction.science import NotReducible, ReducedScience, ScienceFrame, ScienceSettings
 from reduction_assets.reduction.wcs import sky_positions, trimmed_wcs_header
 from reduction_assets.resources import ReductionHomeResource
 from reduction_assets.storage import Integrity, ObjectStore
@@ -76,6 +76,15 @@ class ReducedConfig(Config):
         default=BEFORE,
         description="'before': masters of the frame's night or the nights before it (nightly work); "
         "'either': the nearest in time on either side, as BANZAI does (reprocessing an archive)",
+    )
+    frame_workers: int = Field(
+        default=0,
+        ge=0,
+        description="worker processes reducing frames side by side; 0: as many as the cores and the "
+        "memory budget allow (1: one frame at a time, in the step's process)",
+    )
+    memory_budget_mb: int = Field(
+        default=4096, ge=1, description="peak memory of the frames reduced at once, MiB"
     )
 
 
@@ -125,8 +134,20 @@ class _Run:
     masters: VerifiedMasters
 
 
-def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
-    """Reduce one science frame unless its product is up to date; never raises for one frame."""
+@dataclass
+class _Planned:
+    """A frame whose product is missing or out of date, with what its reduction will use."""
+
+    frame: RawFrame
+    mode: ScienceMode
+    choice: CalibrationChoice
+    digest: str
+    header: dict | None = None  # the raw header and readout geometry, once the frame is read
+    geometry: Geometry | None = None
+
+
+def _plan(run: _Run, frame: RawFrame) -> _Planned | FrameOutcome:
+    """The frame's calibrations and fingerprint, or its outcome if its product is up to date."""
     mode = run.instrument.science_mode(frame.header or {})
     with run.catalog.session() as session:
         choice = select_for_frame(
@@ -152,32 +173,83 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
         )
     ):
         return FrameOutcome(frame.original_name, UP_TO_DATE)
-    reason = choice.missing
-    if reason is None:
-        state = run.raw_store.check(frame.store_path, frame.checksum)
-        if state is not Integrity.OK:
-            reason = (
-                f"the stored raw file {frame.store_path} is {state.value}: "
-                "`reduction-assets verify --repair` restores it from landing/"
-            )
-    if reason is None:
+    return _Planned(frame, mode, choice, digest)
+
+
+def _prepare(run: _Run, pool: FramePool, planned: _Planned) -> ScienceFrame:
+    """Read the raw frame and its masters (here: stores and catalog stay in this process) into the
+    arrays its reduction takes; keeps the raw header and geometry on ``planned``."""
+    frame, choice = planned.frame, planned.choice
+    if choice.missing is not None:
+        raise NotReducible(choice.missing)
+    state = run.raw_store.check(frame.store_path, frame.checksum)
+    if state is not Integrity.OK:
+        raise NotReducible(
+            f"the stored raw file {frame.store_path} is {state.value}: "
+            "`reduction-assets verify --repair` restores it from landing/"
+        )
+    masters = {kind: pool.share(c.id, run.masters(c)) for kind, c in choice.calibrations.items()}
+    with run.raw_store.open(frame.store_path) as stream:
+        header, raw = read_image(stream)
+    binning = binning_from_header(run.instrument, header)
+    geometry = run.instrument.geometry(raw.shape, binning)
+    if geometry is None:
+        raise NotReducible(f"raw shape {raw.shape} is not a readout of {run.instrument.name}")
+    planned.header, planned.geometry = header, geometry
+    return ScienceFrame(
+        raw=raw,
+        instrument=run.instrument,
+        geometry=geometry,
+        exptime=frame.exptime,
+        masters=masters,
+        bad_pixels=run.instrument.bad_pixel_mask(geometry.imaging_shape, binning),
+        spectrum=planned.mode.spectrum,
+        line_fwhm=planned.mode.line_fwhm,
+        detection_threshold=run.config.detection_threshold,
+    )
+
+
+def _reduce_frames(run: _Run, frames: list[RawFrame], label: str, log) -> tuple[list[FrameOutcome], int]:
+    """Reduce a partition's frames whose products are missing or out of date, side by side on a
+    pool of workers; never raises for one frame. Outcomes in the frames' order, and the workers."""
+    plans = [_plan(run, frame) for frame in frames]
+    work = [plan for plan in plans if isinstance(plan, _Planned)]
+    workers = run.config.frame_workers or frame_workers(
+        [(p.frame.naxis2, p.frame.naxis1) for p in work], run.config.memory_budget_mb * 2**20
+    )
+    outcomes: dict[int, FrameOutcome] = {}
+    with FramePool(min(workers, max(len(work), 1)), log) as pool:
+        workers = pool.workers
+        results = pool.map_in_order(reduce_science, work, functools.partial(_prepare, run, pool))
+        bar = progress(results, f"reducing {label}", "frame", len(work))
+        for planned, result in bar:
+            outcomes[planned.frame.id] = _outcome(run, planned, result, log)
+    return [plan if isinstance(plan, FrameOutcome) else outcomes[plan.frame.id] for plan in plans], workers
+
+
+def _outcome(run: _Run, planned: _Planned, result: ReducedScience | Exception, log) -> FrameOutcome:
+    """Record a frame's product, or why it could not be reduced; raises only what is transient."""
+    frame, digest = planned.frame, planned.digest
+    if not isinstance(result, Exception):
         try:
-            return _reduce_and_record(run, frame, mode, choice, digest)
-        except DamagedMaster as err:
-            # The master is rebuilt to the same bytes (products are reproducible), so the same
-            # fingerprint would call this frame done: stale, it is reduced again after the rebuild.
-            reason, digest = str(err), STALE
-        except NotReducible as err:
-            reason = str(err)
+            return _record(run, planned, result)
         except Exception as err:
-            if is_transient(err):
-                raise  # not the frame's fault: the step is retried
-            log.exception("reducing %s failed", frame.original_name)
-            reason = f"reduction failed: {type(err).__name__}: {err}"
+            result = err
+    if isinstance(result, DamagedMaster):
+        # The master is rebuilt to the same bytes (products are reproducible), so the same
+        # fingerprint would call this frame done: stale, it is reduced again after the rebuild.
+        reason, digest = str(result), STALE
+    elif isinstance(result, NotReducible):
+        reason = str(result)
+    elif is_transient(result):
+        raise result  # not the frame's fault: the step is retried
+    else:
+        log.error("reducing %s failed", frame.original_name, exc_info=result)
+        reason = f"reduction failed: {type(result).__name__}: {result}"
     log.warning("%s not reducible: %s", frame.original_name, reason)
     # The masters it would have used are kept, so the calibration sensor only returns to this frame
     # when they change.
-    ids = {kind: c.id for kind, c in choice.calibrations.items()}
+    ids = {kind: c.id for kind, c in planned.choice.calibrations.items()}
     with run.catalog.session() as session:
         record_product(
             session,
@@ -192,7 +264,7 @@ def _reduce_frame(run: _Run, frame: RawFrame, log) -> FrameOutcome:
             dark_id=ids.get("dark"),
             flat_id=ids.get("flat"),
             calibration_age={},
-            skipped=choice.skipped,
+            skipped=planned.choice.skipped,
             fallback=False,
             statistics={},
         )
@@ -203,37 +275,11 @@ def _version() -> str:
     return f"{reduction_assets.__version__} {step_version('reduced')}"
 
 
-def _reduce_and_record(
-    run: _Run, frame: RawFrame, mode: ScienceMode, choice: CalibrationChoice, digest: str
-) -> FrameOutcome:
-    masters = {kind: run.masters(calibration) for kind, calibration in choice.calibrations.items()}
-    with run.raw_store.open(frame.store_path) as stream:
-        header, raw = read_image(stream)
-    binning = binning_from_header(run.instrument, header)
-    geometry = run.instrument.geometry(raw.shape, binning)
-    if geometry is None:
-        raise NotReducible(f"raw shape {raw.shape} is not a readout of {run.instrument.name}")
-    image_shape = (
-        geometry.imaging[0].stop - geometry.imaging[0].start,
-        geometry.imaging[1].stop - geometry.imaging[1].start,
-    )
-    calibrated = calibrate_science(
-        raw,
-        instrument=run.instrument,
-        geometry=geometry,
-        exptime=frame.exptime,
-        bias=masters.get("bias"),
-        dark=masters.get("dark"),
-        flat=masters.get("flat"),
-        bad_pixels=run.instrument.bad_pixel_mask(image_shape, binning),
-        line_fwhm=mode.line_fwhm if mode.spectrum else None,
-    )
-    if mode.spectrum:  # dispersed light: a source catalogue would list pieces of the spectrum
-        sources, source_stats = no_sources(), {"n_sources": 0.0, "spectrum": 1.0}
-    else:
-        sources, source_stats = extract_sources(
-            calibrated.sci, calibrated.err, calibrated.dq, threshold=run.config.detection_threshold
-        )
+def _record(run: _Run, planned: _Planned, reduced: ReducedScience) -> FrameOutcome:
+    """Write the reduced frame (SCI, ERR, DQ, CAT, provenance) and record it in the catalog."""
+    frame, choice, digest = planned.frame, planned.choice, planned.digest
+    header, geometry = planned.header, planned.geometry
+    calibrated, sources, source_stats = reduced.calibrated, reduced.sources, reduced.source_statistics
     wcs_header = trimmed_wcs_header(header, geometry.imaging)
     if wcs_header is not None and len(sources):
         sources["ra"], sources["dec"] = sky_positions(wcs_header, sources["x"], sources["y"])
@@ -249,7 +295,7 @@ def _reduce_and_record(
             f"{kind.upper()[:4]}SKIP": card_text(f"optional, none found: {reason}", keep_end=False)
             for kind, reason in choice.skipped.items()
         },
-        "SCIMODE": (mode.name, "science mode of the instrument registry"),
+        "SCIMODE": (planned.mode.name, "science mode of the instrument registry"),
         "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
     }
@@ -262,7 +308,9 @@ def _reduce_and_record(
         "pixels": float(calibrated.sci.size),
     }
     readout = readout_cards(
-        run.instrument.keyword("gain") or "GAIN", image_shape, calibrated.statistics["saturation_e"]
+        run.instrument.keyword("gain") or "GAIN",
+        geometry.imaging_shape,
+        calibrated.statistics["saturation_e"],
     )
     hdul = reduced_hdul(
         header, calibrated.sci, calibrated.err, calibrated.dq, sources, wcs_header, provenance, readout
@@ -386,13 +434,15 @@ def reduced_frames(
     masters = VerifiedMasters(catalog, products)
     outcomes: list[tuple[str, FrameOutcome]] = []
     rows: list[Product] = []
+    most_workers = 1
     for key in context.partition_keys:
         instrument, night = split_key(key)
         run = _Run(home.registry()[instrument], config, catalog, home.raw_store(), products, masters)
         with catalog.session() as session:
             frames = raw_frames_of(session, instrument, night, "science", include_bad=False)
-        bar = progress(frames, f"reducing {instrument} {night}", "frame")
-        outcomes += [(str(key), _reduce_frame(run, frame, context.log)) for frame in bar]
+        done, workers = _reduce_frames(run, frames, f"{instrument} {night}", context.log)
+        outcomes += [(str(key), outcome) for outcome in done]
+        most_workers = max(most_workers, workers)
         with catalog.session() as session:
             rows += products_of(session, instrument, night)
             # What operators asked to redo for this partition is done now (its stacks and archive
@@ -408,6 +458,7 @@ def reduced_frames(
             "up_to_date": MetadataValue.int(counts[UP_TO_DATE]),
             "not_reducible": MetadataValue.int(counts[NOT_REDUCIBLE]),
             "fallback_calibrations": MetadataValue.int(sum(1 for r in rows if r.fallback)),
+            "frame_workers": MetadataValue.int(most_workers),
             "frames": MetadataValue.table(
                 [TableRecord({"partition": partition, **o.row()}) for partition, o in outcomes],
                 schema=FRAMES_SCHEMA,

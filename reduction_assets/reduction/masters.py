@@ -464,10 +464,7 @@ def build_master(
         return NoMaster(
             kind, f"shape {raw_shape} is not a readout of {instrument.name}", rejected, len(frames)
         )
-    image_shape = (
-        geometry.imaging[0].stop - geometry.imaging[0].start,
-        geometry.imaging[1].stop - geometry.imaging[1].start,
-    )
+    image_shape = geometry.imaging_shape
     for name, calibration in (("bias", bias), ("dark", dark)):
         if calibration is not None and calibration.data.shape != image_shape:
             return NoMaster(

@@ -25,7 +25,7 @@ from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings, confirm_cosmic_rays, lacosmic_candidates
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import Master
-from reduction_assets.reduction.sources import estimate_fwhm, sky_background
+from reduction_assets.reduction.sources import estimate_fwhm, extract_sources, no_sources, sky_background
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,7 @@ def calibrate_science(
     """
     if not exptime > 0:
         raise NotReducible(f"science frame with EXPTIME {exptime:g} s")
-    shape = (
-        geometry.imaging[0].stop - geometry.imaging[0].start,
-        geometry.imaging[1].stop - geometry.imaging[1].start,
-    )
+    shape = geometry.imaging_shape
     for name, master in (("bias", bias), ("dark", dark), ("flat", flat)):
         if master is not None and master.data.shape != shape:
             raise NotReducible(f"master {name} has shape {master.data.shape}, the frame {shape}")
@@ -166,3 +163,50 @@ def calibrate_science(
         "saturation_e": float((instrument.saturation - zero_level_adu) * instrument.gain - pedestal_e),
     }
     return CalibratedFrame(sci=sci.astype(np.float32), err=err, dq=dq, statistics=statistics)
+
+
+@dataclass(frozen=True)
+class ScienceFrame:
+    """Everything the reduction of one science frame needs, as arrays and plain values (picklable,
+    so that a pool of worker processes can reduce frames side by side)."""
+
+    raw: np.ndarray  # ADU, the whole readout
+    instrument: Instrument
+    geometry: Geometry
+    exptime: float  # s
+    masters: dict[str, Master]  # bias, dark, flat: those the frame's mode uses and were found
+    bad_pixels: np.ndarray | None = None
+    spectrum: bool = False  # dispersed light: no source catalogue
+    line_fwhm: float | None = None  # pixels, a spectrum's sharpest lines (the cosmic-ray test)
+    detection_threshold: float = 5.0  # x ERR
+    settings: ScienceSettings = ScienceSettings()
+
+
+@dataclass
+class ReducedScience:
+    calibrated: CalibratedFrame
+    sources: np.ndarray  # the structured array of :func:`extract_sources`
+    source_statistics: dict[str, float]
+
+
+def reduce_science_frame(frame: ScienceFrame) -> ReducedScience:
+    """Calibrate one raw science frame and catalogue its sources (none for a spectrum, whose
+    catalogue would list pieces of the spectrum). Raises :class:`NotReducible`."""
+    calibrated = calibrate_science(
+        frame.raw,
+        instrument=frame.instrument,
+        geometry=frame.geometry,
+        exptime=frame.exptime,
+        bias=frame.masters.get("bias"),
+        dark=frame.masters.get("dark"),
+        flat=frame.masters.get("flat"),
+        bad_pixels=frame.bad_pixels,
+        settings=frame.settings,
+        line_fwhm=frame.line_fwhm if frame.spectrum else None,
+    )
+    if frame.spectrum:
+        return ReducedScience(calibrated, no_sources(), {"n_sources": 0.0, "spectrum": 1.0})
+    sources, statistics = extract_sources(
+        calibrated.sci, calibrated.err, calibrated.dq, threshold=frame.detection_threshold
+    )
+    return ReducedScience(calibrated, sources, statistics)

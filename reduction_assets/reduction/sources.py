@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 
+from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks
 from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
 
@@ -23,20 +24,59 @@ def sky_background(image: np.ndarray, mask: np.ndarray, box: int = 64) -> tuple[
 
 
 def estimate_fwhm(
-    signal: np.ndarray, err: np.ndarray, mask: np.ndarray, *, threshold: float = 20.0
+    signal: np.ndarray,
+    err: np.ndarray,
+    mask: np.ndarray,
+    *,
+    threshold: float = 20.0,
+    max_stars: int = 1000,
 ) -> float | None:
-    """Median FWHM (pixels) of the well-detected, unflagged sources of a background-subtracted image,
-    or None when fewer than three qualify."""
+    """Median FWHM (pixels) of the bright isolated stars of a background-subtracted image, or None
+    when fewer than three qualify.
+
+    Stars are the peaks above ``threshold`` x ``err`` that are the highest pixel of the box their
+    aperture fits in, with no ``mask`` pixel there (at most ``max_stars``, spread over the range of
+    brightness). A star's FWHM is twice sep's half-light radius about its windowed centroid within
+    2.55 FWHM (6 sigma of a Gaussian); a first pass in 10 pixels about the peaks gives that radius
+    (and is the answer when too few stars are isolated in the larger boxes of bad seeing).
+    """
+    first = _stars(signal, err, mask, threshold, 5, max_stars)
+    if first is None:
+        return None
     signal = np.ascontiguousarray(signal, dtype=np.float64)
     mask = np.ascontiguousarray(mask)
-    objects = sep.extract(
-        signal, threshold, err=np.ascontiguousarray(err, dtype=np.float64), mask=mask, minarea=5
-    )
-    objects = objects[objects["flag"] == 0]
-    if len(objects) < 3:
+    rough = _median_fwhm(signal, mask, *first, 10.0)
+    if rough is None:
+        return None
+    rmax = max(5.0, 2.55 * rough)
+    stars = _stars(signal, err, mask, threshold, int(np.ceil(rmax)), max_stars)
+    if stars is None:
+        return rough
+    x, y, flag = sep.winpos(signal, *stars, rough / 2.3548, mask=mask)
+    near = (flag == 0) & np.isfinite(x) & np.isfinite(y) & (np.hypot(x - stars[0], y - stars[1]) < 1.5)
+    fine = _median_fwhm(signal, mask, x[near], y[near], rmax)
+    return rough if fine is None else fine
+
+
+def _stars(signal, err, mask, threshold: float, half_width: int, max_stars: int):
+    """Columns and rows (float) of the isolated peaks, at most ``max_stars`` across the brightness
+    range; None below three."""
+    ys, xs = isolated_peaks(signal, err, mask, threshold, half_width)
+    if ys.size < 3:
+        return None
+    if ys.size > max_stars:
+        order = np.argsort(signal[ys, xs], kind="stable")
+        keep = np.sort(order[np.linspace(0, ys.size - 1, max_stars).round().astype(int)])
+        ys, xs = ys[keep], xs[keep]
+    return xs.astype(np.float64), ys.astype(np.float64)
+
+
+def _median_fwhm(signal: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndarray, rmax: float):
+    """Median of twice the half-light radii within ``rmax`` pixels of (x, y); None below three."""
+    if x.size < 3:
         return None
     radius, flag = sep.flux_radius(
-        signal, objects["x"], objects["y"], 6.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
+        signal, x, y, np.full(x.size, rmax), 0.5, mask=mask, normflux=None, subpix=5
     )
     fwhm = 2.0 * radius[(flag == 0) & np.isfinite(radius) & (radius > 0)]
     return float(np.median(fwhm)) if fwhm.size >= 3 else None
@@ -112,22 +152,7 @@ def extract_sources(
     table["flux"], table["flux_err"] = flux, flux_err
     table["fwhm"] = fwhm
     table["peak"] = objects["peak"]
-    saturated = np.array(
-        [
-            (
-                (
-                    dq[
-                        max(int(round(b)) - 2, 0) : int(round(b)) + 3,
-                        max(int(round(a)) - 2, 0) : int(round(a)) + 3,
-                    ]
-                    & DQ.SATURATED
-                )
-                != 0
-            ).any()
-            for a, b in zip(wx, wy)
-        ],
-        dtype=bool,
-    )
+    saturated = any_flagged_near((dq & DQ.SATURATED) != 0, wx, wy, 2)
     table["flag"] = (
         objects["flag"]
         | wflag

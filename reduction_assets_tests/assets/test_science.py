@@ -102,6 +102,25 @@ def test_full_refresh_redoes_every_frame(home, night_done):
     assert AssetKey("reduced_frames") in {e.asset_key for e in result.get_asset_materialization_events()}
 
 
+def test_frames_reduced_side_by_side_are_the_bytes_reduced_one_at_a_time(home, night_done):
+    from dagster import materialize
+
+    from reduction_assets.assets.science import reduced_frames
+    from reduction_assets.partitions import partition_key
+
+    serial = {f.id: p.checksum for p, f in products(home)}
+    result = materialize(
+        [reduced_frames],
+        partition_key=partition_key("lcosim", NIGHT),
+        resources={"home": ReductionHomeResource(home=str(home.root))},
+        run_config={"ops": {"reduced_frames": {"config": {"full_refresh": True, "frame_workers": 2}}}},
+    )
+    assert metadata(result, "reduced_frames")["reduced"].value == 12
+    assert metadata(result, "reduced_frames")["frame_workers"].value == 2
+    assert {f.id: p.checksum for p, f in products(home)} == serial
+    assert metadata(night_done, "reduced_frames")["frame_workers"].value == 1  # 128x128 frames
+
+
 def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(
     home, registry, night_done, tmp_path
 ):

@@ -63,6 +63,16 @@ def test_cosmic_rays_are_flagged_with_at_least_90_percent_completeness(reduced):
     assert hits > 50 and flagged / hits >= 0.9
 
 
+def test_the_frame_edges_hold_finite_values_and_positive_errors(reduced):
+    edge = np.ones((128, 128), dtype=bool)
+    edge[8:-8, 8:-8] = False  # the outermost 8 rows and columns, where the filters run out of pixels
+    for result, *_ in reduced[0]:
+        assert np.isfinite(result.sci[edge]).all() and np.isfinite(result.err[edge]).all()
+        assert (result.err[edge] > 0).all()
+        sources, _ = extract_sources(result.sci, result.err, result.dq)
+        assert np.isfinite(sources["flux"]).all() and np.isfinite(sources["x"]).all()
+
+
 def test_saturated_stars_are_flagged(reduced):
     assert any(np.count_nonzero(result.dq & DQ.SATURATED) for result, *_ in reduced[0])
 
