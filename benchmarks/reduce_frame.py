@@ -7,7 +7,9 @@ the masters, then times on the same frame: this project's steps (overscan, trim 
 flat with the variance plane; cosmic rays with either L.A.Cosmic backend, astroscrappy or the numba
 kernel, and the two masks compared; sources with sep; writing the FITS) and
 ccdproc's ``ccd_process`` (overscan, trim, gain, bias, dark scaled by exposure, flat, error plane)
-followed by ``cosmicray_lacosmic``. Prints a table of seconds and ratios measured in one run.
+followed by ``cosmicray_lacosmic``. Then ``--frames`` copies of the frame through the pool of
+reduced_frames, one worker and as many as the cores: seconds per frame. Prints a table of seconds
+and ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from reduction_assets.fits.products import reduced_hdul
 from reduction_assets.fits.reading import StoreFrameReader, image_shape
 from reduction_assets.instruments import load_registry
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
+from reduction_assets.parallel import FramePool, available_cores, reduce_science
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings
 from reduction_assets.reduction.masters import InputFrame, build_master
-from reduction_assets.reduction.science import ScienceSettings, calibrate_science
+from reduction_assets.reduction.science import ScienceFrame, ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import extract_sources
 from reduction_assets.simulate import SimulationConfig, simulate_night
 from reduction_assets.storage import LocalStore
@@ -79,6 +82,7 @@ def ccdproc_reduce(raw, header, geometry, gain, read_noise, bias, dark, flat, ex
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--frames", type=int, default=6, help="frames through the pool")
     args = parser.parse_args(argv)
     lco = load_registry()["lcosim"]
     with tempfile.TemporaryDirectory() as folder:
@@ -177,6 +181,10 @@ def main(argv=None) -> int:
                 Path(folder) / "reduced.fits", overwrite=True
             ),
         )
+        pooled = {
+            workers: frames_through_pool(raw, lco, geometry, exptime, masters, workers, args.frames)
+            for workers in sorted({1, available_cores()})
+        }
         theirs = ccdproc_reduce(
             raw, header, geometry, lco.gain, lco.read_noise, bias.data, dark.data, flat.data, exptime
         )
@@ -207,7 +215,29 @@ def main(argv=None) -> int:
         f"{flagged} pixels and {100 * (mine_mask & ~theirs_mask).sum() / flagged:.2f} % more"
     )
     print(f"ratio science time astroscrappy / numba: {science['astroscrappy'][1] / science['numba'][1]:.2f}")
+    print(f"{args.frames} frames through reduced_frames' pool (calibration, cosmic rays, sources):")
+    for workers, seconds in pooled.items():
+        print(f"{f'  {workers} worker(s), seconds per frame':48s} {seconds / args.frames:9.3f}")
+    one, most = pooled[1], pooled[max(pooled)]
+    print(f"ratio one worker / {max(pooled)} workers: {one / most:.2f} (workers started inside the time)")
     return 0
+
+
+def frames_through_pool(raw, instrument, geometry, exptime, masters, workers: int, n: int) -> float:
+    """Seconds to reduce ``n`` copies of the frame on a pool of ``workers`` (started inside the time)."""
+    start = time.perf_counter()
+    with FramePool(workers) as pool:
+        shared = {kind: pool.share(kind, m) for kind, m in zip(("bias", "dark", "flat"), masters)}
+
+        def prepare(_):
+            return ScienceFrame(
+                raw=raw, instrument=instrument, geometry=geometry, exptime=exptime, masters=shared
+            )
+
+        for _, result in pool.map_in_order(reduce_science, range(n), prepare):
+            if isinstance(result, Exception):
+                raise result
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import tempfile
@@ -48,11 +49,23 @@ _PRELOAD = ["reduction_assets.parallel"]
 
 
 def available_cores() -> int:
-    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    """The CPUs this process may use: its affinity mask (not the machine's count), and no more than
+    a cgroup v2 CPU quota (a container's limit) allows."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(Path("/sys/fs/cgroup/cpu.max"))
+    return max(1, min(cores, quota)) if quota else cores
+
+
+def _cgroup_cpu_quota(path: Path) -> int | None:
+    """Whole CPUs of a cgroup v2 ``cpu.max`` ("quota period", or "max" for none); None without one."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def worker_count(tasks: int, bytes_per_task: int, memory_budget: int, cores: int | None = None) -> int:

@@ -235,7 +235,7 @@ def _products(home, model):
 def test_an_error_reducing_one_frame_leaves_it_not_reducible_and_the_rest_reduced(
     home, lcosim_night, monkeypatch
 ):
-    from reduction_assets.assets import science as science_assets
+    from reduction_assets.reduction import science as science_assets  # small frames: in this process
 
     real = science_assets.extract_sources
     calls = []

@@ -154,3 +154,13 @@ def test_a_2048_frame_needs_about_800_mib_and_small_nights_stay_in_one_process()
     assert POOL_MIN_PIXELS > 12 * 128 * 128
     assert frame_workers([(2048, 2048)] * 32, 4 * 2**30, cores=2) == 2
     assert frame_workers([(2048, 2048)] * 32, 2**30, cores=2) == 1  # one frame's peak fits
+
+
+def test_a_containers_cpu_quota_bounds_the_cores(tmp_path):
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # 1.5 CPUs
+    assert parallel._cgroup_cpu_quota(limit) == 2
+    limit.write_text("max 100000\n")
+    assert parallel._cgroup_cpu_quota(limit) is None
+    assert parallel._cgroup_cpu_quota(tmp_path / "absent") is None
+    assert 1 <= parallel.available_cores() <= (os.cpu_count() or 1)
