@@ -54,13 +54,15 @@ browser:
 	  else echo "chromium and chromium-driver are missing and cannot be installed here: the UI tests will skip"; fi; \
 	fi
 
-# Lint and formatting first (ruff.toml), then the whole suite in TEST_WORKERS processes (most slow
-# tests wait on daemons and subprocesses). A test file stays in one process: its tests share module
+# Lint and formatting first (ruff.toml); the numba kernels compiled once into NUMBA_CACHE_DIR (on a
+# cold cache, every process the tests start would otherwise compile them again, ~1 min each); then
+# the whole suite in TEST_WORKERS processes (most slow tests wait on daemons and subprocesses). A test file stays in one process: its tests share module
 # fixtures, and test_production's Celery workers share one queue.
 TEST_WORKERS ?= 2
 test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m reduction_assets.warm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile reduction_assets_tests
 
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the

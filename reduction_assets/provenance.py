@@ -41,13 +41,14 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "reduced": Step(
-        6,
+        7,
         (
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
             "reduction_assets.kernels.lacosmic",
             "reduction_assets.kernels.fill",
             "reduction_assets.kernels.peaks",
+            "reduction_assets.kernels.apertures",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             *_CALIBRATION,
@@ -55,12 +56,13 @@ STEPS: dict[str, Step] = {
         ),
     ),
     "stacked": Step(
-        2,
+        3,
         (
             "reduction_assets.reduction.stacking",
             "reduction_assets.kernels.resample",
             "reduction_assets.kernels.coadd",
             "reduction_assets.kernels.peaks",
+            "reduction_assets.kernels.apertures",
             "reduction_assets.reduction.sources",
             "reduction_assets.reduction.wcs",
             "reduction_assets.fits.stacks",

@@ -164,3 +164,25 @@ def test_a_containers_cpu_quota_bounds_the_cores(tmp_path):
     assert parallel._cgroup_cpu_quota(limit) is None
     assert parallel._cgroup_cpu_quota(tmp_path / "absent") is None
     assert 1 <= parallel.available_cores() <= (os.cpu_count() or 1)
+
+
+def worker_pid(_) -> int:
+    return os.getpid()
+
+
+def pool_in_a_step_process(queue) -> None:
+    with FramePool(2) as pool:
+        pids = [pid for _, pid in pool.map_in_order(worker_pid, range(4), lambda value: value)]
+    queue.put((os.getpid(), pids))
+
+
+def test_a_step_process_started_from_a_fork_server_runs_its_own_pool():
+    # Dagster's multiprocess executor starts each step from a fork server; the step's pool is a
+    # second level of processes.
+    context = multiprocessing.get_context("forkserver")
+    queue = context.Queue()
+    step = context.Process(target=pool_in_a_step_process, args=(queue,))
+    step.start()
+    step_pid, pids = queue.get(timeout=120)
+    step.join(30)
+    assert step.exitcode == 0 and len(pids) == 4 and step_pid not in pids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 
+from reduction_assets.kernels.apertures import flux_radius
 from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks
 from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
@@ -12,6 +13,9 @@ from reduction_assets.reduction.dq import DQ
 SOURCE_COLUMNS = ("x", "y", "flux", "flux_err", "fwhm", "peak", "flag", "ra", "dec")
 SATURATED_SOURCE = 1 << 8  # flag bit added to sep's own flags: a saturated pixel near the centre
 COSMIC_RAY_FILLED = 1 << 9  # flag bit: cosmic-ray pixels in the aperture were filled from neighbours
+# sep's windowed centroids with the exact overlap of pixels and window (0) instead of Source
+# Extractor's 11 x 11 sampling: more accurate (by up to 0.002 px) and 2.5 times faster.
+WINDOW_SUBPIX = 0
 
 
 def sky_background(image: np.ndarray, mask: np.ndarray, box: int = 64) -> tuple[np.ndarray, float, float]:
@@ -52,7 +56,7 @@ def estimate_fwhm(
     stars = _stars(signal, err, mask, threshold, int(np.ceil(rmax)), max_stars)
     if stars is None:
         return rough
-    x, y, flag = sep.winpos(signal, *stars, rough / 2.3548, mask=mask)
+    x, y, flag = sep.winpos(signal, *stars, rough / 2.3548, mask=mask, subpix=WINDOW_SUBPIX)
     near = (flag == 0) & np.isfinite(x) & np.isfinite(y) & (np.hypot(x - stars[0], y - stars[1]) < 1.5)
     fine = _median_fwhm(signal, mask, x[near], y[near], rmax)
     return rough if fine is None else fine
@@ -75,9 +79,7 @@ def _median_fwhm(signal: np.ndarray, mask: np.ndarray, x: np.ndarray, y: np.ndar
     """Median of twice the half-light radii within ``rmax`` pixels of (x, y); None below three."""
     if x.size < 3:
         return None
-    radius, flag = sep.flux_radius(
-        signal, x, y, np.full(x.size, rmax), 0.5, mask=mask, normflux=None, subpix=5
-    )
+    radius, flag = flux_radius(signal, x, y, np.full(x.size, rmax), 0.5, mask=mask)
     fwhm = 2.0 * radius[(flag == 0) & np.isfinite(radius) & (radius > 0)]
     return float(np.median(fwhm)) if fwhm.size >= 3 else None
 
@@ -124,14 +126,12 @@ def extract_sources(
     if len(objects) == 0:
         return empty, statistics
     x, y = objects["x"], objects["y"]
-    radius_half, _ = sep.flux_radius(
-        subtracted, x, y, 6.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
-    )
+    radius_half, _ = flux_radius(subtracted, x, y, 6.0 * objects["a"], 0.5, mask=mask)
     fwhm = 2.0 * radius_half
     good_fwhm = np.isfinite(fwhm) & (fwhm > 0)
     fwhm_median = float(np.median(fwhm[good_fwhm])) if good_fwhm.any() else 3.0
     sigma = max(fwhm_median, 1.0) / 2.3548
-    wx, wy, wflag = sep.winpos(subtracted, x, y, sigma, mask=mask)
+    wx, wy, wflag = sep.winpos(subtracted, x, y, sigma, mask=mask, subpix=WINDOW_SUBPIX)
     # Cosmic-ray pixels in an aperture are filled from their neighbours rather than masked: sep would
     # rescale the sum by the unmasked area, which is wrong wherever a star is not flat.
     hits = (dq & DQ.COSMIC_RAY) != 0
