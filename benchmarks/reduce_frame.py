@@ -5,11 +5,12 @@
 Simulates an lcosim night at the given size (3 biases, 3 darks, 3 flats, one science frame), builds
 the masters, then times on the same frame: this project's steps (overscan, trim and gain; bias; dark;
 flat with the variance plane; cosmic rays with either L.A.Cosmic backend, astroscrappy or the numba
-kernel, and the two masks compared; sources with sep; writing the FITS) and
-ccdproc's ``ccd_process`` (overscan, trim, gain, bias, dark scaled by exposure, flat, error plane)
-followed by ``cosmicray_lacosmic``. Then ``--frames`` copies of the frame through the pool of
-reduced_frames, one worker and as many as the cores: seconds per frame. Prints a table of seconds
-and ratios measured in one run.
+kernel, and the two masks compared; sources with sep; on the catalogue's sources, half-light radii
+by sep and by the numba kernel, windowed centroids with 11x11 sampling and with exact overlap;
+writing the FITS) and ccdproc's ``ccd_process`` (overscan, trim, gain, bias, dark scaled by
+exposure, flat, error plane) followed by ``cosmicray_lacosmic``. Then ``--frames`` copies of the
+frame through the pool of reduced_frames, one worker and as many as the cores: seconds per frame.
+Prints a table of seconds and ratios measured in one run.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ from pathlib import Path
 
 import astroscrappy
 import numpy as np
+import sep
 from astropy.io import fits
 
 from reduction_assets.fits.products import reduced_hdul
 from reduction_assets.fits.reading import StoreFrameReader, image_shape
 from reduction_assets.instruments import load_registry
+from reduction_assets.kernels.apertures import flux_radius
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
 from reduction_assets.parallel import FramePool, available_cores, reduce_science
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings
+from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import InputFrame, build_master
 from reduction_assets.reduction.science import ScienceFrame, ScienceSettings, calibrate_science
-from reduction_assets.reduction.sources import extract_sources
+from reduction_assets.reduction.sources import WINDOW_SUBPIX, extract_sources
 from reduction_assets.simulate import SimulationConfig, simulate_night
 from reduction_assets.storage import LocalStore
 
@@ -174,6 +178,7 @@ def main(argv=None) -> int:
             science[backend] = (calibrated, time.perf_counter() - start)
         calibrate_total = science["numba"][0]
         sources, _ = timed(ours, "sources (sep)", lambda: extract_sources(result.sci, result.err, result.dq))
+        radii = source_measurements(ours, result, sources)
         timed(
             ours,
             "write FITS (SCI, ERR, DQ, CAT)",
@@ -189,7 +194,10 @@ def main(argv=None) -> int:
             raw, header, geometry, lco.gain, lco.read_noise, bias.data, dark.data, flat.data, exptime
         )
 
-    steps_total = sum(seconds for name, seconds in ours if "astroscrappy" not in name)
+    # The indented rows detail the sources step (alternatives measured apart): not summed.
+    steps_total = sum(
+        seconds for name, seconds in ours if "astroscrappy" not in name and not name.startswith("    ")
+    )
     print(f"one {args.size}x{args.size} lcosim science frame, {len(sources)} sources, one run:")
     print(f"{'step':48s} {'seconds':>9s}")
     for name, seconds in ours:
@@ -215,12 +223,48 @@ def main(argv=None) -> int:
         f"{flagged} pixels and {100 * (mine_mask & ~theirs_mask).sum() / flagged:.2f} % more"
     )
     print(f"ratio science time astroscrappy / numba: {science['astroscrappy'][1] / science['numba'][1]:.2f}")
+    steps = dict(ours)
+    radii_ratio = steps["  half-light radii (sep.flux_radius)"] / steps["  half-light radii (numba, threads)"]
+    sampled, exact = "  windowed centroids (sep, 11x11 sampling)", "  windowed centroids (sep, exact overlap)"
+    centroid_ratio = steps[sampled] / steps[exact]
+    print(
+        f"ratio half-light radii sep / numba: {radii_ratio:.2f} "
+        f"({'bit for bit the same' if radii else 'DIFFERENT'}); "
+        f"windowed centroids 11x11 sampling / exact overlap: {centroid_ratio:.2f}"
+    )
     print(f"{args.frames} frames through reduced_frames' pool (calibration, cosmic rays, sources):")
     for workers, seconds in pooled.items():
         print(f"{f'  {workers} worker(s), seconds per frame':48s} {seconds / args.frames:9.3f}")
     one, most = pooled[1], pooled[max(pooled)]
     print(f"ratio one worker / {max(pooled)} workers: {one / most:.2f} (workers started inside the time)")
     return 0
+
+
+def source_measurements(table: list, calibrated, sources) -> bool:
+    """Times, on the catalogue's sources, the half-light radii by sep and by the numba kernel
+    (True when they agree bit for bit) and sep's windowed centroids with Source Extractor's 11x11
+    sampling and with the exact overlap the pipeline uses."""
+    sci = np.ascontiguousarray(calibrated.sci, dtype=np.float64)
+    mask = (calibrated.dq & (DQ.NO_DATA | DQ.COSMIC_RAY | DQ.BAD_PIXEL)) != 0
+    x, y = sources["x"], sources["y"]
+    rmax = np.full(x.size, 6.0 * np.median(sources["fwhm"]) / 2.3548)
+    flux_radius(sci[:64, :64], x[:1] % 64, y[:1] % 64, rmax[:1], 0.5)  # compiled before timing
+    theirs, _ = timed(
+        table,
+        "  half-light radii (sep.flux_radius)",
+        lambda: sep.flux_radius(sci, x, y, rmax, 0.5, mask=mask),
+    )
+    mine, _ = timed(
+        table, "  half-light radii (numba, threads)", lambda: flux_radius(sci, x, y, rmax, 0.5, mask=mask)
+    )
+    sigma = float(np.median(sources["fwhm"])) / 2.3548
+    for name, subpix in (("11x11 sampling", 11), ("exact overlap", WINDOW_SUBPIX)):
+        timed(
+            table,
+            f"  windowed centroids (sep, {name})",
+            lambda subpix=subpix: sep.winpos(sci, x, y, sigma, mask=mask, subpix=subpix),
+        )
+    return bool(np.array_equal(theirs, mine))
 
 
 def frames_through_pool(raw, instrument, geometry, exptime, masters, workers: int, n: int) -> float:
