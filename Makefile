@@ -56,14 +56,15 @@ browser:
 
 # Lint and formatting first (ruff.toml); the numba kernels compiled once into NUMBA_CACHE_DIR (on a
 # cold cache, every process the tests start would otherwise compile them again, ~1 min each); then
-# the whole suite in TEST_WORKERS processes (most slow tests wait on daemons and subprocesses). A test file stays in one process: its tests share module
-# fixtures, and test_production's Celery workers share one queue.
-TEST_WORKERS ?= 2
+# the whole suite in TEST_WORKERS processes, more than the cores: most slow tests wait on daemons and
+# subprocesses. A test file stays in one process (its tests share module fixtures, and
+# test_production's Celery workers share one queue); the files marked slow are handed out first.
+TEST_WORKERS ?= 3
 test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m reduction_assets.warm
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile reduction_assets_tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder reduction_assets_tests
 
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the
 # co-add benchmark writes 10 frames of 2048² to a temporary folder).

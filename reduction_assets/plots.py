@@ -12,12 +12,12 @@ import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib.dates as mdates
 import numpy as np
-from astropy.visualization import ZScaleInterval
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METADATA_PNG_BYTES = 100_000  # PNGs in materialization metadata live in the event log: keep them small
 FULL_DPI = 110
@@ -52,8 +52,19 @@ class Limits:
     high: float | None = None
 
 
+def _figure(width: float, height: float) -> Figure:
+    """A new figure of that size in inches. matplotlib is imported here, not with the module: it
+    costs ~0.6 s, and every process that loads the definitions (run workers, step processes, the
+    daemon's code servers) imports this module while few of them draw."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
 def png(figure: Figure, dpi: float = FULL_DPI) -> bytes:
     """The figure as PNG bytes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     buffer = io.BytesIO()
     FigureCanvasAgg(figure)
     # No "Software" chunk: the same figure gives the same bytes with any matplotlib release.
@@ -88,8 +99,10 @@ def _thumbnail(image: np.ndarray) -> tuple[np.ndarray, int]:
 
 def thumbnails(panels: Sequence[Panel], title: str, columns: int = 3) -> Figure:
     """A grid of images scaled with zscale (as ds9 shows them), sources circled."""
+    from astropy.visualization import ZScaleInterval  # imports matplotlib: see _figure
+
     rows = max(1, -(-len(panels) // columns))
-    figure = Figure(figsize=(4.0 * min(columns, max(len(panels), 1)), 4.0 * rows))
+    figure = _figure(4.0 * min(columns, max(len(panels), 1)), 4.0 * rows)
     figure.suptitle(title)
     for index, panel in enumerate(panels):
         axes = figure.add_subplot(rows, min(columns, len(panels)), index + 1)
@@ -115,7 +128,7 @@ def thumbnails(panels: Sequence[Panel], title: str, columns: int = 3) -> Figure:
 
 def histograms(samples: Mapping[str, tuple[Sequence[float], str]], title: str) -> Figure:
     """One histogram per quantity (``name: (values, unit)``) of a night's frames."""
-    figure = Figure(figsize=(4.0 * max(len(samples), 1), 3.2))
+    figure = _figure(4.0 * max(len(samples), 1), 3.2)
     figure.suptitle(title)
     for index, (name, (values, unit)) in enumerate(samples.items()):
         axes = figure.add_subplot(1, max(len(samples), 1), index + 1)
@@ -135,7 +148,9 @@ def trend(
 ) -> Figure:
     """A metric across nights: one point per night and series (the night's median, its range as
     an error bar), the check's limits as dashed lines."""
-    figure = Figure(figsize=(8.0, 3.6))
+    import matplotlib.dates as mdates
+
+    figure = _figure(8.0, 3.6)
     axes = figure.add_subplot(1, 1, 1)
     for line in series:
         medians = np.array([np.median(v) for v in line.values], dtype=float)

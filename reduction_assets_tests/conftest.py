@@ -32,6 +32,19 @@ def require(available: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The modules marked slow first, the longest first (``pytest.mark.slow(seconds=...)``: about
+    how long the whole file takes), then the rest in collection order. `make test` hands whole files
+    to its workers in this order (``--dist loadfile --no-loadscope-reorder``), so the files that
+    wait minutes on daemons start at once and the quick ones fill in around them."""
+
+    def order(item) -> float:
+        slow = item.get_closest_marker("slow")
+        return -float(slow.kwargs.get("seconds", 1)) if slow else 0.0
+
+    items.sort(key=order)
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import requests
+import yaml
 from dagster import DagsterInstance
 
 from reduction_assets.home import Home
@@ -195,9 +196,10 @@ DEPLOY = ROOT / "deploy"
 class ProductionDeployment(Deployment):
     """The production topology as local processes, as docs/deployment.md starts it: `dagster api
     grpc` (the code server), `dagster-daemon` and `dagster-webserver` with deploy/workspace.yaml and
-    deploy/dagster.yaml, the instance and the catalog each in a PostgreSQL database of their own
-    (created here, dropped on exit), and ``workers`` Celery worker processes when ``env`` chooses
-    ``REDUCTION_EXECUTOR=celery``. Sensors run as they do in production."""
+    deploy/dagster.yaml (run monitoring polling every 5 s), the instance and the catalog each in a
+    PostgreSQL database of their own (created here, dropped on exit), and ``workers`` Celery worker
+    processes when ``env`` chooses ``REDUCTION_EXECUTOR=celery``. Sensors run as they do in
+    production."""
 
     def __init__(self, root: Path, postgres_url: str, *, workers: int = 0, env: dict[str, str] | None = None):
         from sqlalchemy.engine import make_url
@@ -281,7 +283,11 @@ class ProductionDeployment(Deployment):
         for database in self.databases.values():
             self._admin(f'create database "{database}"')
         self.home.ensure()
-        (self.home.dagster / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text())
+        # deploy/dagster.yaml as shipped, but run monitoring looks every 5 s instead of 30: a killed
+        # run worker is noticed sooner, and the tests wait less for the daemon's retry.
+        instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+        instance["run_monitoring"]["poll_interval_seconds"] = 5
+        (self.home.dagster / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
         workspace = str(self.workspace)
         try:
             # In the runbook's order: code server, then daemon and webserver, then workers.

@@ -17,7 +17,7 @@ from reduction_assets.simulate import SimulationConfig, simulate_night
 from reduction_assets_tests.conftest import NIGHT, deliver
 from reduction_assets_tests.deployment import LocalDeployment, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=270)
 
 NIGHTS = [NIGHT - dt.timedelta(days=1), NIGHT]
 KEY = f"lcosim|{NIGHT.isoformat()}"

@@ -19,7 +19,7 @@ from reduction_assets_tests.conftest import NIGHT, deliver
 from reduction_assets_tests.deployment import LocalDeployment, wait_for
 from reduction_assets_tests.sinks import Webhook
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=110)
 
 
 def night_row(home) -> dict:

@@ -32,7 +32,7 @@ from reduction_assets.runs import (
 from reduction_assets_tests.catalog_fixtures import POSTGRES_URL, postgres_available
 from reduction_assets_tests.conftest import deliver, frames_of, require
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=190)
 
 
 def start_process(home: Home, *extra: str, env: dict | None = None) -> subprocess.Popen:

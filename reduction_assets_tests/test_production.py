@@ -21,7 +21,7 @@ from reduction_assets_tests.catalog_fixtures import BROKER, POSTGRES_URL, broker
 from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.deployment import DEPLOY, ProductionDeployment, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow(seconds=420), pytest.mark.postgres]
 
 KEY = f"lcosim|{NIGHT.isoformat()}"
 

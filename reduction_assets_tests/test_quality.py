@@ -35,7 +35,7 @@ from reduction_assets.storage import LocalStore
 from reduction_assets_tests.conftest import deliver
 from reduction_assets_tests.runs import ALL, metadata, resources, run_partition
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=25)
 
 CLEAN = (dt.date(2026, 11, 10), dt.date(2026, 11, 11))
 JUMP_AND_STORM = dt.date(2026, 11, 12)  # bias-level jump and hot-pixel storm

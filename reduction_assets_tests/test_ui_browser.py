@@ -16,7 +16,7 @@ from reduction_assets.cli import main
 from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.deployment import ROOT, LocalDeployment
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = [pytest.mark.slow(seconds=40), pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
