@@ -28,7 +28,7 @@ _CALIBRATION = ("reduction_assets.reduction.calibrate", "reduction_assets.reduct
 
 STEPS: dict[str, Step] = {
     "master": Step(
-        5,
+        6,
         (
             "reduction_assets.reduction.masters",
             "reduction_assets.reduction.pedestal",

@@ -45,7 +45,7 @@ from typing import Literal
 import numpy as np
 
 from reduction_assets.kernels import _combine_kernel as _k
-from reduction_assets.kernels.network import batcher_network
+from reduction_assets.kernels.network import batcher_network, selection_network
 
 MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): astropy's mad_std
 BANZAI_MAD_TO_SIGMA = 1.4826
@@ -196,6 +196,12 @@ def combine(
             raise ValueError(f"mask shape {mask.shape} differs from stack shape {stack.shape}")
         mask = np.ascontiguousarray(mask, dtype=np.bool_)
     net_i, net_j = batcher_network(n)
+    med_i, med_j, med_kind = selection_network(n, tuple(sorted({(n - 1) // 2, n // 2})))
+    # The network sorts the floats' bit patterns as integers of the same width (see the kernel).
+    key_type = np.int32 if stack.dtype.itemsize == 4 else np.int64
+    width_bits = 8 * stack.dtype.itemsize
+    exponent = int(np.array(np.inf, dtype=stack.dtype).view(key_type))
+    key_form = np.array([width_bits - 1, (1 << (width_bits - 1)) - 1, exponent], dtype=key_type)
     # Outputs are allocated by numpy (huge pages for large images), not inside the kernel.
     out = np.empty((height, width), dtype=stack.dtype)
     n_used = np.empty((height, width), dtype=np.int32)
@@ -216,6 +222,11 @@ def combine(
         0 if max_iters is None else int(max_iters),
         net_i,
         net_j,
+        med_i,
+        med_j,
+        med_kind,
+        stack.view(key_type),
+        key_form,
         out,
         n_used,
         error,

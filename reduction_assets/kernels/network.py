@@ -32,3 +32,29 @@ def batcher_network(n: int) -> tuple[np.ndarray, np.ndarray]:
             k //= 2
         p *= 2
     return np.array(first, dtype=np.int64), np.array(second, dtype=np.int64)
+
+
+BOTH, LOW_ONLY, HIGH_ONLY = 0, 1, 2
+
+
+@functools.cache
+def selection_network(n: int, ranks: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batcher's network for ``n`` inputs pruned to the outputs at ``ranks`` (0-based, ascending order).
+
+    Returns the steps' index arrays ``i < j`` and their kind: ``BOTH`` (a full compare-exchange),
+    ``LOW_ONLY`` (only ``a[i] = min(a[i], a[j])`` is needed downstream) or ``HIGH_ONLY`` (only
+    ``a[j] = max(...)``). After the steps, ``a[r]`` for r in ``ranks`` equals the sorted input's; the
+    other positions hold leftovers (not a permutation of the input). Steps that cannot reach a wanted
+    output are dropped: for the median of 50 inputs, 330 steps remain of 403, 48 of them halves.
+    """
+    first, second = batcher_network(n)
+    needed = set(ranks)
+    kept: list[tuple[int, int, int]] = []
+    for i, j in zip(first[::-1].tolist(), second[::-1].tolist(), strict=True):
+        low, high = i in needed, j in needed
+        if low or high:
+            kept.append((i, j, BOTH if low and high else LOW_ONLY if low else HIGH_ONLY))
+            needed.update((i, j))
+    kept.reverse()
+    steps = np.array(kept, dtype=np.int64).reshape(-1, 3)
+    return steps[:, 0].copy(), steps[:, 1].copy(), steps[:, 2].copy()

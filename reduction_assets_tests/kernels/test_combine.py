@@ -9,7 +9,7 @@ from astropy.stats import sigma_clip
 from astropy.utils.exceptions import AstropyUserWarning
 
 from reduction_assets.kernels import BANZAI_MAD_TO_SIGMA, combine
-from reduction_assets.kernels.network import batcher_network
+from reduction_assets.kernels.network import BOTH, LOW_ONLY, batcher_network, selection_network
 
 
 def stack_with_outliers(n, seed=0, shape=(24, 70), dtype=np.float64, nan_fraction=0.0):
@@ -65,6 +65,90 @@ def test_batcher_network_sorts_every_zero_one_input(n):
         cases[:, j] = np.maximum(cases[:, i], cases[:, j])
         cases[:, i] = low
     assert np.all(np.diff(cases, axis=1) >= 0)
+
+
+def apply_selection(cases, n, ranks):
+    first, second, kind = selection_network(n, ranks)
+    for i, j, k in zip(first, second, kind):
+        low = np.minimum(cases[:, i], cases[:, j])
+        high = np.maximum(cases[:, i], cases[:, j])
+        if k in (BOTH, LOW_ONLY):
+            cases[:, i] = low
+        if k != LOW_ONLY:
+            cases[:, j] = high
+    return cases
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 8, 19, 20, 33, 50, 64])
+def test_selection_network_gives_the_middle_ranks_of_any_input(n):
+    ranks = tuple(sorted({(n - 1) // 2, n // 2}))
+    rng = np.random.default_rng(100 + n)
+    cases = np.vstack([rng.integers(0, 3, (300, n)).astype(float), rng.normal(size=(300, n))])
+    expected = np.sort(cases, axis=1)[:, list(ranks)]
+    np.testing.assert_array_equal(apply_selection(cases, n, ranks)[:, list(ranks)], expected)
+
+
+@pytest.mark.parametrize("n", [9, 12])
+def test_selection_network_gives_the_middle_ranks_of_every_zero_one_input(n):
+    ranks = tuple(sorted({(n - 1) // 2, n // 2}))
+    cases = np.array(list(itertools.product([0, 1], repeat=n)), dtype=float)
+    expected = np.sort(cases, axis=1)[:, list(ranks)]
+    np.testing.assert_array_equal(apply_selection(cases, n, ranks)[:, list(ranks)], expected)
+
+
+def test_the_median_network_is_pruned_to_a_quarter_fewer_compare_exchanges_at_50_frames():
+    first, _, kind = selection_network(50, (24, 25))
+    assert len(batcher_network(50)[0]) == 403
+    assert len(first) == 330 and int(np.sum(kind == BOTH)) == 282
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [6, 7, 20, 21])
+def test_median_orders_negative_zero_tiny_and_huge_values_like_numpy(dtype, n):
+    # The networks sort the floats' bit patterns as integers: negative values, signed zeros,
+    # subnormals and the extremes of the type must come out in the floats' order.
+    info = np.finfo(dtype)
+    special = np.array(
+        [
+            -0.0,
+            0.0,
+            info.smallest_subnormal,
+            -info.smallest_subnormal,
+            info.max,
+            -info.max,
+            info.tiny,
+            -1.5,
+            1.5,
+        ],
+        dtype=dtype,
+    )
+    rng = np.random.default_rng(n)
+    stack = rng.choice(special, (n, 16, 300)).astype(dtype)
+    stack[:, :8] = rng.normal(-3.0, 2.0, (n, 8, 300)).astype(dtype)
+    result = combine(stack, "median")
+    with np.errstate(over="ignore"):
+        expected = np.median(stack, axis=0)  # the mean of +-max overflows alike in both
+    np.testing.assert_array_equal(result.data, expected.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_of_a_tile_with_invalid_values_is_that_of_the_valid_ones(dtype):
+    # All-valid tiles take the pruned network, the others the full sort: both must agree with numpy.
+    stack = stack_with_outliers(20, seed=21, shape=(6, 600), dtype=dtype)
+    stack[3, 2, 400] = np.nan
+    stack[5, 4, 10] = -np.inf
+    result = combine(stack, "median")
+    expected = np.nanmedian(np.where(np.isfinite(stack), stack, np.nan), axis=0)
+    np.testing.assert_array_equal(result.data, expected.astype(dtype))
+    assert result.n_used[2, 400] == 19 and result.n_used[4, 10] == 19 and result.n_used[0, 0] == 20
+
+
+def test_sigma_clip_of_values_around_zero_reproduces_astropy():
+    stack = stack_with_outliers(20, seed=22) - 1000.0  # half the values negative
+    result = combine(stack, "sigma_clip", max_iters=None)
+    expected, used = astropy_reference(stack, "std", None)
+    np.testing.assert_array_equal(result.n_used, used)
+    np.testing.assert_allclose(result.data, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("n", [3, 4, 7, 20, 50])
