@@ -9,6 +9,9 @@ pass over the data: the memory-bandwidth floor). It prints seconds, ratios and t
 memory of each, then the peak resident memory of the file-streaming path (50 frames read in row
 blocks) in a separate process.
 
+Then a stack of ``--members`` dithered members made with the members resampled in this process (on
+numba threads) and on a pool of as many workers as the cores (``stacks``' frame pool).
+
 Beside them, the previous kernel (the combine kernel as of commit ``PREVIOUS_KERNEL``, which sorted
 the floats themselves; read from the repository's history, skipped where there is none).
 
@@ -172,6 +175,52 @@ def streaming(n: int, size: int, budget: int) -> dict:
     return json.loads(out.stdout)
 
 
+def stack_members(n: int, size: int, workers: int):
+    """A stack of ``n`` dithered members of ``size``^2 (noise, TAN WCS) made with the members
+    resampled here (``workers`` = 1) or on a pool of ``workers``: (seconds, the stack's SCI)."""
+    from astropy.wcs import WCS
+
+    from reduction_assets.parallel import FramePool
+    from reduction_assets.reduction.stacking import (
+        MemberDecision,
+        MemberImage,
+        MemberInfo,
+        StackSettings,
+        map_here,
+        output_grid,
+        stack_images,
+    )
+
+    def tan(dx: float, dy: float) -> WCS:
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crval = [30.0, -20.0]
+        wcs.wcs.crpix = [size / 2 + 0.5 - dx, size / 2 + 0.5 - dy]
+        wcs.wcs.cd = np.array([[-0.389 / 3600, 0.0], [0.0, 0.389 / 3600]])
+        return wcs
+
+    rng = np.random.default_rng(5)
+    offsets = rng.uniform(-12, 12, (n, 2))
+    infos = [MemberInfo(f"m{k}", tan(*offsets[k]), (size, size), 60.0, 1200.0, 35.0, np.zeros(0))
+             for k in range(n)]  # fmt: skip
+    grid = output_grid(infos, 0.389, 4.0)
+    decisions = [MemberDecision(info.name, True, weight=1.0) for info in infos]
+
+    def load(k: int) -> MemberImage:
+        sci = np.random.default_rng(k).normal(1200.0, 35.0, (size, size)).astype(np.float32)
+        return MemberImage(sci, np.full((size, size), 35.0, np.float32), np.zeros((size, size), np.uint16),
+                           infos[k].wcs)  # fmt: skip
+
+    loads = [lambda k=k: load(k) for k in range(n)]
+    start = time.perf_counter()
+    with FramePool(workers) as pool:
+        image = stack_images(
+            loads, decisions, [60.0] * n, [1200.0] * n, grid, StackSettings(),
+            map_members=pool.map_in_order if workers > 1 else map_here,
+        )  # fmt: skip
+    return time.perf_counter() - start, image.sci
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[20, 50])
@@ -186,6 +235,7 @@ def main(argv=None) -> int:
         help="stacking budget of the streaming path; the process also holds ~225 MiB "
         "of Python, numpy, astropy and numba",
     )
+    parser.add_argument("--members", type=int, default=12, help="members of the resampling comparison")
     args = parser.parse_args(argv)
 
     previous = previous_kernel()
@@ -263,6 +313,20 @@ def main(argv=None) -> int:
         )
         del stack
         gc.collect()
+    from reduction_assets.parallel import available_cores
+
+    cores = available_cores()
+    members = args.members
+    print(f"\n{members} members of {args.size}x{args.size} stacked (loading, resampling and co-adding):")
+    here, serial = stack_members(members, args.size, 1)
+    pooled, parallel_sci = stack_members(members, args.size, cores)
+    same = np.array_equal(serial, parallel_sci)
+    for label, seconds in (
+        (f"resampled here (numba threads on {cores} cores)", here),
+        (f"resampled on {cores} workers (started inside)", pooled),
+    ):
+        print(f"  {label:46s} {seconds:8.2f} s  {seconds / members:6.3f} s/member")
+    print(f"  ratio here / workers: {here / pooled:.2f}; the same stack bit for bit: {same}")
     n = max(args.frames)
     result = streaming(n, args.size, args.budget_mib * 2**20)
     print(

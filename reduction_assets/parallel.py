@@ -1,4 +1,5 @@
-"""A bounded pool of worker processes that reduces a partition's science frames side by side.
+"""A bounded pool of worker processes: a partition's science frames reduced side by side, and a
+stack's members resampled side by side.
 
 Processes, not threads: sep (source extraction) holds the GIL. The pool's size comes from the cores
 this process may use and the memory budget over what one frame needs at its peak; one worker (or a
@@ -41,6 +42,11 @@ Result = TypeVar("Result")
 # Peak bytes per image pixel of reducing one science frame (raw, SCI, ERR, variance, DQ, the
 # L.A.Cosmic planes, sep's float64 copies), measured at 2048x2048 with margin.
 BYTES_PER_PIXEL = 200
+# Peak bytes of resampling one member in a worker: per member pixel, its SCI, ERR and DQ as they
+# arrive and the variance made from ERR; per grid pixel, the resampled planes and their pickled copy
+# on the way back. Measured: 175 MiB for 2048x2048 onto 2100x2100; this gives 197 MiB.
+MEMBER_BYTES_PER_PIXEL = 24
+GRID_BYTES_PER_PIXEL = 24
 # Below this many pixels of work in all, starting workers (about a second each, loading the
 # compiled kernels) costs more than it saves: the frames are reduced here.
 POOL_MIN_PIXELS = 8_000_000
@@ -87,6 +93,27 @@ def frame_workers(shapes: list[tuple[int, int]], memory_budget: int, cores: int 
     if sum(rows * columns for rows, columns in shapes) < POOL_MIN_PIXELS:
         return 1
     return worker_count(len(shapes), max(frame_bytes(shape) for shape in shapes), memory_budget, cores)
+
+
+def resample_workers(
+    requested: int,
+    member_shapes: list[tuple[int, int]],
+    grid_shape: tuple[int, int],
+    memory_budget: int,
+    cores: int | None = None,
+) -> int:
+    """Workers for resampling members of these shapes onto a grid of ``grid_shape`` (rows, columns):
+    ``requested``, but no more than the cores, the members, or what fits in ``memory_budget`` bytes.
+
+    Not sized from the cores by default: the resampling kernel already runs on every core through
+    numba threads, and on 2 cores a pool was slower (the members travel to the workers and back).
+    """
+    if requested <= 1:
+        return 1
+    largest = max(rows * columns for rows, columns in member_shapes)
+    grid_pixels = int(grid_shape[0]) * int(grid_shape[1])
+    bytes_per_task = MEMBER_BYTES_PER_PIXEL * largest + GRID_BYTES_PER_PIXEL * grid_pixels
+    return min(requested, worker_count(len(member_shapes), bytes_per_task, memory_budget, cores))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from reduction_assets.parallel import (
     frame_bytes,
     frame_workers,
     reduce_science,
+    resample_workers,
     worker_count,
 )
 from reduction_assets.reduction.science import NotReducible, ScienceFrame
@@ -154,6 +155,16 @@ def test_a_2048_frame_needs_about_800_mib_and_small_nights_stay_in_one_process()
     assert POOL_MIN_PIXELS > 12 * 128 * 128
     assert frame_workers([(2048, 2048)] * 32, 4 * 2**30, cores=2) == 2
     assert frame_workers([(2048, 2048)] * 32, 2**30, cores=2) == 1  # one frame's peak fits
+
+
+def test_resampling_workers_are_those_asked_for_within_cores_members_and_memory():
+    # 20 members of 2048x2048 onto a grid of 2100x2100: 175 MiB each at the peak (measured).
+    members, grid = [(2048, 2048)] * 20, (2100, 2100)
+    assert resample_workers(1, members, grid, 4 * 2**30, cores=8) == 1  # the default: numba threads
+    assert resample_workers(2, members, grid, 4 * 2**30, cores=8) == 2
+    assert resample_workers(16, members, grid, 4 * 2**30, cores=2) == 2
+    assert resample_workers(16, members[:3], grid, 4 * 2**30, cores=8) == 3
+    assert resample_workers(8, members, grid, 300 * 2**20, cores=8) == 1  # one member's peak fits
 
 
 def test_a_containers_cpu_quota_bounds_the_cores(tmp_path):

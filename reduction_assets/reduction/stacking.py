@@ -23,13 +23,14 @@ the exposure times of the members used at each pixel); NIMAGES the number of mem
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from astropy.wcs import WCS
 
-from reduction_assets.kernels import Resampled, coadd, pixel_map, resample
+from reduction_assets.kernels import PixelMap, Resampled, coadd, pixel_map, resample
 from reduction_assets.reduction.dq import DQ
 
 # Input flags that keep a member's pixel out of the stack (cosmic rays, saturation, bad and hot
@@ -430,6 +431,50 @@ def rows_per_block(n_members: int, width: int, memory_budget: int) -> int:
     return max(1, int(memory_budget // max(per_row, 1)))
 
 
+@dataclass(frozen=True)
+class ResampleJob:
+    """One member's planes and where its pixels fall: what :func:`resample_member` needs. It may
+    travel to a worker process, so it holds arrays only: a pickled astropy WCS is rebuilt from a
+    header that keeps 14 digits of its parameters, enough to move results by an ulp."""
+
+    sci: np.ndarray  # e-
+    err: np.ndarray  # e-
+    dq: np.ndarray
+    mapping: PixelMap
+    kernel: str
+
+
+def resample_member(job: ResampleJob) -> Resampled:
+    """The member's SCI (e-), variance (e-^2) and DQ resampled onto the mapping's grid."""
+    return resample(
+        job.sci,
+        job.mapping,
+        variance=np.square(job.err, dtype=np.float32),
+        dq=job.dq,
+        kernel=job.kernel,
+        ignore_bits=REJECT_BITS,
+        no_data_bit=int(DQ.NO_DATA),
+    )
+
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+# How members are resampled: (compute, items, prepare) -> (item, compute(prepare(item)) or the
+# exception raised) in the items' order; ``reduction_assets.parallel.FramePool.map_in_order`` does it
+# on worker processes.
+MapInOrder = Callable[
+    [Callable[[Job], Result], Iterable[int], Callable[[int], Job]], Iterator[tuple[int, Result | Exception]]
+]
+
+
+def map_here(
+    compute: Callable[[Job], Result], items: Iterable[int], prepare: Callable[[int], Job]
+) -> Iterator[tuple[int, Result]]:
+    """:data:`MapInOrder` in this process, one item at a time (an exception propagates)."""
+    for item in items:
+        yield item, compute(prepare(item))
+
+
 def stack_images(
     load: Sequence[Callable[[], MemberImage]],
     decisions: Sequence[MemberDecision],
@@ -439,14 +484,16 @@ def stack_images(
     settings: StackSettings,
     planes: Callable[[int, tuple[int, int], np.dtype], MemoryPlanes] = MemoryPlanes,
     on_member: Callable[[int], None] | None = None,
+    map_members: MapInOrder = map_here,
 ) -> StackImage:
     """Resample the included members onto ``grid`` and co-add them.
 
     ``exptimes`` (s) and ``sky`` (e-) are the members'. ``load[k]()`` returns member k's planes;
-    members are loaded one at a time and resampled into ``planes(n, shape, dtype)`` (in memory by
-    default; ``reduction_assets.scratch.scratch_planes`` gives disk-backed ones), then co-added in
-    row blocks of ``settings.memory_budget``: with disk-backed planes, peak memory is one member,
-    one block of every member and the outputs, whatever the number of members.
+    members are loaded here one at a time, resampled by ``map_members`` (here by default, or side
+    by side on a pool of workers: the same planes bit for bit) into ``planes(n, shape, dtype)`` (in
+    memory by default; ``reduction_assets.scratch.scratch_planes`` gives disk-backed ones), then
+    co-added in row blocks of ``settings.memory_budget``: with disk-backed planes, peak memory is a
+    member per worker, one block of every member and the outputs, whatever the number of members.
     """
     included = [k for k, d in enumerate(decisions) if d.included]
     if not included:
@@ -456,28 +503,20 @@ def stack_images(
     n = len(included)
     stored = [planes(n, grid.shape, np.dtype(t)) for t in (np.float32, np.float32, np.uint16)]
     mapping_error = 0.0
-    # one set of output planes for every member (no fresh pages to fault in per member)
-    resampled = Resampled(
-        sci=np.empty(grid.shape, np.float32), variance=np.empty(grid.shape, np.float32),
-        dq=np.empty(grid.shape, np.uint16),
-    )  # fmt: skip
-    for position, k in enumerate(included):
+
+    def job(k: int) -> ResampleJob:
+        nonlocal mapping_error
         image = load[k]()
         mapping = pixel_map(image.wcs, grid.wcs, grid.shape, max_error=settings.max_mapping_error)
         mapping_error = max(mapping_error, mapping.error)
-        resample(
-            image.sci,
-            mapping,
-            variance=np.square(image.err, dtype=np.float32),
-            dq=image.dq,
-            kernel=settings.kernel,
-            ignore_bits=REJECT_BITS,
-            no_data_bit=int(DQ.NO_DATA),
-            out=resampled,
-        )
-        del image
+        return ResampleJob(image.sci, image.err, image.dq, mapping, settings.kernel)
+
+    for position, (k, resampled) in enumerate(map_members(resample_member, included, job)):
+        if isinstance(resampled, Exception):
+            raise resampled
         for target, plane in zip(stored, (resampled.sci, resampled.variance, resampled.dq)):
             target.write(position, plane)
+        del resampled
         if on_member is not None:
             on_member(k)
     sci = np.empty(grid.shape, np.float32)
@@ -507,7 +546,7 @@ def stack_images(
         sci[r0:r1], variance[r0:r1] = block.sci, block.variance
         exposure[r0:r1], count[r0:r1] = block.exposure, block.count
         rejected += int(block.rejected.sum())
-    del stored, resampled
+    del stored
     dq = np.where(count == 0, np.uint16(DQ.NO_DATA), np.uint16(0)).astype(np.uint16)
     sci[count == 0] = 0.0
     covered = count > 0

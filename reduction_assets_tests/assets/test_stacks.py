@@ -251,6 +251,16 @@ def test_rematerializing_redoes_only_stacks_whose_members_changed(home_copy):
     assert metadata(result, "stacks")["up_to_date"].value == 1
 
 
+def test_members_resampled_side_by_side_give_the_bytes_resampled_one_at_a_time(home_copy, built):
+    home, _ = home_copy
+    serial = {r.group_key: r.checksum for r in stack_rows(home)}
+    result = run_stacks(home, full_refresh=True, frame_workers=2)
+    assert metadata(result, "stacks")["stacked"].value == 2
+    assert metadata(result, "stacks")["frame_workers"].value == 2
+    assert {r.group_key: r.checksum for r in stack_rows(home)} == serial
+    assert metadata(built[2], "stacks")["frame_workers"].value == 1  # the default
+
+
 def test_a_member_missing_from_the_store_fails_the_run_naming_it_and_other_groups_are_stacked(home_copy):
     home, _ = home_copy
     rows = stack_rows(home)

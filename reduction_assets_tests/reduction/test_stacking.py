@@ -167,3 +167,48 @@ def test_disk_planes_give_the_same_stack_as_planes_in_memory(tmp_path):
     np.testing.assert_array_equal(from_disk.sci, in_memory.sci)
     np.testing.assert_array_equal(from_disk.err, in_memory.err)
     np.testing.assert_array_equal(from_disk.exposure, in_memory.exposure)
+
+
+def noisy_group(seed):
+    members = [member("a"), member("b", shift=(1.5, 0.5)), member("c", shift=(-2.0, 1.0))]
+    grid = output_grid(members, SCALE, 4.0)
+    decisions = [MemberDecision(m.name, True, weight=1.0 + k) for k, m in enumerate(members)]
+    rng = np.random.default_rng(seed)
+    planes = {m.name: rng.normal(1200, 35, SHAPE).astype(np.float32) for m in members}
+
+    def load(info):
+        return MemberImage(
+            planes[info.name], np.full(SHAPE, 35.0, np.float32), np.zeros(SHAPE, np.uint16), info.wcs
+        )
+
+    return [lambda m=m: load(m) for m in members], decisions, grid
+
+
+def test_members_resampled_on_a_pool_of_two_give_the_serial_stack_bit_for_bit():
+    from reduction_assets.parallel import FramePool
+
+    loads, decisions, grid = noisy_group(seed=4)
+    serial = stack_images(loads, decisions, [60.0] * 3, [1200.0] * 3, grid, StackSettings())
+    with FramePool(2) as pool:
+        assert pool.workers == 2
+        pooled = stack_images(
+            loads, decisions, [60.0] * 3, [1200.0] * 3, grid, StackSettings(), map_members=pool.map_in_order
+        )
+    for plane in ("sci", "err", "dq", "exposure", "count"):
+        np.testing.assert_array_equal(getattr(pooled, plane), getattr(serial, plane))
+    assert pooled.statistics == serial.statistics
+
+
+def test_a_member_that_cannot_be_loaded_raises_its_own_error_through_the_pool():
+    from reduction_assets.parallel import FramePool
+
+    loads, decisions, grid = noisy_group(seed=5)
+
+    def missing():
+        raise FileNotFoundError("b.fits is not in the store")
+
+    loads[1] = missing
+    with FramePool(2) as pool, pytest.raises(FileNotFoundError, match=r"b\.fits is not in the store"):
+        stack_images(
+            loads, decisions, [60.0] * 3, [1200.0] * 3, grid, StackSettings(), map_members=pool.map_in_order
+        )
