@@ -46,6 +46,7 @@ STEPS: dict[str, Step] = {
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
             "reduction_assets.kernels.lacosmic",
+            "reduction_assets.kernels.select",
             "reduction_assets.kernels.fill",
             "reduction_assets.kernels.peaks",
             "reduction_assets.kernels.apertures",

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from reduction_assets.kernels.select import lower_median
+
 
 @dataclass(frozen=True)
 class LACosmicSettings:
@@ -234,11 +236,6 @@ def clean_meanmask(values: np.ndarray, crmask: np.ndarray, mask: np.ndarray, bac
                 values[j, i] = np.float32(background) if count == 0 else total / np.float32(count)
 
 
-def _lower_median(values: np.ndarray) -> float:
-    k = (values.size - 1) // 2
-    return float(np.partition(values, k)[k]) if values.size else 0.0
-
-
 def detect_cosmics(
     image: np.ndarray,
     mask: np.ndarray | None = None,
@@ -265,8 +262,8 @@ def detect_cosmics(
     else:
         ignore = dilate3(ignore)
     good = ~ignore
-    background = _lower_median(clean[good])
-    background_var = _lower_median(clean_var[good])
+    background = lower_median(clean, good)
+    background_var = lower_median(clean_var, good)
     crmask = np.zeros((ny, nx), dtype=np.bool_)
     sigcliplow = np.float32(settings.sigfrac * settings.sigclip)
     sigclip = np.float32(settings.sigclip)

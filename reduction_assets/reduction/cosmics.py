@@ -25,6 +25,7 @@ import numpy as np
 
 from reduction_assets.kernels.fill import fill_from_neighbours
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
+from reduction_assets.kernels.select import median
 
 COSMIC_PAD = 6  # pixels: the Laplacian filter misses hits on the outermost rows and columns otherwise
 
@@ -53,8 +54,8 @@ def lacosmic_candidates(
     rows and columns otherwise.
     """
     pad = COSMIC_PAD
-    padded = np.pad(image, pad, constant_values=float(np.median(image))).astype(np.float32)
-    padded_var = np.pad(variance, pad, constant_values=float(np.median(variance))).astype(np.float32)
+    padded = np.pad(image, pad, constant_values=median(image)).astype(np.float32)
+    padded_var = np.pad(variance, pad, constant_values=median(variance)).astype(np.float32)
     padded_ignore = np.pad(ignore, pad, constant_values=False)
     if settings.backend == "numba":
         lacosmic = LACosmicSettings(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reduction_assets.instruments import Geometry, Instrument
+from reduction_assets.kernels.select import median
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings, confirm_cosmic_rays, lacosmic_candidates
 from reduction_assets.reduction.dq import DQ
@@ -110,12 +111,12 @@ def calibrate_science(
             raise NotReducible(str(err)) from err
         electrons = calibrate.subtract_bias(electrons, bias_and_dark)
         variance += dark.error**2
-        pedestal_e = float(np.nanmedian(bias_and_dark))
+        pedestal_e = median(bias_and_dark, skip_nan=True)
     else:
         if bias is not None:
             electrons = calibrate.subtract_bias(electrons, bias.data)
             variance += bias.error**2
-            pedestal_e = float(np.nanmedian(bias.data))
+            pedestal_e = median(bias.data, skip_nan=True)
             _flag(dq, (bias.dq & (DQ.NO_DATA | DQ.LOW_COUNT)) != 0, DQ.NO_DATA)
         if dark is not None:
             electrons = calibrate.subtract_dark(electrons, dark.data, exptime)
@@ -153,7 +154,7 @@ def calibrate_science(
     _flag(dq, crmask, DQ.COSMIC_RAY)
     clean = dq == 0
     statistics = {
-        "sky_median_e": float(np.median(sci[clean])) if clean.any() else float("nan"),
+        "sky_median_e": median(sci, clean),
         "cosmic_ray_pixels": float(crmask.sum()),
         "cosmic_ray_candidates": float(candidates.sum()),
         "cosmic_ray_psf_fwhm": float(psf_fwhm),
