@@ -18,7 +18,14 @@ BUCKETS = 1 << 16
 
 
 @nb.njit(cache=True, inline="always")
-def _bucket(v, shift, magnitude):
+def _bucket(values, bits, where, use_where, skip_nan, shift, magnitude, i):
+    """The bucket of value ``i`` (the top 16 bits of its key), or -1 when it is not counted (outside
+    ``where``, or a NaN skipped). NaN sorts last, whatever its sign bit, as in numpy."""
+    if use_where and not where[i]:
+        return -1
+    if values[i] != values[i]:
+        return -1 if skip_nan else BUCKETS - 1
+    v = bits[i]
     key = v ^ ((v >> shift) & magnitude)
     return (key >> (shift - 15)) + 32768
 
@@ -30,25 +37,17 @@ def _span(n, chunks, c):
 
 @nb.njit(parallel=True, cache=True)
 def _count(values, bits, where, use_where, skip_nan, shift, magnitude, chunks):
-    """Per chunk of values (one per thread): how many of the counted ones fall in each bucket, and
-    the NaNs met."""
+    """Per chunk of values (one per thread): how many of the counted ones fall in each bucket."""
     n = values.size
     counts = np.zeros((chunks, BUCKETS), dtype=np.int64)
-    nans = np.zeros(chunks, dtype=np.int64)
     for c in nb.prange(chunks):
         row = counts[c]
         start, stop = _span(n, chunks, c)
         for i in range(start, stop):
-            if use_where and not where[i]:
-                continue
-            x = values[i]
-            if x != x:
-                nans[c] += 1
-                if not skip_nan:
-                    row[BUCKETS - 1] += 1  # NaN sorts last, whatever its sign bit (as in numpy)
-                continue
-            row[_bucket(bits[i], shift, magnitude)] += 1
-    return counts, nans
+            b = _bucket(values, bits, where, use_where, skip_nan, shift, magnitude, i)
+            if b >= 0:
+                row[b] += 1
+    return counts
 
 
 @nb.njit(parallel=True, cache=True)
@@ -60,17 +59,9 @@ def _gather(values, bits, where, use_where, skip_nan, shift, magnitude, first, l
         at = offsets[c]
         start, stop = _span(n, chunks, c)
         for i in range(start, stop):
-            if use_where and not where[i]:
-                continue
-            x = values[i]
-            if x != x:
-                if skip_nan:
-                    continue
-                b = BUCKETS - 1
-            else:
-                b = _bucket(bits[i], shift, magnitude)
+            b = _bucket(values, bits, where, use_where, skip_nan, shift, magnitude, i)
             if first <= b <= last:
-                out[at] = x
+                out[at] = values[i]
                 at += 1
 
 
@@ -86,10 +77,9 @@ class _Counted:
         self.use_where = where is not None
         self.where = where if where is not None else np.zeros(1, dtype=np.bool_)
         chunks = max(1, min(nb.get_num_threads(), values.size // 4096))
-        self.counts, nans = _count(
-            values, self.bits, self.where, self.use_where, skip_nan, *self.form, chunks
-        )
-        self.nans = int(nans.sum())
+        self.counts = _count(values, self.bits, self.where, self.use_where, skip_nan, *self.form, chunks)
+        # Only NaNs have keys in the last bucket (its keys are above +inf's).
+        self.nans = 0 if skip_nan else int(self.counts[:, BUCKETS - 1].sum())
         self.below = np.cumsum(self.counts.sum(axis=0))  # counted values up to each bucket
         self.counted = int(self.below[-1])
 
