@@ -19,6 +19,8 @@ import math
 import numba as nb
 import numpy as np
 
+from reduction_assets.kernels.network import BOTH, LOW_ONLY
+
 TILE = 256
 
 MEAN, MEDIAN, SIGMA_CLIP = 0, 1, 2
@@ -169,10 +171,10 @@ def _accumulate_valid(values, row_keys, inf, ref, acc1, acc2, t):
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
 def _select_step(keys, i, j, kind, t):
-    """One step of a pruned network: both outputs, or only the minimum (kind 1) or maximum (kind 2)."""
-    if kind == 0:
+    """One step of a pruned network: both outputs, or only the minimum or only the maximum."""
+    if kind == BOTH:
         _compare_exchange(keys, i, j, t)
-    elif kind == 1:
+    elif kind == LOW_ONLY:
         for p in range(t):
             a = keys[i, p]
             b = keys[j, p]
