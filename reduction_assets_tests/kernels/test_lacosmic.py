@@ -24,7 +24,7 @@ from reduction_assets_tests.conftest import REAL_ST7, require
 RNG = np.random.default_rng(2026)
 
 
-@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (10, 11)])
+@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (10, 11), (150, 40), (97, 130)])
 @pytest.mark.parametrize(
     "half, theirs", [(2, reference.sepmedfilt5), (3, reference.sepmedfilt7), (4, reference.sepmedfilt9)]
 )
