@@ -100,8 +100,11 @@ class _Counted:
 
 def _flat(values: np.ndarray, where: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     values = np.asarray(values)
+    if values.dtype.kind in "biu":
+        # As numpy does: integers are averaged in float64, which holds them exactly up to 2^53.
+        values = values.astype(np.float64)
     if values.dtype.kind != "f" or values.dtype.itemsize not in (4, 8):
-        raise ValueError(f"values must be float32 or float64; got {values.dtype}")
+        raise ValueError(f"values must be integers, float32 or float64; got {values.dtype}")
     values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("=")).reshape(-1)
     if where is not None:
         where = np.asarray(where)
@@ -114,7 +117,8 @@ def _flat(values: np.ndarray, where: np.ndarray | None) -> tuple[np.ndarray, np.
 def median(values: np.ndarray, where: np.ndarray | None = None, *, skip_nan: bool = False) -> float:
     """``np.median(values[where])`` (``np.nanmedian`` with ``skip_nan``), the same value bit for bit:
     NaN when a NaN is counted or nothing is; the two middle values of an even count averaged in the
-    values' precision. ``values``: float32 or float64 array of any shape (any unit)."""
+    values' precision. ``values``: an array of any shape (any unit) of floats (32 or 64 bits) or
+    integers (compared and averaged as float64, as numpy does)."""
     counted = _Counted(*_flat(values, where), skip_nan)
     n = counted.counted
     if n == 0 or (counted.nans and not skip_nan):

@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 from numpy.polynomial import legendre
 
+from reduction_assets.kernels.select import median
+
 Section = tuple[slice, slice]
 
 
@@ -116,14 +118,14 @@ def illuminated_level(image: np.ndarray, *, threshold: float = 0.1) -> float:
     Vignetted corners and unilluminated edges would drag a plain median down; NaNs are ignored.
     Returns NaN if nothing is illuminated.
     """
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
+    image = np.asarray(image)
+    finite = np.isfinite(image)
+    if not finite.any():
         return float("nan")
-    first = float(np.median(finite))
+    first = median(image, finite)
     if not first > 0:
         return first
-    lit = finite[finite > threshold * first]
-    return float(np.median(lit)) if lit.size else float("nan")
+    return median(image, finite & (image > threshold * first))
 
 
 def normalise_flat(image: np.ndarray, level: float) -> np.ndarray:

@@ -26,6 +26,7 @@ from astropy.stats import mad_std
 
 from reduction_assets.instruments import Geometry, Instrument
 from reduction_assets.kernels import CombineResult, NoiseModel, combine_blocks
+from reduction_assets.kernels.select import median
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.dq import DQ
 
@@ -277,7 +278,7 @@ def _inspect(
             overscan=levels,
             level=calibrate.illuminated_level(image, threshold=settings.flat_threshold)
             if kind == "flat"
-            else float(np.nanmedian(image)),
+            else median(image, skip_nan=True),
             saturated_fraction=float(np.mean(raw[calibrator.geometry.imaging] >= instrument.saturation)),
             pixel_hash=pixel_hash,
         )

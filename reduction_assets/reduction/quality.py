@@ -17,6 +17,7 @@ from astropy.coordinates import SkyCoord
 from astropy.stats import sigma_clipped_stats
 
 from reduction_assets.instruments import Geometry
+from reduction_assets.kernels.select import median
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def flat_frame_metrics(raw: np.ndarray, geometry: Geometry, gain: float) -> list
     overscan, imaging = _overscan_and_imaging(raw, geometry)
     if overscan is None or overscan.size == 0:
         return [Measurement("flat_level", None, "the camera has no overscan to subtract")]
-    return [Measurement("flat_level", (float(np.median(imaging)) - float(np.median(overscan))) * gain)]
+    return [Measurement("flat_level", (median(imaging) - median(overscan)) * gain)]
 
 
 def corner_ratio(flat: np.ndarray, dq: np.ndarray, box_fraction: float = 0.1) -> float:

@@ -71,8 +71,15 @@ def test_the_lower_median_is_the_value_of_rank_n_minus_1_over_2_with_nan_last(n)
     assert lower_median(values, np.zeros(n, bool)) == 0.0
 
 
-def test_values_other_than_floats_and_a_mismatched_selection_are_refused():
-    with pytest.raises(ValueError, match="float32 or float64"):
-        median(np.arange(10))
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64])
+def test_integer_values_give_numpys_median(dtype):
+    raw = np.random.default_rng(8).integers(0, 60_000, (300, 301)).astype(dtype)
+    assert same(median(raw), float(np.median(raw)))
+    assert same(median(raw[:, :300]), float(np.median(raw[:, :300])))  # an even count
+
+
+def test_values_other_than_numbers_and_a_mismatched_selection_are_refused():
+    with pytest.raises(ValueError, match="integers, float32 or float64"):
+        median(np.ones(10, np.complex64))
     with pytest.raises(ValueError, match="where has 3 elements"):
         median(np.ones(10, np.float32), np.ones(3, bool))
