@@ -186,7 +186,6 @@ def stack_members(n: int, size: int, workers: int):
         MemberImage,
         MemberInfo,
         StackSettings,
-        map_here,
         output_grid,
         stack_images,
     )
@@ -216,7 +215,7 @@ def stack_members(n: int, size: int, workers: int):
     with FramePool(workers) as pool:
         image = stack_images(
             loads, decisions, [60.0] * n, [1200.0] * n, grid, StackSettings(),
-            map_members=pool.map_in_order if workers > 1 else map_here,
+            map_members=pool.map_in_order if workers > 1 else None,
         )  # fmt: skip
     return time.perf_counter() - start, image.sci
 

@@ -309,7 +309,8 @@ def _stack_group(run: _Run, partition: str, key: str, members: list[Member], exi
                 grid,
                 run.settings,
                 planes=planes,
-                map_members=pool.map_in_order,
+                # One worker: the members are resampled here, into one set of planes.
+                map_members=pool.map_in_order if pool.workers > 1 else None,
             )
     except GroupRefused as err:
         return not_stacked(str(err))

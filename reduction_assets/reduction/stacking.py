@@ -22,6 +22,7 @@ the exposure times of the members used at each pixel); NIMAGES the number of mem
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -444,8 +445,9 @@ class ResampleJob:
     kernel: str
 
 
-def resample_member(job: ResampleJob) -> Resampled:
-    """The member's SCI (e-), variance (e-^2) and DQ resampled onto the mapping's grid."""
+def resample_member(job: ResampleJob, out: Resampled | None = None) -> Resampled:
+    """The member's SCI (e-), variance (e-^2) and DQ resampled onto the mapping's grid (into
+    ``out`` when given)."""
     return resample(
         job.sci,
         job.mapping,
@@ -454,6 +456,7 @@ def resample_member(job: ResampleJob) -> Resampled:
         kernel=job.kernel,
         ignore_bits=REJECT_BITS,
         no_data_bit=int(DQ.NO_DATA),
+        out=out,
     )
 
 
@@ -484,13 +487,14 @@ def stack_images(
     settings: StackSettings,
     planes: Callable[[int, tuple[int, int], np.dtype], MemoryPlanes] = MemoryPlanes,
     on_member: Callable[[int], None] | None = None,
-    map_members: MapInOrder = map_here,
+    map_members: MapInOrder | None = None,
 ) -> StackImage:
     """Resample the included members onto ``grid`` and co-add them.
 
     ``exptimes`` (s) and ``sky`` (e-) are the members'. ``load[k]()`` returns member k's planes;
-    members are loaded here one at a time, resampled by ``map_members`` (here by default, or side
-    by side on a pool of workers: the same planes bit for bit) into ``planes(n, shape, dtype)`` (in
+    members are loaded here one at a time, resampled here (``map_members`` None) or by
+    ``map_members`` (side by side on a pool of workers: the same planes bit for bit) into
+    ``planes(n, shape, dtype)`` (in
     memory by default; ``reduction_assets.scratch.scratch_planes`` gives disk-backed ones), then
     co-added in row blocks of ``settings.memory_budget``: with disk-backed planes, peak memory is a
     member per worker, one block of every member and the outputs, whatever the number of members.
@@ -511,7 +515,17 @@ def stack_images(
         mapping_error = max(mapping_error, mapping.error)
         return ResampleJob(image.sci, image.err, image.dq, mapping, settings.kernel)
 
-    for position, (k, resampled) in enumerate(map_members(resample_member, included, job)):
+    if map_members is None:
+        # One set of output planes for every member (no fresh pages to fault in per member): each
+        # is stored before the next is resampled.
+        reused = Resampled(
+            sci=np.empty(grid.shape, np.float32), variance=np.empty(grid.shape, np.float32),
+            dq=np.empty(grid.shape, np.uint16),
+        )  # fmt: skip
+        results = map_here(functools.partial(resample_member, out=reused), included, job)
+    else:
+        results = map_members(resample_member, included, job)
+    for position, (k, resampled) in enumerate(results):
         if isinstance(resampled, Exception):
             raise resampled
         for target, plane in zip(stored, (resampled.sci, resampled.variance, resampled.dq)):
