@@ -5,7 +5,7 @@ values are loaded frame by frame into a (frames, TILE) buffer (invalid and maske
 so they sort last), sorted along the frame axis with a sorting network whose compare-exchanges run
 across the tile's pixels (SIMD), and then each pixel's sorted values are reduced by scalar code.
 The network sorts the values' bit patterns as signed integers of the same width, turned into keys
-whose integer order is the floats' order (:func:`_to_key`): integer min/max vectorise into plain
+whose integer order is the floats' order (``float_keys``): integer min/max vectorise into plain
 SIMD min/max and stores, where the float comparison became masked stores (2-2.5x slower). After the
 sort the keys are turned back into the same floats, bit for bit. On the sorted values:
 sigma clipping on sorted data keeps a contiguous window, so medians are O(1) and the MAD is a merge
@@ -19,6 +19,7 @@ import math
 import numba as nb
 import numpy as np
 
+from reduction_assets.kernels.float_keys import float_key
 from reduction_assets.kernels.network import BOTH, LOW_ONLY
 
 TILE = 256
@@ -112,14 +113,9 @@ def _load_masked(src, masked, dst, count, t):
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
 def _to_key(row, shift, magnitude, t):
-    """Float bit patterns (as signed integers) to keys ordered like the floats, in place; its own inverse.
-
-    Non-negative floats already compare like their bit patterns; negative ones compare in reverse, so
-    their magnitude bits are flipped (-0.0 becomes the key just below +0.0).
-    """
+    """Float bit patterns (as signed integers) to their keys, in place, or keys back to floats."""
     for p in range(t):
-        v = row[p]
-        row[p] = v ^ ((v >> shift) & magnitude)
+        row[p] = float_key(row[p], shift, magnitude)
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
@@ -142,7 +138,7 @@ def _load_keys(src_bits, dst, count, key_form, t):
     for p in range(t):
         v = src_bits[p]
         good = (v & inf) != inf
-        dst[p] = (v ^ ((v >> shift) & magnitude)) if good else inf
+        dst[p] = float_key(v, shift, magnitude) if good else inf
         count[p] += 1 if good else 0
 
 
@@ -155,7 +151,7 @@ def _load_keys_masked(src_bits, masked, dst, count, key_form, t):
     for p in range(t):
         v = src_bits[p]
         good = ((v & inf) != inf) & (not masked[p])
-        dst[p] = (v ^ ((v >> shift) & magnitude)) if good else inf
+        dst[p] = float_key(v, shift, magnitude) if good else inf
         count[p] += 1 if good else 0
 
 

@@ -45,6 +45,7 @@ from typing import Literal
 import numpy as np
 
 from reduction_assets.kernels import _combine_kernel as _k
+from reduction_assets.kernels.float_keys import key_form
 from reduction_assets.kernels.network import batcher_network, selection_network
 
 MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): astropy's mad_std
@@ -198,10 +199,7 @@ def combine(
     net_i, net_j = batcher_network(n)
     med_i, med_j, med_kind = selection_network(n, tuple(sorted({(n - 1) // 2, n // 2})))
     # The network sorts the floats' bit patterns as integers of the same width (see the kernel).
-    key_type = np.int32 if stack.dtype.itemsize == 4 else np.int64
-    width_bits = 8 * stack.dtype.itemsize
-    exponent = int(np.array(np.inf, dtype=stack.dtype).view(key_type))
-    key_form = np.array([width_bits - 1, (1 << (width_bits - 1)) - 1, exponent], dtype=key_type)
+    form = key_form(stack.dtype)
     # Outputs are allocated by numpy (huge pages for large images), not inside the kernel.
     out = np.empty((height, width), dtype=stack.dtype)
     n_used = np.empty((height, width), dtype=np.int32)
@@ -225,8 +223,8 @@ def combine(
         med_i,
         med_j,
         med_kind,
-        stack.view(key_type),
-        key_form,
+        stack.view(form.dtype),
+        form,
         out,
         n_used,
         error,

@@ -2,7 +2,7 @@
 
 ``np.median`` of a 2048x2048 frame partitions a copy of it on one core (~25 ms, ~40 ms for a masked
 selection, which copies first); a science frame takes six such medians. Here the values' bit
-patterns become integer keys ordered like the floats (as in the combine kernel); one parallel pass
+patterns become integer keys ordered like the floats (``float_keys``); one parallel pass
 counts the keys by their top 16 bits, which tells the bucket holding the wanted rank; a second
 pass gathers that bucket's values (a few per cent of a sky image), which numpy then partitions.
 The result is the same value as numpy's, bit for bit, including its arithmetic for the mean of the
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from reduction_assets.kernels.float_keys import float_key, key_form
 
 BUCKETS = 1 << 16
 
@@ -25,9 +27,7 @@ def _bucket(values, bits, where, use_where, skip_nan, shift, magnitude, i):
         return -1
     if values[i] != values[i]:
         return -1 if skip_nan else BUCKETS - 1
-    v = bits[i]
-    key = v ^ ((v >> shift) & magnitude)
-    return (key >> (shift - 15)) + 32768
+    return (float_key(bits[i], shift, magnitude) >> (shift - 15)) + 32768
 
 
 @nb.njit(cache=True, inline="always")
@@ -69,11 +69,10 @@ class _Counted:
     """The values as keys, and how many fall in each bucket per chunk (one parallel pass)."""
 
     def __init__(self, values: np.ndarray, where: np.ndarray | None, skip_nan: bool):
-        key_type = np.int32 if values.dtype.itemsize == 4 else np.int64
-        width = 8 * values.dtype.itemsize
+        form = key_form(values.dtype)
         self.values, self.skip_nan = values, skip_nan
-        self.form = (key_type(width - 1), key_type((1 << (width - 1)) - 1))
-        self.bits = values.view(key_type)
+        self.form = (form[0], form[1])  # sign shift, magnitude mask
+        self.bits = values.view(form.dtype)
         self.use_where = where is not None
         self.where = where if where is not None else np.zeros(1, dtype=np.bool_)
         chunks = max(1, min(nb.get_num_threads(), values.size // 4096))
