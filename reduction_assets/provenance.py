@@ -47,6 +47,7 @@ STEPS: dict[str, Step] = {
             "reduction_assets.reduction.science",
             "reduction_assets.reduction.cosmics",
             "reduction_assets.kernels.lacosmic",
+            "reduction_assets.kernels.signature",
             "reduction_assets.kernels.select",
             "reduction_assets.kernels.float_keys",
             "reduction_assets.kernels.fill",

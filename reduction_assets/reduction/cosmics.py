@@ -54,8 +54,8 @@ def lacosmic_candidates(
     rows and columns otherwise.
     """
     pad = COSMIC_PAD
-    padded = np.pad(image, pad, constant_values=median(image)).astype(np.float32)
-    padded_var = np.pad(variance, pad, constant_values=median(variance)).astype(np.float32)
+    padded = np.pad(image, pad, constant_values=median(image)).astype(np.float32, copy=False)
+    padded_var = np.pad(variance, pad, constant_values=median(variance)).astype(np.float32, copy=False)
     padded_ignore = np.pad(ignore, pad, constant_values=False)
     if settings.backend == "numba":
         lacosmic = LACosmicSettings(

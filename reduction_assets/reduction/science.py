@@ -22,11 +22,19 @@ import numpy as np
 
 from reduction_assets.instruments import Geometry, Instrument
 from reduction_assets.kernels.select import median
+from reduction_assets.kernels.signature import DQCarry, MasterPlanes, any_finite, remove_signature
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings, confirm_cosmic_rays, lacosmic_candidates
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import Master
 from reduction_assets.reduction.sources import estimate_fwhm, extract_sources, no_sources, sky_background
+
+# The masters' DQ bits a science frame takes: a bias pixel without data or with too few frames
+# leaves none; a dark's hot pixels and a flat's odd responses are flagged as they are.
+BIAS_DQ = DQCarry(merge=DQ.NO_DATA | DQ.LOW_COUNT, merge_into=DQ.NO_DATA)
+DARK_DQ = DQCarry(copy=DQ.NO_DATA | DQ.HOT)
+FLAT_DQ = DQCarry(copy=DQ.NO_DATA | DQ.LOW_RESPONSE | DQ.HIGH_RESPONSE)
+MIN_FLAT_RESPONSE = 0.05  # flat values at or below this (or not finite) leave no data
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class NotReducible(Exception):
 
 
 def _flag(dq: np.ndarray, where: np.ndarray, bit: DQ) -> None:
-    dq[where] |= np.uint16(bit)
+    np.bitwise_or(dq, np.uint16(bit), out=dq, where=where)
 
 
 def calibrate_science(
@@ -84,23 +92,17 @@ def calibrate_science(
         if master is not None and master.data.shape != shape:
             raise NotReducible(f"master {name} has shape {master.data.shape}, the frame {shape}")
     raw = np.asarray(raw, dtype=np.float32)
-    dq = np.zeros(shape, dtype=np.uint16)
     # Floating-point raw data may carry NaN or infinities (a dropped readout block): no data there.
-    missing = ~np.isfinite(raw[geometry.imaging])
-    if missing.all():
+    if not any_finite(raw[geometry.imaging]):
         raise NotReducible("the frame has no finite pixel in its imaging area")
-    _flag(dq, missing, DQ.NO_DATA)
-    _flag(dq, raw[geometry.imaging] >= instrument.saturation, DQ.SATURATED)
-    if bad_pixels is not None:
-        _flag(dq, bad_pixels, DQ.BAD_PIXEL)
-
+    if not instrument.gain > 0:
+        raise ValueError(f"gain must be positive, got {instrument.gain}")
+    levels = None
     zero_level_adu = 0.0
     if geometry.overscan is not None:
         levels = calibrate.overscan_levels(raw, geometry.overscan, method=settings.overscan_method)
-        raw = calibrate.subtract_overscan(raw, levels)
         zero_level_adu = float(np.median(levels))
-    electrons = calibrate.to_electrons(calibrate.trim(raw, geometry.imaging), instrument.gain)
-    variance = np.full(shape, instrument.read_noise**2, dtype=np.float32)
+    offset = rate = None
     pedestal_e = 0.0  # what bias subtraction removed, e- (the level saturation is counted from)
     if dark is not None and dark.exptime > 0:
         try:
@@ -109,40 +111,30 @@ def calibrate_science(
             )
         except ValueError as err:
             raise NotReducible(str(err)) from err
-        electrons = calibrate.subtract_bias(electrons, bias_and_dark)
-        variance += dark.error**2
+        offset = MasterPlanes(bias_and_dark, dark.error, dark.dq, DARK_DQ)
         pedestal_e = median(bias_and_dark, skip_nan=True)
     else:
         if bias is not None:
-            electrons = calibrate.subtract_bias(electrons, bias.data)
-            variance += bias.error**2
+            offset = MasterPlanes(bias.data, bias.error, bias.dq, BIAS_DQ)
             pedestal_e = median(bias.data, skip_nan=True)
-            _flag(dq, (bias.dq & (DQ.NO_DATA | DQ.LOW_COUNT)) != 0, DQ.NO_DATA)
         if dark is not None:
-            electrons = calibrate.subtract_dark(electrons, dark.data, exptime)
-            variance += (dark.error * np.float32(exptime)) ** 2
-            # Poisson noise of the dark current removed above is part of the raw signal.
-            variance += np.clip(dark.data * np.float32(exptime), 0, None)
-    if dark is not None:
-        _flag(dq, (dark.dq & DQ.NO_DATA) != 0, DQ.NO_DATA)
-        _flag(dq, (dark.dq & DQ.HOT) != 0, DQ.HOT)
-    variance += np.clip(electrons, 0, None)
-
-    if flat is not None:
-        good_flat = np.isfinite(flat.data) & (flat.data > 0.05)
-        _flag(dq, ~good_flat | ((flat.dq & DQ.NO_DATA) != 0), DQ.NO_DATA)
-        _flag(dq, (flat.dq & DQ.LOW_RESPONSE) != 0, DQ.LOW_RESPONSE)
-        _flag(dq, (flat.dq & DQ.HIGH_RESPONSE) != 0, DQ.HIGH_RESPONSE)
-        safe_flat = np.where(good_flat, flat.data, 1.0).astype(np.float32)
-        sci = electrons / safe_flat
-        flat_error = np.where(good_flat, flat.error, 0.0).astype(np.float32)
-        variance = variance / safe_flat**2 + (sci * flat_error / safe_flat) ** 2
-    else:
-        sci = electrons.astype(np.float32, copy=True)
-    no_data = (dq & DQ.NO_DATA) != 0
-    sci[no_data] = 0.0
-    variance[no_data | ~np.isfinite(variance)] = np.float32(instrument.read_noise**2)
-    err = np.sqrt(variance).astype(np.float32)
+            rate = MasterPlanes(dark.data, dark.error, dark.dq, DARK_DQ)
+    planes = remove_signature(
+        raw,
+        geometry.imaging,
+        levels,
+        gain=instrument.gain,
+        read_noise=instrument.read_noise,
+        saturation=instrument.saturation,
+        bits=(DQ.NO_DATA, DQ.SATURATED, DQ.BAD_PIXEL),
+        bad_pixels=bad_pixels,
+        offset=offset,
+        dark=rate,
+        dark_exptime=exptime if rate is not None else None,
+        flat=None if flat is None else MasterPlanes(flat.data, flat.error, flat.dq, FLAT_DQ),
+        min_flat=MIN_FLAT_RESPONSE,
+    )
+    sci, variance, err, dq = planes.sci, planes.variance, planes.err, planes.dq
 
     ignore = (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0
     candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
@@ -155,15 +147,16 @@ def calibrate_science(
     clean = dq == 0
     statistics = {
         "sky_median_e": median(sci, clean),
-        "cosmic_ray_pixels": float(crmask.sum()),
-        "cosmic_ray_candidates": float(candidates.sum()),
+        "cosmic_ray_pixels": float(np.count_nonzero(crmask)),
+        "cosmic_ray_candidates": float(np.count_nonzero(candidates)),
         "cosmic_ray_psf_fwhm": float(psf_fwhm),
-        "saturated_pixels": float(((dq & DQ.SATURATED) != 0).sum()),
-        "flagged_fraction": float(np.mean(~clean)),
+        "saturated_pixels": float(np.count_nonzero(dq & DQ.SATURATED)),
+        # The fraction as np.mean of the flags gives it: an exact count over the size.
+        "flagged_fraction": float(dq.size - np.count_nonzero(clean)) / dq.size,
         # Raw saturation in electrons above the level bias subtraction removed (before the flat).
         "saturation_e": float((instrument.saturation - zero_level_adu) * instrument.gain - pedestal_e),
     }
-    return CalibratedFrame(sci=sci.astype(np.float32), err=err, dq=dq, statistics=statistics)
+    return CalibratedFrame(sci=sci, err=err, dq=dq, statistics=statistics)
 
 
 @dataclass(frozen=True)
