@@ -68,4 +68,18 @@ def any_flagged_near(flagged: np.ndarray, x: np.ndarray, y: np.ndarray, half_wid
     pixel, half to even; the box clipped at the image's edges) holds a ``flagged`` pixel."""
     rows = np.round(np.asarray(y, dtype=np.float64)).astype(np.int64)
     columns = np.round(np.asarray(x, dtype=np.float64)).astype(np.int64)
-    return _any_near(np.ascontiguousarray(flagged, dtype=np.bool_), rows, columns, int(half_width))
+    return any_flagged_in_box(flagged, rows, columns, half_width)
+
+
+def any_flagged_in_box(
+    flagged: np.ndarray, rows: np.ndarray, columns: np.ndarray, half_width: int
+) -> np.ndarray:
+    """Whether the (2 ``half_width`` + 1)^2 box about each pixel (``rows``, ``columns``: integer
+    indices; the box clipped at the image's edges) holds a ``flagged`` pixel."""
+    rows = np.asarray(rows, dtype=np.int64)
+    columns = np.asarray(columns, dtype=np.int64)
+    if rows.shape != columns.shape:
+        raise ValueError(f"{rows.size} rows and {columns.size} columns: one of each per position")
+    return _any_near(
+        np.ascontiguousarray(flagged, dtype=np.bool_), rows.ravel(), columns.ravel(), int(half_width)
+    )

@@ -17,7 +17,10 @@ from astropy.coordinates import SkyCoord
 from astropy.stats import sigma_clipped_stats
 
 from reduction_assets.instruments import Geometry
+from reduction_assets.kernels.apertures import APERTURE_TRUNCATED, flux_radius
+from reduction_assets.kernels.peaks import any_flagged_in_box
 from reduction_assets.kernels.select import median
+from reduction_assets.reduction.sources import subtract_sky
 
 
 @dataclass(frozen=True)
@@ -198,30 +201,23 @@ def star_shapes(
     """Median FWHM (pixels, and arcsec when the pixel scale is known) and ellipticity 1 - b/a of the
     well-measured stars of a reduced frame: detected above :data:`STAR_THRESHOLD` x ERR, unflagged by
     sep, clear of flagged pixels and not saturated."""
-    sci = np.ascontiguousarray(sci, dtype=np.float64)
-    err = np.ascontiguousarray(err, dtype=np.float64)
-    mask = np.ascontiguousarray(dq != 0)
-    box = int(max(16, min(64, min(sci.shape) // 2)))
-    background = sep.Background(sci, mask=mask, bw=box, bh=box)
-    signal = sci - background.back()
-    objects = sep.extract(signal, STAR_THRESHOLD, err=err, mask=mask, minarea=5)
+    mask = dq != 0
+    signal, _, _ = subtract_sky(sci, mask)
+    # ERR holds float32 values: sep gets the same ones from the plane as from a float64 copy.
+    objects = sep.extract(signal, STAR_THRESHOLD, err=np.ascontiguousarray(err), mask=mask, minarea=5)
     if len(objects):
-        near_flag = np.array(
-            [
-                mask[max(int(y) - 3, 0) : int(y) + 4, max(int(x) - 3, 0) : int(x) + 4].any()
-                for x, y in zip(objects["x"], objects["y"])
-            ]
-        )
+        # The 7 x 7 pixels about the pixel each position falls in (truncated, as int() does).
+        near_flag = any_flagged_in_box(mask, objects["y"].astype(np.int64), objects["x"].astype(np.int64), 3)
         objects = objects[(objects["flag"] == 0) & ~near_flag]
     if len(objects) < MIN_STARS:
         return missing(SHAPE_METRICS, f"{len(objects)} well-measured stars, fewer than {MIN_STARS}")
     # Within 3 a (99 % of a Gaussian's light) a neighbour is less often in the aperture than within
     # the 6 a Source Extractor uses: in a crowded field of bad seeing that inflates the radius.
-    radius, flag = sep.flux_radius(
-        signal, objects["x"], objects["y"], 3.0 * objects["a"], 0.5, mask=mask, normflux=None, subpix=5
+    radius, flag = flux_radius(
+        signal, objects["x"], objects["y"], 3.0 * objects["a"], 0.5, mask=mask, subpix=5
     )
     # A masked pixel far out in the wings does not spoil a half-light radius; an image edge does.
-    good = ((flag & sep.APER_TRUNC) == 0) & np.isfinite(radius) & (radius > 0)
+    good = ((flag & APERTURE_TRUNCATED) == 0) & np.isfinite(radius) & (radius > 0)
     if good.sum() < MIN_STARS:
         return missing(SHAPE_METRICS, f"{int(good.sum())} stars with a half-light radius")
     fwhm = float(np.median(2.0 * radius[good]))

@@ -27,7 +27,7 @@ from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings, confirm_cosmic_rays, lacosmic_candidates
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import Master
-from reduction_assets.reduction.sources import estimate_fwhm, extract_sources, no_sources, sky_background
+from reduction_assets.reduction.sources import estimate_fwhm, extract_sources, no_sources, subtract_sky
 
 # The masters' DQ bits a science frame takes: a bias pixel without data or with too few frames
 # leaves none; a dark's hot pixels and a flat's odd responses are flagged as they are.
@@ -138,8 +138,7 @@ def calibrate_science(
 
     ignore = (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0
     candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
-    background, _, _ = sky_background(sci, ignore | candidates)
-    signal = sci - background
+    signal, _, _ = subtract_sky(sci, ignore | candidates)
     measured = None if line_fwhm else estimate_fwhm(signal, err, ignore | candidates)
     psf_fwhm = line_fwhm or (settings.psf_margin * measured if measured else settings.default_psf_fwhm)
     crmask = confirm_cosmic_rays(candidates, signal, variance, psf_fwhm, settings.cosmics.sharpness_sigma)

@@ -18,13 +18,18 @@ COSMIC_RAY_FILLED = 1 << 9  # flag bit: cosmic-ray pixels in the aperture were f
 WINDOW_SUBPIX = 0
 
 
-def sky_background(image: np.ndarray, mask: np.ndarray, box: int = 64) -> tuple[np.ndarray, float, float]:
-    """sep's background map of ``image`` (``mask`` pixels ignored), with its global level and rms
-    (same unit as the image); the box shrinks for small images."""
-    image = np.ascontiguousarray(image, dtype=np.float64)
+def subtract_sky(image: np.ndarray, mask: np.ndarray, box: int = 64) -> tuple[np.ndarray, float, float]:
+    """``image`` minus sep's background map (``mask`` pixels ignored; float64, the same unit), with
+    the map's global level and rms; the box shrinks for small images."""
+    image = np.ascontiguousarray(image)
+    if image.dtype not in (np.float32, np.float64):
+        image = image.astype(np.float64)
     box = int(max(16, min(box, min(image.shape) // 2)))
     background = sep.Background(image, mask=np.ascontiguousarray(mask), bw=box, bh=box)
-    return background.back(), float(background.globalback), float(background.globalrms)
+    # In place on a float64 copy: the values of image - background.back() without another image.
+    subtracted = image.astype(np.float64)
+    background.subfrom(subtracted)
+    return subtracted, float(background.globalback), float(background.globalrms)
 
 
 def estimate_fwhm(
@@ -108,11 +113,10 @@ def extract_sources(
     Cosmic-ray and no-data pixels are masked; saturated pixels are kept (a saturated star is still a
     source) and flagged. Returns a structured array and summary statistics (sky, count, FWHM).
     """
-    sci = np.ascontiguousarray(sci, dtype=np.float64)
-    err = np.ascontiguousarray(err, dtype=np.float64)
+    # ERR holds float32 values: sep gets the same ones from the plane as from a float64 copy.
+    err = np.ascontiguousarray(err)
     mask = (dq & (DQ.NO_DATA | DQ.COSMIC_RAY | DQ.BAD_PIXEL)) != 0
-    back, globalback, globalrms = sky_background(sci, mask, background_box)
-    subtracted = sci - back
+    subtracted, globalback, globalrms = subtract_sky(sci, mask, background_box)
     objects = sep.extract(
         subtracted, threshold, err=err, mask=mask, minarea=min_area, deblend_cont=0.005, clean=True
     )

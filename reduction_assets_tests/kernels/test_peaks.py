@@ -1,10 +1,11 @@
-"""Isolated peaks, flags near positions, and the seeing measured on them."""
+"""Isolated peaks, flags near positions, the sky under them, and the seeing measured on them."""
 
 import numpy as np
 import pytest
+import sep
 
-from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks
-from reduction_assets.reduction.sources import estimate_fwhm
+from reduction_assets.kernels.peaks import any_flagged_in_box, any_flagged_near, isolated_peaks
+from reduction_assets.reduction.sources import estimate_fwhm, subtract_sky
 from reduction_assets.simulate import _render_stars
 
 
@@ -31,6 +32,35 @@ def test_flags_near_a_position_count_within_the_clipped_box_only():
     # (2, 2) reaches (0, 0); (2, 3) does not; (17, 10) reaches row 19; (-3, -3) lies 3 px outside
     # (the box would wrap to the far side with negative indices); (21, 10) reaches row 19.
     assert any_flagged_near(flagged, x, y, 2).tolist() == [True, False, True, False, True, False]
+
+
+def test_flags_in_the_box_of_a_pixel_are_those_of_the_clipped_slice():
+    rng = np.random.default_rng(31)
+    flagged = rng.random((60, 45)) < 0.004
+    rows, columns = rng.integers(-2, 62, 500), rng.integers(-2, 47, 500)
+    expected = [
+        flagged[max(r - 3, 0) : max(r + 4, 0), max(c - 3, 0) : max(c + 4, 0)].any()
+        for r, c in zip(rows, columns)
+    ]
+    assert any_flagged_in_box(flagged, rows, columns, 3).tolist() == expected
+    assert 50 < sum(expected) < 450
+
+
+def test_boxes_need_one_row_and_one_column_per_position():
+    with pytest.raises(ValueError, match="3 rows and 2 columns"):
+        any_flagged_in_box(np.zeros((5, 5), bool), np.arange(3), np.arange(2), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_the_sky_subtracted_image_is_the_image_minus_seps_background_map(dtype):
+    rng = np.random.default_rng(8)
+    image = (rng.normal(900.0, 30.0, (300, 260)) + np.linspace(0, 50, 260)).astype(dtype)
+    mask = rng.random(image.shape) < 0.01
+    signal, level, rms = subtract_sky(image, mask, 64)
+    background = sep.Background(image.astype(np.float64), mask=mask, bw=64, bh=64)
+    assert signal.dtype == np.float64
+    assert np.array_equal(signal, image.astype(np.float64) - background.back())
+    assert (level, rms) == (background.globalback, background.globalrms)
 
 
 @pytest.mark.parametrize("fwhm", [2.5, 3.0, 5.0, 9.0])
