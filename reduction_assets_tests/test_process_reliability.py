@@ -55,6 +55,21 @@ def start_process(home: Home, *extra: str, env: dict | None = None) -> subproces
     )
 
 
+def wait_until_handling(child: subprocess.Popen, signum: int, timeout: float = 120) -> None:
+    """Until ``child`` has a handler of its own for ``signum`` (``SigCgt`` in /proc): Python catches
+    SIGINT from its start, but SIGTERM only once `process` watches for signals."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise AssertionError(f"the process ended early: {child.communicate()}")
+        status = Path(f"/proc/{child.pid}/status").read_text().splitlines()
+        caught = int(next(line for line in status if line.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (signum - 1) & 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the process did not handle signal {signum} within {timeout} s")
+
+
 def run_process(home: Home, *extra: str, env: dict | None = None, timeout: float = 300):
     child = start_process(home, *extra, env=env)
     out, err = child.communicate(timeout=timeout)
@@ -152,7 +167,9 @@ def test_sigint_while_waiting_for_files_to_settle_stops_at_once_with_130(home, l
     deliver(frames_of(lcosim_night, "bias"), home.landing, age_seconds=0)
     child = start_process(home, "--settle-seconds", "600", "--max-wait", "600")
     instance = instance_of(home.ensure())
-    time.sleep(8.0)  # started, and waiting for the files to settle
+    # A fixed pause was not enough on a loaded machine: the signal came before `process` watched.
+    wait_until_handling(child, signal.SIGTERM)
+    time.sleep(2.0)  # into the wait for the files to settle
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=60)

@@ -55,7 +55,11 @@ def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
         ymax = height
         flag |= APERTURE_TRUNCATED
     xs2 = np.empty(subpix)
-    rings = np.empty(subpix, dtype=np.int64)
+    d2 = np.empty(subpix * subpix)
+    rings = np.empty(subpix * subpix, dtype=np.int64)
+    # Sub-pixels lie within half a pixel's diagonal (0.71) of their pixel's centre: no sub-pixel of
+    # a pixel further than this from (x, y) reaches an annulus (but a masked one still flags).
+    beyond = rmax + 0.75
     for iy in range(ymin, ymax):
         for ix in range(xmin, xmax):
             dx = ix - x
@@ -68,28 +72,40 @@ def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
             if is_masked:
                 flag |= APERTURE_HAS_MASKED
             rpix = math.sqrt(rpix2)
+            if rpix > beyond:
+                continue
             d = np.fmod(rpix, step)
             if d < near_previous or d > near_next:
                 # The sub-pixel offsets step by repeated addition, as sep's do (the same rounding);
-                # the rings of a row of sub-pixels are found first, a loop the compiler vectorises.
+                # the rings of all the sub-pixels are found first, a loop the compiler vectorises,
+                # then their light is added in sep's order.
                 dx1 = dx + offset
                 for sx in range(subpix):
                     xs2[sx] = dx1 * dx1
                     dx1 += scale
                 dy += offset
+                n = 0
                 for _ in range(subpix):
                     dy2 = dy * dy
                     for sx in range(subpix):
-                        rings[sx] = int(math.sqrt(xs2[sx] + dy2) * step_density)
-                    for sx in range(subpix):
-                        j = rings[sx]
-                        if j < ANNULI:
-                            if is_masked:
-                                masked_area[j] += scale2
-                            else:
-                                total[j] += scale2 * pixel
-                            area[j] += scale2
+                        d2[n + sx] = xs2[sx] + dy2
+                    n += subpix
                     dy += scale
+                for k in range(n):
+                    rings[k] = int(math.sqrt(d2[k]) * step_density)
+                if is_masked:
+                    for k in range(n):
+                        j = rings[k]
+                        if j < ANNULI:
+                            masked_area[j] += scale2
+                            area[j] += scale2
+                else:
+                    value = scale2 * pixel
+                    for k in range(n):
+                        j = rings[k]
+                        if j < ANNULI:
+                            total[j] += value
+                            area[j] += scale2
             else:
                 j = int(rpix * step_density)
                 if j < ANNULI:
