@@ -8,6 +8,18 @@ import numpy as np
 from numba import njit, prange
 
 
+@njit(cache=True, inline="always")
+def _highest_in_box(signal: np.ndarray, mask: np.ndarray, y: int, x: int, half_width: int) -> bool:
+    """Whether (y, x) is the highest pixel of its box (the first of equal values, row-major), with
+    no masked pixel in it; the box must lie inside the image."""
+    peak = signal[y, x]
+    for v in range(y - half_width, y + half_width + 1):
+        for u in range(x - half_width, x + half_width + 1):
+            if mask[v, u] or signal[v, u] > peak or (signal[v, u] == peak and (v < y or (v == y and u < x))):
+                return False
+    return True
+
+
 @njit(parallel=True, cache=True)
 def _peak_rows(
     signal: np.ndarray, err: np.ndarray, mask: np.ndarray, threshold: float, half_width: int
@@ -16,23 +28,36 @@ def _peak_rows(
     found = np.zeros((ny, nx), dtype=np.bool_)
     for y in prange(half_width, ny - half_width):
         for x in range(half_width, nx - half_width):
-            peak = signal[y, x]
-            if mask[y, x] or not peak > threshold * err[y, x]:
+            if mask[y, x] or not signal[y, x] > threshold * err[y, x]:
                 continue
-            keep = True
-            for v in range(y - half_width, y + half_width + 1):
-                for u in range(x - half_width, x + half_width + 1):
-                    if (
-                        mask[v, u]
-                        or signal[v, u] > peak
-                        or (signal[v, u] == peak and (v < y or (v == y and u < x)))
-                    ):
-                        keep = False
-                        break
-                if not keep:
-                    break
-            found[y, x] = keep
+            found[y, x] = _highest_in_box(signal, mask, y, x, half_width)
     return found
+
+
+@njit(parallel=True, cache=True)
+def _still_isolated(signal: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, half_width: int):
+    ny, nx = signal.shape
+    keep = np.zeros(ys.size, dtype=np.bool_)
+    for n in prange(ys.size):
+        y, x = ys[n], xs[n]
+        if half_width <= y < ny - half_width and half_width <= x < nx - half_width:
+            keep[n] = _highest_in_box(signal, mask, y, x, half_width)
+    return keep
+
+
+def still_isolated(
+    signal: np.ndarray, mask: np.ndarray, ys: np.ndarray, xs: np.ndarray, half_width: int
+) -> np.ndarray:
+    """Which of the peaks (``ys``, ``xs``) that :func:`isolated_peaks` found with a smaller box are
+    isolated peaks of the (2 ``half_width`` + 1)^2 box too: a peak of a box is a peak of every
+    smaller one, so this gives isolated_peaks(..., half_width) without another pass over the image."""
+    return _still_isolated(
+        np.ascontiguousarray(signal),
+        np.ascontiguousarray(mask, dtype=np.bool_),
+        np.asarray(ys, dtype=np.int64),
+        np.asarray(xs, dtype=np.int64),
+        int(half_width),
+    )
 
 
 def isolated_peaks(

@@ -6,7 +6,7 @@ import numpy as np
 import sep
 
 from reduction_assets.kernels.apertures import flux_radius
-from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks
+from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks, still_isolated
 from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
 
@@ -49,16 +49,18 @@ def estimate_fwhm(
     2.55 FWHM (6 sigma of a Gaussian); a first pass in 10 pixels about the peaks gives that radius
     (and is the answer when too few stars are isolated in the larger boxes of bad seeing).
     """
-    first = _stars(signal, err, mask, threshold, 5, max_stars)
-    if first is None:
-        return None
     signal = np.ascontiguousarray(signal, dtype=np.float64)
     mask = np.ascontiguousarray(mask)
+    ys, xs = isolated_peaks(signal, err, mask, threshold, 5)
+    first = _spread(signal, ys, xs, max_stars)
+    if first is None:
+        return None
     rough = _median_fwhm(signal, mask, *first, 10.0)
     if rough is None:
         return None
     rmax = max(5.0, 2.55 * rough)
-    stars = _stars(signal, err, mask, threshold, int(np.ceil(rmax)), max_stars)
+    wide = still_isolated(signal, mask, ys, xs, int(np.ceil(rmax)))
+    stars = _spread(signal, ys[wide], xs[wide], max_stars)
     if stars is None:
         return rough
     x, y, flag = sep.winpos(signal, *stars, rough / 2.3548, mask=mask, subpix=WINDOW_SUBPIX)
@@ -67,10 +69,9 @@ def estimate_fwhm(
     return rough if fine is None else fine
 
 
-def _stars(signal, err, mask, threshold: float, half_width: int, max_stars: int):
-    """Columns and rows (float) of the isolated peaks, at most ``max_stars`` across the brightness
-    range; None below three."""
-    ys, xs = isolated_peaks(signal, err, mask, threshold, half_width)
+def _spread(signal: np.ndarray, ys: np.ndarray, xs: np.ndarray, max_stars: int):
+    """Columns and rows (float) of peaks, at most ``max_stars`` across the brightness range; None
+    below three."""
     if ys.size < 3:
         return None
     if ys.size > max_stars:

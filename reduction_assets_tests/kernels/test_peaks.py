@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import sep
 
-from reduction_assets.kernels.peaks import any_flagged_in_box, any_flagged_near, isolated_peaks
+from reduction_assets.kernels.peaks import (
+    any_flagged_in_box,
+    any_flagged_near,
+    isolated_peaks,
+    still_isolated,
+)
 from reduction_assets.reduction.sources import estimate_fwhm, subtract_sky
 from reduction_assets.simulate import _render_stars
 
@@ -22,6 +27,21 @@ def test_a_peak_is_the_highest_unmasked_pixel_of_its_box_inside_the_image():
     signal[20, 5] = 10.0  # below 20 x err
     ys, xs = isolated_peaks(signal, err, mask, 20.0, 3)
     assert list(zip(ys, xs)) == [(10, 10), (12, 32), (25, 25)]
+
+
+@pytest.mark.parametrize("wider", [5, 6, 9, 14])
+def test_peaks_still_isolated_in_a_wider_box_are_those_a_pass_with_that_box_finds(wider):
+    rng = np.random.default_rng(wider)
+    signal = rng.normal(0.0, 1.0, (300, 240))
+    signal[rng.integers(0, 300, 400), rng.integers(0, 240, 400)] += rng.uniform(30, 300, 400)
+    signal[100, 100] = signal[100, 104] = 500.0  # equal peaks: the first in row-major order wins
+    err = np.ones_like(signal)
+    mask = rng.random(signal.shape) < 0.002
+    ys, xs = isolated_peaks(signal, err, mask, 20.0, 5)
+    wide = still_isolated(signal, mask, ys, xs, wider)
+    expected = isolated_peaks(signal, err, mask, 20.0, wider)
+    assert (ys[wide].tolist(), xs[wide].tolist()) == (expected[0].tolist(), expected[1].tolist())
+    assert 0 < wide.sum() < ys.size or wider == 5
 
 
 def test_flags_near_a_position_count_within_the_clipped_box_only():
