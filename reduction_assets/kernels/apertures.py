@@ -178,3 +178,45 @@ def flux_radius(
     return _flux_radii(
         data, np.ascontiguousarray(mask, dtype=np.bool_), xs, ys, rmaxes, float(fraction), int(subpix)
     )
+
+
+@njit(parallel=True, cache=True)
+def _any_in_circles(flagged, xs, ys, radius):
+    height, width = flagged.shape
+    found = np.zeros(xs.size, dtype=np.bool_)
+    r2 = radius * radius
+    reach = radius + 0.7072  # sep's outer bound of the pixels an aperture may touch
+    for n in prange(xs.size):
+        x, y = xs[n], ys[n]
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        # sep's box about the aperture (C casts truncate toward zero, as int() does), clipped.
+        xmin = max(int(x - reach + 0.5), 0)
+        xmax = min(int(x + reach + 1.4999999), width)
+        ymin = max(int(y - reach + 0.5), 0)
+        ymax = min(int(y + reach + 1.4999999), height)
+        for iy in range(ymin, ymax):
+            dy = iy - y
+            for ix in range(xmin, xmax):
+                dx = ix - x
+                if flagged[iy, ix] and dx * dx + dy * dy < r2:
+                    found[n] = True
+                    break
+            if found[n]:
+                break
+    return found
+
+
+def any_in_circles(flagged: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Whether a ``flagged`` pixel lies in the circle of ``radius`` pixels about each (x, y) (0-based
+    pixel centres): the pixels ``sep.sum_circle(flagged, x, y, radius, subpix=1)`` counts, those
+    whose centre is nearer than the radius, without summing a float64 copy of the image."""
+    flagged = np.ascontiguousarray(flagged, dtype=np.bool_)
+    if flagged.ndim != 2:
+        raise ValueError(f"flagged must be 2-d, got shape {flagged.shape}")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be positive and finite, got {radius}")
+    xs, ys = (np.ascontiguousarray(np.ravel(v), dtype=np.float64) for v in (x, y))
+    if xs.size != ys.size:
+        raise ValueError("x and y must have one value per source")
+    return _any_in_circles(flagged, xs, ys, float(radius))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import sep
 
-from reduction_assets.kernels.apertures import flux_radius
+from reduction_assets.kernels.apertures import any_in_circles, flux_radius
 from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks, still_isolated
 from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
@@ -151,7 +151,7 @@ def extract_sources(
         mask=np.ascontiguousarray(~usable),
         subpix=5,
     )
-    filled, _, _ = sep.sum_circle(hits.astype(np.float64), wx, wy, radius, subpix=1)
+    filled = any_in_circles(hits, wx, wy, radius)
     table = np.zeros(len(objects), dtype=empty.dtype)
     table["x"], table["y"] = wx, wy
     table["flux"], table["flux_err"] = flux, flux_err
@@ -163,7 +163,7 @@ def extract_sources(
         | wflag
         | flux_flag
         | np.where(saturated, SATURATED_SOURCE, 0)
-        | np.where(filled > 0, COSMIC_RAY_FILLED, 0)
+        | np.where(filled, COSMIC_RAY_FILLED, 0)
     )
     table["ra"] = np.nan
     table["dec"] = np.nan

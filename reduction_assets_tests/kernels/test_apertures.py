@@ -1,10 +1,15 @@
-"""Half-light radii: sep's FLUX_RADIUS, bit for bit, on numba threads."""
+"""Half-light radii (sep's FLUX_RADIUS, bit for bit, on numba threads) and flagged pixels in circles."""
 
 import numpy as np
 import pytest
 import sep
 
-from reduction_assets.kernels.apertures import APERTURE_HAS_MASKED, APERTURE_TRUNCATED, flux_radius
+from reduction_assets.kernels.apertures import (
+    APERTURE_HAS_MASKED,
+    APERTURE_TRUNCATED,
+    any_in_circles,
+    flux_radius,
+)
 from reduction_assets.simulate import _render_stars
 
 
@@ -78,3 +83,37 @@ def test_a_source_without_an_aperture_gets_nan():
 def test_bad_input_is_refused_with_the_reason(call, message):
     with pytest.raises(ValueError, match=message):
         call(np.ones((10, 10)))
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 2.0, 7.0722, 9.3])
+def test_flagged_pixels_in_circles_are_those_seps_circular_sum_counts(radius):
+    rng = np.random.default_rng(int(radius * 100))
+    flagged = rng.random((150, 120)) < 0.004
+    x, y = rng.uniform(-10, 130, 2000), rng.uniform(-10, 160, 2000)
+    # On pixel centres a neighbour lies exactly at an integer radius: it is not inside (<, as sep).
+    x[:400], y[:400] = np.round(x[:400]), np.round(y[:400])
+    summed, _, _ = sep.sum_circle(flagged.astype(np.float64), x, y, radius, subpix=1)
+    found = any_in_circles(flagged, x, y, radius)
+    assert np.array_equal(found, summed > 0)
+    assert 0 < found.sum() < found.size
+
+
+def test_a_pixel_at_exactly_the_radius_is_outside_the_circle():
+    flagged = np.zeros((9, 9), dtype=bool)
+    flagged[4, 7] = True
+    assert any_in_circles(flagged, [4.0, 4.0, np.nan], [4.0, 4.0, 4.0], 3.0).tolist() == [False, False, False]
+    assert any_in_circles(flagged, [4.0], [4.0], 3.0001).tolist() == [True]
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: any_in_circles(np.zeros(5, bool), [1.0], [1.0], 2.0), "2-d"),
+        (lambda: any_in_circles(np.zeros((5, 5), bool), [1.0, 2.0], [1.0], 2.0), "one value per source"),
+        (lambda: any_in_circles(np.zeros((5, 5), bool), [1.0], [1.0], 0.0), "radius must be positive"),
+        (lambda: any_in_circles(np.zeros((5, 5), bool), [1.0], [1.0], np.nan), "radius must be positive"),
+    ],
+)
+def test_circles_refuse_bad_input_with_the_reason(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
