@@ -190,7 +190,9 @@ def combine(
     weights_array = _per_frame(weights, n, "weights", positive=True)
     scales_array = _per_frame(scales, n, "scales", positive=False)
     if scales_array is not None:
-        stack = (stack * scales_array[:, None, None]).astype(stack.dtype, copy=False)
+        # The products in float64 rounded to the stack's type, as (stack * scales).astype(...) gives,
+        # without a float64 copy of the whole stack (its page faults cost most of a master's time).
+        stack = np.multiply(stack, scales_array[:, None, None], out=np.empty_like(stack), casting="unsafe")
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != stack.shape:

@@ -259,7 +259,7 @@ def _inspect(
     read_noise_e = float("nan")
     for frame in frames:
         raw = reader.read(frame)
-        pixel_hash = hashlib.sha256(np.ascontiguousarray(raw).tobytes()).hexdigest()
+        pixel_hash = hashlib.sha256(np.ascontiguousarray(raw).data).hexdigest()  # the bytes, not a copy
         if pixel_hash in seen_pixels:
             rejected.append((frame.name, f"duplicate pixel data of {seen_pixels[pixel_hash]}"))
             continue
