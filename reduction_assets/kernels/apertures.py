@@ -21,6 +21,18 @@ APERTURE_TRUNCATED = 0x0010  # sep's SEP_APER_TRUNC: the aperture runs off the i
 APERTURE_HAS_MASKED = 0x0020  # sep's SEP_APER_HASMASKED: a masked pixel within rmax + 1.5 px
 
 
+@njit(cache=True, inline="always")
+def _box(x, y, reach, width, height):
+    """sep's box of the pixels within ``reach`` of (x, y), clipped to the image, and whether it
+    was clipped (sep's boxextent; C casts truncate toward zero, as int() does)."""
+    xmin = int(x - reach + 0.5)
+    xmax = int(x + reach + 1.4999999)
+    ymin = int(y - reach + 0.5)
+    ymax = int(y + reach + 1.4999999)
+    truncated = xmin < 0 or xmax > width or ymin < 0 or ymax > height
+    return max(xmin, 0), min(xmax, width), max(ymin, 0), min(ymax, height), truncated
+
+
 @njit(cache=True)
 def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
     """Light (data units) and area (pixels) in ANNULI rings out to ``rmax`` about (x, y); the sep
@@ -37,22 +49,8 @@ def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
     step_density = 1.0 / step
     near_previous = 0.7072
     near_next = step - 0.7072
-    # C casts truncate toward zero, as int() does.
-    xmin = int(x - r_out + 0.5)
-    xmax = int(x + r_out + 1.4999999)
-    ymin = int(y - r_out + 0.5)
-    ymax = int(y + r_out + 1.4999999)
-    if xmin < 0:
-        xmin = 0
-        flag |= APERTURE_TRUNCATED
-    if xmax > width:
-        xmax = width
-        flag |= APERTURE_TRUNCATED
-    if ymin < 0:
-        ymin = 0
-        flag |= APERTURE_TRUNCATED
-    if ymax > height:
-        ymax = height
+    xmin, xmax, ymin, ymax, truncated = _box(x, y, r_out, width, height)
+    if truncated:
         flag |= APERTURE_TRUNCATED
     xs2 = np.empty(subpix)
     d2 = np.empty(subpix * subpix)
@@ -190,11 +188,7 @@ def _any_in_circles(flagged, xs, ys, radius):
         x, y = xs[n], ys[n]
         if not (np.isfinite(x) and np.isfinite(y)):
             continue
-        # sep's box about the aperture (C casts truncate toward zero, as int() does), clipped.
-        xmin = max(int(x - reach + 0.5), 0)
-        xmax = min(int(x + reach + 1.4999999), width)
-        ymin = max(int(y - reach + 0.5), 0)
-        ymax = min(int(y + reach + 1.4999999), height)
+        xmin, xmax, ymin, ymax, _ = _box(x, y, reach, width, height)
         for iy in range(ymin, ymax):
             dy = iy - y
             for ix in range(xmin, xmax):

@@ -69,8 +69,8 @@ def _carried(dq, carry):
 def _remove_signature(
     raw, rows, columns, levels, gain, read_var, saturation, bits, bad, use_bad,
     offset, offset_err, offset_dq, offset_carry, use_offset,
-    dark, dark_err, dark_dq, dark_carry, dark_scale, use_dark, dark_is_rate,
-    flat, flat_err, flat_dq, flat_carry, min_flat, use_flat,
+    dark, dark_err, dark_dq, dark_carry, use_dark, dark_scale, dark_is_rate,
+    flat, flat_err, flat_dq, flat_carry, use_flat, min_flat,
     sci, variance, err, dq,
 ):  # fmt: skip
     no_data, saturated, bad_pixel = bits[0], bits[1], bits[2]
@@ -99,6 +99,7 @@ def _remove_signature(
                     electrons = electrons - dark[i, j] * dark_scale
                     scaled_err = dark_err[i, j] * dark_scale
                     var += scaled_err * scaled_err
+                    # Poisson noise of the dark current removed above is part of the raw signal.
                     current = dark[i, j] * dark_scale
                     var += zero if current < zero else current
                 flags |= _carried(dark_dq[i, j], dark_carry)
@@ -141,6 +142,7 @@ def _readonly(array: np.ndarray, dtype) -> np.ndarray:
 
 
 def _master(planes: MasterPlanes | None) -> tuple:
+    """The kernel's arguments for a master: data, error, DQ, carry and whether there is one."""
     if planes is None:
         return (_readonly(_NOTHING, np.float32),) * 2 + (_readonly(_NO_DQ, np.uint16), _NO_CARRY, False)
     return (
@@ -183,9 +185,7 @@ def remove_signature(
     raw = _readonly(raw, np.float32)
     rows, columns = (np.array(s.indices(n)[:2], dtype=np.int64) for s, n in zip(imaging, raw.shape))
     shape = (int(rows[1] - rows[0]), int(columns[1] - columns[0]))
-    if levels is None:
-        levels = np.zeros(raw.shape[0], dtype=np.float32)
-    levels = _readonly(np.asarray(levels).astype(np.float32), np.float32)
+    levels = _readonly(np.zeros(raw.shape[0]) if levels is None else levels, np.float32)
     if levels.shape != (raw.shape[0],):
         raise ValueError(f"{levels.size} overscan levels for {raw.shape[0]} rows")
     for name, planes in (("offset", offset), ("dark", dark), ("flat", flat)):
@@ -201,8 +201,8 @@ def remove_signature(
         raw, rows, columns, levels, np.float32(gain), np.float32(read_noise**2), np.float32(saturation),
         np.array(bits, dtype=np.uint16), bad, use_bad,
         *_master(offset),
-        *_master(dark)[:4], np.float32(dark_exptime or 0.0), dark is not None, dark_exptime is not None,
-        *_master(flat)[:4], np.float32(min_flat), flat is not None,
+        *_master(dark), np.float32(dark_exptime or 0.0), dark_exptime is not None,
+        *_master(flat), np.float32(min_flat),
         planes.sci, planes.variance, planes.err, planes.dq,
     )  # fmt: skip
     return planes

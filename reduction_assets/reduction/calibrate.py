@@ -61,11 +61,16 @@ def trim(image: np.ndarray, section: Section) -> np.ndarray:
     return image[section]
 
 
-def to_electrons(adu: np.ndarray, gain: float) -> np.ndarray:
-    """ADU times gain (e-/ADU) gives electrons."""
+def check_gain(gain: float) -> float:
+    """The gain (e-/ADU) if it is positive; ValueError otherwise."""
     if not gain > 0:
         raise ValueError(f"gain must be positive, got {gain}")
-    return (adu * np.float32(gain)).astype(np.float32, copy=False)
+    return gain
+
+
+def to_electrons(adu: np.ndarray, gain: float) -> np.ndarray:
+    """ADU times gain (e-/ADU) gives electrons."""
+    return (adu * np.float32(check_gain(gain))).astype(np.float32, copy=False)
 
 
 def subtract_bias(image: np.ndarray, bias: np.ndarray) -> np.ndarray:

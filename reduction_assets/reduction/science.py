@@ -95,8 +95,7 @@ def calibrate_science(
     # Floating-point raw data may carry NaN or infinities (a dropped readout block): no data there.
     if not any_finite(raw[geometry.imaging]):
         raise NotReducible("the frame has no finite pixel in its imaging area")
-    if not instrument.gain > 0:
-        raise ValueError(f"gain must be positive, got {instrument.gain}")
+    calibrate.check_gain(instrument.gain)
     levels = None
     zero_level_adu = 0.0
     if geometry.overscan is not None:

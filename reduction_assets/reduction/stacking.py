@@ -494,10 +494,10 @@ def stack_images(
     ``exptimes`` (s) and ``sky`` (e-) are the members'. ``load[k]()`` returns member k's planes;
     members are loaded here one at a time, resampled here (``map_members`` None) or by
     ``map_members`` (side by side on a pool of workers: the same planes bit for bit) into
-    ``planes(n, shape, dtype)`` (in
-    memory by default; ``reduction_assets.scratch.scratch_planes`` gives disk-backed ones), then
-    co-added in row blocks of ``settings.memory_budget``: with disk-backed planes, peak memory is a
-    member per worker, one block of every member and the outputs, whatever the number of members.
+    ``planes(n, shape, dtype)`` (in memory by default; ``reduction_assets.scratch.scratch_planes``
+    gives disk-backed ones), then co-added in row blocks of ``settings.memory_budget``: with
+    disk-backed planes, peak memory is a member per worker, one block of every member and the
+    outputs, whatever the number of members.
     """
     included = [k for k, d in enumerate(decisions) if d.included]
     if not included:
