@@ -13,6 +13,10 @@ from reduction_assets.warm import warm
 NOT_CALLED_FROM_PYTHON = {
     "reduction_assets.kernels._combine_kernel._mad": "inside combine_kernel",
     "reduction_assets.kernels.apertures._annuli": "inside _flux_radii",
+    "reduction_assets.kernels.apertures._sum_circle": "inside _sum_circles",
+    "reduction_assets.kernels.apertures._windowed": "inside _windowed_all",
+    "reduction_assets.kernels.apertures.circle_overlap": "inside _sum_circle and _windowed",
+    "reduction_assets.kernels.apertures._overlap_core": "inside circle_overlap",
     "reduction_assets.kernels.lacosmic._dilate5": "saturation growth: the pipeline flags saturation",
 }
 

@@ -1,4 +1,5 @@
-"""Half-light radii (sep's FLUX_RADIUS, bit for bit, on numba threads) and flagged pixels in circles."""
+"""Half-light radii, circular sums and windowed positions (sep's, bit for bit, on numba threads)
+and flagged pixels in circles."""
 
 import numpy as np
 import pytest
@@ -7,8 +8,12 @@ import sep
 from reduction_assets.kernels.apertures import (
     APERTURE_HAS_MASKED,
     APERTURE_TRUNCATED,
+    WINDOW_MIN_SIGMA,
     any_in_circles,
+    circle_overlap,
     flux_radius,
+    sum_circle,
+    windowed_positions,
 )
 from reduction_assets.simulate import _render_stars
 
@@ -117,3 +122,109 @@ def test_a_pixel_at_exactly_the_radius_is_outside_the_circle():
 def test_circles_refuse_bad_input_with_the_reason(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("subpix", [0, 1, 5, 7])
+@pytest.mark.parametrize("masked", [False, True])
+def test_circular_sums_errors_and_flags_are_seps_bit_for_bit(star_field, subpix, masked):
+    image, mask, x, y, _ = star_field
+    mask = mask if masked else None
+    rng = np.random.default_rng(subpix)
+    err = rng.uniform(1.0, 9.0, image.shape).astype(np.float32)
+    # Radii per source from none to wider than a star, and one radius for all (pixel centres
+    # exactly on a radius of 3 about integer positions).
+    for r in (rng.uniform(0.0, 15.0, x.size), 3.0, 0.0):
+        theirs = sep.sum_circle(image, x, y, r, err=err, mask=mask, subpix=subpix)
+        ours = sum_circle(image, x, y, r, err=err, mask=mask, subpix=subpix)
+        for mine, sep_value in zip(ours, theirs, strict=True):
+            assert np.array_equal(mine, sep_value, equal_nan=True)
+    assert (ours[2] & APERTURE_TRUNCATED).any()
+    assert (ours[2] & APERTURE_HAS_MASKED).any() == masked
+
+
+def test_circular_sums_without_errors_and_of_float32_images_are_seps(star_field):
+    image, mask, x, y, _ = star_field
+    for data, err in ((image.astype(np.float32), None), (image, np.full(image.shape, 2.5))):
+        theirs = sep.sum_circle(data, x, y, 4.5, err=err, mask=mask, subpix=5)
+        ours = sum_circle(data, x, y, 4.5, err=err, mask=mask, subpix=5)
+        for mine, sep_value in zip(ours, theirs, strict=True):
+            assert np.array_equal(mine, sep_value, equal_nan=True)
+
+
+def test_a_circular_sum_of_a_flat_image_is_the_circles_area():
+    flux, error, flags = sum_circle(
+        np.ones((40, 40)), [20.3], [19.6], 6.0, err=np.full((40, 40), 2.0), subpix=0
+    )
+    assert flux[0] == pytest.approx(np.pi * 36.0, rel=1e-12)
+    assert error[0] == pytest.approx(2.0 * np.sqrt(np.pi * 36.0), rel=1e-12)
+    assert flags[0] == 0
+
+
+def test_the_exact_overlap_of_pixels_and_a_circle_adds_up_to_its_area():
+    for r, (cx, cy) in ((0.3, (0.1, -0.2)), (2.5, (0.5, 0.5)), (7.25, (-0.37, 0.81))):
+        total = sum(
+            circle_overlap(i - 0.5 - cx, j - 0.5 - cy, i + 0.5 - cx, j + 0.5 - cy, r)
+            for i in range(-9, 10)
+            for j in range(-9, 10)
+        )
+        assert total == pytest.approx(np.pi * r * r, rel=1e-12)
+    assert circle_overlap(-0.5, -0.5, 0.5, 0.5, 10.0) == 1.0
+    assert circle_overlap(-0.5, -0.5, 0.5, 0.5, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("subpix", [0, 5, 11])
+@pytest.mark.parametrize("masked", [False, True])
+def test_windowed_positions_and_flags_are_seps_bit_for_bit(star_field, subpix, masked):
+    image, mask, x, y, _ = star_field
+    mask = mask if masked else None
+    # Windows narrower than sep's floor (raised to it), of a star and wider than one.
+    sig = np.random.default_rng(3).uniform(0.1, 4.0, x.size)
+    for s in (sig, 1.36):
+        theirs = sep.winpos(image, x, y, s, mask=mask, subpix=subpix)
+        ours = windowed_positions(image, x, y, s, mask=mask, subpix=subpix)
+        for mine, sep_value in zip(ours, theirs, strict=True):
+            assert np.array_equal(mine, sep_value, equal_nan=True)
+    assert (ours[2] & APERTURE_TRUNCATED).any()
+    assert (ours[2] & APERTURE_HAS_MASKED).any() == masked
+    narrow = windowed_positions(image, x, y, WINDOW_MIN_SIGMA / 3, mask=mask, subpix=subpix)
+    assert np.array_equal(
+        narrow[0], windowed_positions(image, x, y, WINDOW_MIN_SIGMA, mask=mask, subpix=subpix)[0]
+    )
+
+
+def test_the_windowed_position_of_a_gaussian_star_is_its_centre():
+    image = _render_stars((61, 61), np.array([30.27]), np.array([29.61]), np.array([1e6]), 2.0)
+    wx, wy, flags = windowed_positions(image, [31.0], [29.0], 2.0, subpix=0)
+    assert (wx[0], wy[0]) == pytest.approx((30.27, 29.61), abs=0.002)
+    assert flags[0] == 0
+
+
+def test_sums_and_windows_of_a_source_without_a_position_are_nan():
+    image = np.ones((20, 20))
+    flux, error, _ = sum_circle(image, [5.0, np.nan], [5.0, 5.0], 2.0)
+    wx, wy, _ = windowed_positions(image, [np.inf, 5.0], [5.0, 5.0], 1.0)
+    assert np.isfinite(flux[0]) and np.isnan(flux[1]) and np.isnan(error[1])
+    assert np.isnan(wx[0]) and np.isnan(wy[0]) and np.isfinite(wx[1])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda im: sum_circle(im, [1.0], [1.0], -1.0), "r must be finite and not negative"),
+        (lambda im: sum_circle(im, [1.0], [1.0], np.nan), "r must be finite"),
+        (
+            lambda im: sum_circle(im, [1.0, 2.0], [1.0, 2.0], [1.0, 2.0, 3.0]),
+            "r must be one value or one per",
+        ),
+        (lambda im: sum_circle(im, [1.0], [1.0], 2.0, subpix=-1), "subpix"),
+        (lambda im: sum_circle(im, [1.0], [1.0], 2.0, err=np.ones((3, 3))), "err has shape"),
+        (lambda im: sum_circle(im, [1.0], [1.0], 2.0, mask=np.zeros((3, 3), bool)), "mask has shape"),
+        (lambda im: sum_circle(im, [1.0, 2.0], [1.0], 2.0), "one value per source"),
+        (lambda im: windowed_positions(im[0], [1.0], [1.0], 1.0), "2-d"),
+        (lambda im: windowed_positions(im, [1.0], [1.0], -1.0), "sig must be finite and not negative"),
+        (lambda im: windowed_positions(im, [1.0], [1.0], 1.0, subpix=-2), "subpix"),
+    ],
+)
+def test_sums_and_windows_refuse_bad_input_with_the_reason(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(np.ones((10, 10)))
