@@ -8,15 +8,22 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True)
-def fill_from_neighbours(
-    image: np.ndarray, masked: np.ndarray, usable: np.ndarray, half_width: int, widest: int
-) -> np.ndarray:
-    """A float64 copy of ``image`` whose ``masked`` pixels hold the mean of the ``usable``, unmasked
-    pixels of the (2 w + 1)^2 box around them (clipped at the edges), w = ``half_width`` doubled
-    until the box holds one or w exceeds ``widest`` (then the pixel keeps its value)."""
+def neighbour_means(
+    image: np.ndarray,
+    masked: np.ndarray,
+    usable: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    half_width: int,
+    widest: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel (``ys``, ``xs``): the mean (float64, summed in float64) of the ``usable``,
+    unmasked pixels of ``image`` in the (2 w + 1)^2 box around it (clipped at the edges),
+    w = ``half_width`` doubled until the box holds one, and whether one was found before w
+    exceeded ``widest`` (where not, the mean is NaN)."""
     ny, nx = image.shape
-    filled = image.astype(np.float64)
-    ys, xs = np.nonzero(masked)
+    means = np.full(ys.size, np.nan)
+    found = np.zeros(ys.size, dtype=np.bool_)
     for n in prange(ys.size):
         y, x = ys[n], xs[n]
         width = half_width
@@ -29,7 +36,8 @@ def fill_from_neighbours(
                         total += image[v, u]
                         count += 1
             if count:
-                filled[y, x] = total / count
+                means[n] = total / count
+                found[n] = True
                 break
             width *= 2
-    return filled
+    return means, found

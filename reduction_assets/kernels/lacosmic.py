@@ -260,18 +260,25 @@ def detect_cosmics(
     mask: np.ndarray | None = None,
     variance: np.ndarray | None = None,
     settings: LACosmicSettings = LACosmicSettings(),
+    *,
+    overwrite_input: bool = False,
 ) -> np.ndarray:
     """The L.A.Cosmic cosmic-ray mask (bool) of ``image`` (e-), as astroscrappy's ``detect_cosmics``
     with ``gain=1``, ``sepmed=True``, ``cleantype='meanmask'``, ``fsmode='median'``: ``mask``
     (True: ignore) is grown by one pixel; ``variance`` (e-^2) replaces the noise model
-    ``image + readnoise^2``."""
-    clean = np.array(image, dtype=np.float32, order="C")
+    ``image + readnoise^2``. With ``overwrite_input`` an ``image`` and ``variance`` that are
+    writable C-contiguous float32 arrays are cleaned in place (their values are lost) instead of
+    copied."""
+    clean = _working_copy(image, overwrite_input)
     ny, nx = clean.shape
-    ignore = np.zeros((ny, nx), dtype=np.bool_) if mask is None else np.array(mask, dtype=np.bool_, order="C")
+    # Only read: dilate3 makes the grown mask a new array.
+    ignore = (
+        np.zeros((ny, nx), dtype=np.bool_) if mask is None else np.ascontiguousarray(mask, dtype=np.bool_)
+    )
     if variance is None:
         clean_var = clean + np.float32(settings.readnoise * settings.readnoise)
     else:
-        clean_var = np.array(variance, dtype=np.float32, order="C")
+        clean_var = _working_copy(variance, overwrite_input)
     if np.isfinite(settings.satlevel):
         saturated = (clean >= settings.satlevel) & (separable_median(clean, 3) > settings.satlevel / 10.0)
         grown = saturated
@@ -301,6 +308,20 @@ def detect_cosmics(
         clean_meanmask(clean, crmask, ignore, background)
         clean_meanmask(clean_var, crmask, ignore, background_var)
     return crmask
+
+
+def _working_copy(values: np.ndarray, overwrite: bool) -> np.ndarray:
+    """``values`` as a C-contiguous float32 array that may be changed: itself when allowed and
+    already one, else a copy."""
+    if (
+        overwrite
+        and isinstance(values, np.ndarray)
+        and values.dtype == np.float32
+        and values.flags.c_contiguous
+        and values.flags.writeable
+    ):
+        return values
+    return np.array(values, dtype=np.float32, order="C")
 
 
 @njit(parallel=True, cache=True)

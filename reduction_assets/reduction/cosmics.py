@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import astroscrappy
 import numpy as np
 
-from reduction_assets.kernels.fill import fill_from_neighbours
+from reduction_assets.kernels.fill import neighbour_means
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
 from reduction_assets.kernels.select import median
 
@@ -61,7 +61,8 @@ def lacosmic_candidates(
         lacosmic = LACosmicSettings(
             sigclip=settings.sigclip, sigfrac=settings.sigfrac, objlim=settings.objlim, readnoise=read_noise
         )
-        mask = detect_cosmics(padded, padded_ignore, padded_var, lacosmic)
+        # The padded planes are this function's own: cleaned in place, not copied again.
+        mask = detect_cosmics(padded, padded_ignore, padded_var, lacosmic, overwrite_input=True)
     elif settings.backend == "astroscrappy":
         mask, _ = astroscrappy.detect_cosmics(
             padded,
@@ -150,8 +151,25 @@ def fill_masked(image: np.ndarray, masked: np.ndarray, usable: np.ndarray, half_
     """A copy of ``image`` with ``masked`` pixels replaced by the mean of the ``usable``, unmasked
     pixels of the (2 half_width + 1)^2 box around them (widened until it holds one); for aperture
     photometry across cosmic-ray hits, instead of rescaling the aperture sum by its unmasked area."""
-    filled = fill_from_neighbours(
-        np.ascontiguousarray(image), np.ascontiguousarray(masked), np.ascontiguousarray(usable),
-        half_width, 8 * half_width,
-    )  # fmt: skip
-    return filled.astype(image.dtype, copy=False)
+    return fill_masked_planes((image,), masked, usable, half_width)[0]
+
+
+def fill_masked_planes(
+    images: tuple[np.ndarray, ...], masked: np.ndarray, usable: np.ndarray, half_width: int = 2
+) -> list[np.ndarray]:
+    """:func:`fill_masked` for planes of the same frame (a signal and its error), which share the
+    masked pixels: those are found once. Each copy keeps its plane's dtype (the mean, taken in
+    float64, rounded to it once)."""
+    masked = np.ascontiguousarray(masked, dtype=np.bool_)
+    usable = np.ascontiguousarray(usable, dtype=np.bool_)
+    ys, xs = np.nonzero(masked)
+    filled = []
+    for image in images:
+        image = np.ascontiguousarray(image)
+        if image.shape != masked.shape or usable.shape != masked.shape:
+            raise ValueError(f"image {image.shape}, masked {masked.shape} and usable {usable.shape} differ")
+        means, found = neighbour_means(image, masked, usable, ys, xs, half_width, 8 * half_width)
+        copy = image.copy()
+        copy[ys[found], xs[found]] = means[found]
+        filled.append(copy)
+    return filled

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from reduction_assets.instruments import Geometry, Instrument
+from reduction_assets.kernels.bits import any_set
 from reduction_assets.kernels.select import median
 from reduction_assets.kernels.signature import DQCarry, MasterPlanes, any_finite, remove_signature
 from reduction_assets.reduction import calibrate
@@ -135,7 +136,7 @@ def calibrate_science(
     )
     sci, variance, err, dq = planes.sci, planes.variance, planes.err, planes.dq
 
-    ignore = (dq & (DQ.NO_DATA | DQ.SATURATED | DQ.HOT)) != 0
+    ignore, saturated = any_set(dq, DQ.NO_DATA | DQ.SATURATED | DQ.HOT, DQ.SATURATED)
     candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
     signal, _, _ = subtract_sky(sci, ignore | candidates)
     measured = None if line_fwhm else estimate_fwhm(signal, err, ignore | candidates)
@@ -148,7 +149,7 @@ def calibrate_science(
         "cosmic_ray_pixels": float(np.count_nonzero(crmask)),
         "cosmic_ray_candidates": float(np.count_nonzero(candidates)),
         "cosmic_ray_psf_fwhm": float(psf_fwhm),
-        "saturated_pixels": float(np.count_nonzero(dq & DQ.SATURATED)),
+        "saturated_pixels": float(np.count_nonzero(saturated)),
         # The fraction as np.mean of the flags gives it: an exact count over the size.
         "flagged_fraction": float(dq.size - np.count_nonzero(clean)) / dq.size,
         # Raw saturation in electrons above the level bias subtraction removed (before the flat).

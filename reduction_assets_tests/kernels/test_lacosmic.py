@@ -93,3 +93,24 @@ def test_masks_agree_on_real_st7_frames():
         electrons -= np.median(electrons)
         variance = np.maximum(electrons, 0) + np.float32(56.0**2)
         assert_agree(*compare(electrons.astype(np.float32), variance.astype(np.float32), 56.0))
+
+
+def test_overwriting_the_input_gives_the_same_mask_and_spares_other_inputs():
+    rng = np.random.default_rng(17)
+    image = rng.normal(200.0, 12.0, (80, 90)).astype(np.float32)
+    image[rng.integers(5, 75, 40), rng.integers(5, 85, 40)] += np.float32(3000.0)  # hits
+    variance = np.maximum(image, 0) + np.float32(49.0)
+    settings = LACosmicSettings(readnoise=7.0)
+    expected = detect_cosmics(image, None, variance, settings)
+    assert expected.sum() >= 40
+    # float64 planes cannot be cleaned in place: they are copied and kept as they are.
+    image64, variance64 = image.astype(np.float64), variance.astype(np.float64)
+    kept = image64.copy()
+    assert np.array_equal(detect_cosmics(image64, None, variance64, settings, overwrite_input=True), expected)
+    assert np.array_equal(image64, kept)
+    own, own_var = image.copy(), variance.copy()
+    assert np.array_equal(detect_cosmics(own, None, own_var, settings, overwrite_input=True), expected)
+    # The hits were cleaned in the caller's planes (and only there).
+    assert not np.array_equal(own, image)
+    assert np.array_equal(own[~expected], image[~expected])
+    assert np.array_equal(detect_cosmics(image, None, variance, settings), expected)

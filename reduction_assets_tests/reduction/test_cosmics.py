@@ -11,6 +11,7 @@ from astropy.wcs import WCS
 from reduction_assets.reduction.cosmics import (
     CosmicSettings,
     fill_masked,
+    fill_masked_planes,
     grow_within,
     lacosmic_candidates,
     sharper_than_psf,
@@ -185,3 +186,23 @@ def test_filled_pixels_take_the_mean_of_their_usable_neighbours():
     neighbours = [image[y, x] for y in (2, 3, 4) for x in (2, 3, 4) if (y, x) not in ((3, 3), (2, 2))]
     assert filled[3, 3] == pytest.approx(np.mean(neighbours))
     assert np.array_equal(np.delete(filled.ravel(), 24), np.delete(image.ravel(), 24))
+
+
+def test_planes_of_a_frame_are_filled_alike_each_in_its_own_type():
+    rng = np.random.default_rng(5)
+    signal = rng.normal(0.0, 10.0, (30, 40))
+    err = rng.uniform(3.0, 4.0, (30, 40)).astype(np.float32)
+    masked = rng.random((30, 40)) < 0.05
+    usable = rng.random((30, 40)) > 0.02
+    filled, filled_err = fill_masked_planes((signal, err), masked, usable)
+    assert filled.dtype == np.float64 and filled_err.dtype == np.float32
+    assert np.array_equal(filled, fill_masked(signal, masked, usable))
+    # The float64 mean rounded once to float32: as filling in float64 and converting after.
+    assert np.array_equal(filled_err, fill_masked(err.astype(np.float64), masked, usable).astype(np.float32))
+    assert np.array_equal(filled[~masked], signal[~masked]) and not np.array_equal(filled, signal)
+
+
+def test_filling_refuses_planes_of_another_shape():
+    masked = np.zeros((5, 5), bool)
+    with pytest.raises(ValueError, match="differ"):
+        fill_masked_planes((np.zeros((5, 5)), np.zeros((5, 6))), masked, ~masked)
