@@ -37,6 +37,7 @@ STEPS: dict[str, Step] = {
             "reduction_assets.kernels.float_keys",
             "reduction_assets.kernels.network",
             "reduction_assets.kernels.streaming",
+            "reduction_assets.kernels.select",
             *_CALIBRATION,
             *_FITS_WRITERS,
         ),

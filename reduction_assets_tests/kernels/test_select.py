@@ -83,3 +83,45 @@ def test_values_other_than_numbers_and_a_mismatched_selection_are_refused():
         median(np.ones(10, np.complex64))
     with pytest.raises(ValueError, match="where has 3 elements"):
         median(np.ones(10, np.float32), np.ones(3, bool))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_images_with_ties_nans_and_selections_give_numpys_medians(dtype):
+    # Large enough for the sampled bracket (at least four samples' worth of values).
+    rng = np.random.default_rng(11)
+    values = np.round(rng.normal(300.0, 4.0, 520_001)).astype(dtype)  # few distinct values, many ties
+    where = rng.random(values.size) < 0.8
+    assert same(median(values), float(np.median(values)))
+    assert same(median(values[:-1]), float(np.median(values[:-1])))  # an even count
+    assert same(median(values, where), float(np.median(values[where])))
+    k = (where.sum() - 1) // 2
+    assert same(lower_median(values, where), float(np.partition(values[where], k)[k]))
+    values[rng.random(values.size) < 0.01] = np.nan
+    values[7] = -np.nan
+    assert np.isnan(median(values))
+    assert same(median(values, skip_nan=True), float(np.nanmedian(values)))
+
+
+def test_the_sampled_bracket_decides_a_sky_image_and_gives_way_where_it_cannot(monkeypatch):
+    import reduction_assets.kernels.select as select
+
+    histograms = []
+    original = select._Counted
+
+    def counted(*args):
+        histograms.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(select, "_Counted", counted)
+    sky = np.random.default_rng(12).normal(1000.0, 30.0, (700, 700)).astype(np.float32)
+    assert median(sky) == float(np.median(sky))
+    assert histograms == []
+    # Nine values in ten equal: the bracket holds more than it has room for; the histogram decides.
+    flat = sky.copy()
+    flat[np.random.default_rng(13).random(flat.shape) < 0.9] = np.float32(1000.0)
+    assert median(flat) == float(np.median(flat))
+    # Most values NaN and skipped: too few left in the sample to bracket anything.
+    sparse = sky.copy()
+    sparse[np.random.default_rng(14).random(sparse.shape) < 0.9] = np.nan
+    assert median(sparse, skip_nan=True) == float(np.nanmedian(sparse))
+    assert len(histograms) == 2
