@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from reduction_assets.kernels.bits import flagged_positions
+
 
 @njit(cache=True, inline="always")
 def _highest_in_box(signal: np.ndarray, mask: np.ndarray, y: int, x: int, half_width: int) -> bool:
@@ -73,7 +75,7 @@ def isolated_peaks(
         float(threshold),
         int(half_width),
     )
-    return np.nonzero(found)
+    return flagged_positions(found)
 
 
 @njit(cache=True)

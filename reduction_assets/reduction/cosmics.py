@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import astroscrappy
 import numpy as np
 
+from reduction_assets.kernels.bits import flagged_positions
 from reduction_assets.kernels.fill import neighbour_means
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
 from reduction_assets.kernels.select import median
@@ -142,7 +143,7 @@ def confirm_cosmic_rays(
     background-subtracted ``signal``, evaluated at the candidates only), with the candidates next
     to them."""
     sharp = np.zeros(candidates.shape, dtype=bool)
-    ys, xs = np.nonzero(candidates)
+    ys, xs = flagged_positions(np.ascontiguousarray(candidates, dtype=np.bool_))
     sharp[ys, xs] = _sharp_at(signal, variance, ys, xs, psf_fwhm, sharpness_sigma)
     return grow_within(sharp, candidates)
 
@@ -162,7 +163,7 @@ def fill_masked_planes(
     float64, rounded to it once)."""
     masked = np.ascontiguousarray(masked, dtype=np.bool_)
     usable = np.ascontiguousarray(usable, dtype=np.bool_)
-    ys, xs = np.nonzero(masked)
+    ys, xs = flagged_positions(masked)
     filled = []
     for image in images:
         image = np.ascontiguousarray(image)

@@ -1,9 +1,10 @@
-"""Flag planes of a DQ image in one pass: (dq & bits) != 0 for several groups of bits."""
+"""Flag planes of a DQ image in one pass ((dq & bits) != 0 for several groups of bits), and the
+positions of flagged pixels (np.nonzero on every core)."""
 
 import numpy as np
 import pytest
 
-from reduction_assets.kernels.bits import any_set
+from reduction_assets.kernels.bits import any_set, flagged_positions
 from reduction_assets.reduction.dq import DQ
 
 
@@ -44,3 +45,22 @@ def test_the_pipelines_flags_are_found_in_a_dq_plane():
 def test_bad_input_is_refused_with_the_reason(dq, groups, message):
     with pytest.raises(ValueError, match=message):
         any_set(dq, *groups)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.003, 0.3, 1.0])
+def test_flagged_positions_are_numpys_nonzero_in_row_major_order(fraction):
+    mask = np.random.default_rng(int(fraction * 1000)).random((203, 157)) < fraction
+    ys, xs = flagged_positions(mask)
+    theirs = np.nonzero(mask)
+    assert np.array_equal(ys, theirs[0]) and np.array_equal(xs, theirs[1])
+    assert ys.dtype == theirs[0].dtype and ys.size == int(mask.sum())
+    # A view (every other column) is found like its copy.
+    assert all(
+        np.array_equal(a, b) for a, b in zip(flagged_positions(mask[:, ::2]), np.nonzero(mask[:, ::2]))
+    )
+
+
+@pytest.mark.parametrize("mask", [np.zeros(5, bool), np.zeros((3, 3), np.uint8), np.zeros((2, 2, 2), bool)])
+def test_flagged_positions_refuse_anything_but_a_2d_boolean_mask(mask):
+    with pytest.raises(ValueError, match="2-d boolean"):
+        flagged_positions(mask)
