@@ -5,11 +5,12 @@
 Simulates an lcosim night at the given size (3 biases, 3 darks, 3 flats, one science frame), builds
 the masters, then times on the same frame: this project's steps (overscan, trim and gain; bias; dark;
 flat with the variance plane; cosmic rays with either L.A.Cosmic backend, astroscrappy or the numba
-kernel, and the two masks compared; sources with sep; on the catalogue's sources, half-light radii
-by sep and by the numba kernel, windowed centroids with 11x11 sampling and with exact overlap;
-writing the FITS) and ccdproc's ``ccd_process`` (overscan, trim, gain, bias, dark scaled by
-exposure, flat, error plane) followed by ``cosmicray_lacosmic``. Then ``--frames`` copies of the
-frame through the pool of reduced_frames, one worker and as many as the cores: seconds per frame.
+kernel, and the two masks compared; sources with sep and the numba aperture kernels; on the
+catalogue's sources, half-light radii, windowed centroids (sep's with 11x11 sampling too) and
+circular aperture sums by sep and by the numba kernels; writing the FITS) and ccdproc's
+``ccd_process`` (overscan, trim, gain, bias, dark scaled by exposure, flat, error plane) followed by
+``cosmicray_lacosmic``. Then ``--frames`` copies of the frame through the pool of reduced_frames,
+one worker and as many as the cores: seconds per frame.
 Prints a table of seconds and ratios measured in one run (the science time with the numba kernel
 and ccdproc's steps: the best of ``--repeat`` runs each).
 """
@@ -32,7 +33,7 @@ from astropy.io import fits
 from reduction_assets.fits.products import reduced_hdul
 from reduction_assets.fits.reading import StoreFrameReader, image_shape
 from reduction_assets.instruments import load_registry
-from reduction_assets.kernels.apertures import flux_radius
+from reduction_assets.kernels.apertures import flux_radius, sum_circle, windowed_positions
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
 from reduction_assets.parallel import FramePool, available_cores, reduce_science
 from reduction_assets.reduction import calibrate
@@ -235,13 +236,19 @@ def main(argv=None) -> int:
     )
     print(f"ratio science time astroscrappy / numba: {science['astroscrappy'][1] / science['numba'][1]:.2f}")
     steps = dict(ours)
-    radii_ratio = steps["  half-light radii (sep.flux_radius)"] / steps["  half-light radii (numba, threads)"]
+    for what, theirs, mine in (
+        ("half-light radii", "half-light radii (sep.flux_radius)", "half-light radii (numba, threads)"),
+        ("windowed centroids", "windowed centroids (sep, exact overlap)",
+         "windowed centroids (numba, exact overlap)"),
+        ("aperture sums", "aperture sums (sep.sum_circle, subpix 5)", "aperture sums (numba, threads)"),
+    ):  # fmt: skip
+        print(
+            f"ratio {what} sep / numba: {steps['  ' + theirs] / steps['  ' + mine]:.2f} "
+            f"({'bit for bit the same' if radii[what] else 'DIFFERENT'})"
+        )
     sampled, exact = "  windowed centroids (sep, 11x11 sampling)", "  windowed centroids (sep, exact overlap)"
-    centroid_ratio = steps[sampled] / steps[exact]
     print(
-        f"ratio half-light radii sep / numba: {radii_ratio:.2f} "
-        f"({'bit for bit the same' if radii else 'DIFFERENT'}); "
-        f"windowed centroids 11x11 sampling / exact overlap: {centroid_ratio:.2f}"
+        f"ratio sep's windowed centroids 11x11 sampling / exact overlap: {steps[sampled] / steps[exact]:.2f}"
     )
     print(f"{args.frames} frames through reduced_frames' pool (calibration, cosmic rays, sources):")
     for workers, seconds in pooled.items():
@@ -251,10 +258,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def source_measurements(table: list, calibrated, sources) -> bool:
-    """Times, on the catalogue's sources, the half-light radii by sep and by the numba kernel
-    (True when they agree bit for bit) and sep's windowed centroids with Source Extractor's 11x11
-    sampling and with the exact overlap the pipeline uses."""
+def source_measurements(table: list, calibrated, sources) -> dict[str, bool]:
+    """Times, on the catalogue's sources, sep and the numba kernels side by side: half-light radii,
+    windowed centroids (sep with Source Extractor's 11x11 sampling too; the pipeline uses the exact
+    overlap) and circular aperture sums; for each, whether the two agree bit for bit."""
     sci = np.ascontiguousarray(calibrated.sci, dtype=np.float64)
     mask = (calibrated.dq & (DQ.NO_DATA | DQ.COSMIC_RAY | DQ.BAD_PIXEL)) != 0
     x, y = sources["x"], sources["y"]
@@ -268,14 +275,36 @@ def source_measurements(table: list, calibrated, sources) -> bool:
     mine, _ = timed(
         table, "  half-light radii (numba, threads)", lambda: flux_radius(sci, x, y, rmax, 0.5, mask=mask)
     )
+    same = {"half-light radii": bool(np.array_equal(theirs, mine))}
     sigma = float(np.median(sources["fwhm"])) / 2.3548
     for name, subpix in (("11x11 sampling", 11), ("exact overlap", WINDOW_SUBPIX)):
-        timed(
+        theirs = timed(
             table,
             f"  windowed centroids (sep, {name})",
             lambda subpix=subpix: sep.winpos(sci, x, y, sigma, mask=mask, subpix=subpix),
         )
-    return bool(np.array_equal(theirs, mine))
+    windowed_positions(sci, x[:1], y[:1], sigma, mask=mask, subpix=WINDOW_SUBPIX)  # compiled before timing
+    mine = timed(
+        table,
+        "  windowed centroids (numba, exact overlap)",
+        lambda: windowed_positions(sci, x, y, sigma, mask=mask, subpix=WINDOW_SUBPIX),
+    )
+    same["windowed centroids"] = all(np.array_equal(a, b) for a, b in zip(theirs, mine))
+    err = np.ascontiguousarray(calibrated.err)
+    radius = 3.0 * float(np.median(sources["fwhm"]))
+    sum_circle(sci, x[:1], y[:1], radius, err=err, mask=mask)  # compiled before timing
+    theirs = timed(
+        table,
+        "  aperture sums (sep.sum_circle, subpix 5)",
+        lambda: sep.sum_circle(sci, x, y, radius, err=err, mask=mask, subpix=5),
+    )
+    mine = timed(
+        table,
+        "  aperture sums (numba, threads)",
+        lambda: sum_circle(sci, x, y, radius, err=err, mask=mask, subpix=5),
+    )
+    same["aperture sums"] = all(np.array_equal(a, b) for a, b in zip(theirs, mine))
+    return same
 
 
 def frames_through_pool(raw, instrument, geometry, exptime, masters, workers: int, n: int) -> float:

@@ -148,29 +148,29 @@ def confirm_cosmic_rays(
     return grow_within(sharp, candidates)
 
 
-def fill_masked(image: np.ndarray, masked: np.ndarray, usable: np.ndarray, half_width: int = 2) -> np.ndarray:
+def fill_masked(
+    image: np.ndarray,
+    masked: np.ndarray,
+    usable: np.ndarray,
+    half_width: int = 2,
+    *,
+    overwrite_input: bool = False,
+) -> np.ndarray:
     """A copy of ``image`` with ``masked`` pixels replaced by the mean of the ``usable``, unmasked
     pixels of the (2 half_width + 1)^2 box around them (widened until it holds one); for aperture
-    photometry across cosmic-ray hits, instead of rescaling the aperture sum by its unmasked area."""
-    return fill_masked_planes((image,), masked, usable, half_width)[0]
-
-
-def fill_masked_planes(
-    images: tuple[np.ndarray, ...], masked: np.ndarray, usable: np.ndarray, half_width: int = 2
-) -> list[np.ndarray]:
-    """:func:`fill_masked` for planes of the same frame (a signal and its error), which share the
-    masked pixels: those are found once. Each copy keeps its plane's dtype (the mean, taken in
-    float64, rounded to it once)."""
+    photometry across cosmic-ray hits, instead of rescaling the aperture sum by its unmasked area.
+    The copy keeps the image's dtype (the mean, taken in float64, rounded to it once). With
+    ``overwrite_input`` a writable C-contiguous ``image`` is filled in place and returned."""
     masked = np.ascontiguousarray(masked, dtype=np.bool_)
     usable = np.ascontiguousarray(usable, dtype=np.bool_)
+    image = np.asarray(image)
+    if image.shape != masked.shape or usable.shape != masked.shape:
+        raise ValueError(f"image {image.shape}, masked {masked.shape} and usable {usable.shape} differ")
     ys, xs = flagged_positions(masked)
-    filled = []
-    for image in images:
-        image = np.ascontiguousarray(image)
-        if image.shape != masked.shape or usable.shape != masked.shape:
-            raise ValueError(f"image {image.shape}, masked {masked.shape} and usable {usable.shape} differ")
-        means, found = neighbour_means(image, masked, usable, ys, xs, half_width, 8 * half_width)
-        copy = image.copy()
-        copy[ys[found], xs[found]] = means[found]
-        filled.append(copy)
+    means, found = neighbour_means(
+        np.ascontiguousarray(image), masked, usable, ys, xs, half_width, 8 * half_width
+    )
+    in_place = overwrite_input and image.flags.c_contiguous and image.flags.writeable
+    filled = image if in_place else np.array(image, order="C")
+    filled[ys[found], xs[found]] = means[found]
     return filled

@@ -8,7 +8,7 @@ import sep
 from reduction_assets.kernels.apertures import any_in_circles, flux_radius, sum_circle, windowed_positions
 from reduction_assets.kernels.bits import any_set
 from reduction_assets.kernels.peaks import any_flagged_near, isolated_peaks, still_isolated
-from reduction_assets.reduction.cosmics import fill_masked_planes
+from reduction_assets.reduction.cosmics import fill_masked
 from reduction_assets.reduction.dq import DQ
 
 SOURCE_COLUMNS = ("x", "y", "flux", "flux_err", "fwhm", "peak", "flag", "ra", "dec")
@@ -144,7 +144,10 @@ def extract_sources(
     # Cosmic-ray pixels in an aperture are filled from their neighbours rather than masked: sep would
     # rescale the sum by the unmasked area, which is wrong wherever a star is not flat.
     radius = aperture_fwhm * fwhm_median
-    filled, filled_err = fill_masked_planes((subtracted, err), hits, ~unusable)
+    usable = ~unusable
+    filled_err = fill_masked(err, hits, usable)
+    # The sky-subtracted copy is this function's own and not read again: filled in place.
+    filled = fill_masked(subtracted, hits, usable, overwrite_input=True)
     flux, flux_err, flux_flag = sum_circle(filled, wx, wy, radius, err=filled_err, mask=unusable, subpix=5)
     filled = any_in_circles(hits, wx, wy, radius)
     table = np.zeros(len(objects), dtype=empty.dtype)

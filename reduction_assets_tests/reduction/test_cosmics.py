@@ -11,7 +11,6 @@ from astropy.wcs import WCS
 from reduction_assets.reduction.cosmics import (
     CosmicSettings,
     fill_masked,
-    fill_masked_planes,
     grow_within,
     lacosmic_candidates,
     sharper_than_psf,
@@ -188,21 +187,24 @@ def test_filled_pixels_take_the_mean_of_their_usable_neighbours():
     assert np.array_equal(np.delete(filled.ravel(), 24), np.delete(image.ravel(), 24))
 
 
-def test_planes_of_a_frame_are_filled_alike_each_in_its_own_type():
+def test_a_filled_copy_keeps_its_type_and_an_own_plane_is_filled_in_place():
     rng = np.random.default_rng(5)
     signal = rng.normal(0.0, 10.0, (30, 40))
     err = rng.uniform(3.0, 4.0, (30, 40)).astype(np.float32)
     masked = rng.random((30, 40)) < 0.05
     usable = rng.random((30, 40)) > 0.02
-    filled, filled_err = fill_masked_planes((signal, err), masked, usable)
-    assert filled.dtype == np.float64 and filled_err.dtype == np.float32
-    assert np.array_equal(filled, fill_masked(signal, masked, usable))
+    filled_err = fill_masked(err, masked, usable)
     # The float64 mean rounded once to float32: as filling in float64 and converting after.
+    assert filled_err.dtype == np.float32
     assert np.array_equal(filled_err, fill_masked(err.astype(np.float64), masked, usable).astype(np.float32))
+    filled = fill_masked(signal, masked, usable)
     assert np.array_equal(filled[~masked], signal[~masked]) and not np.array_equal(filled, signal)
+    own = signal.copy()
+    assert fill_masked(own, masked, usable, overwrite_input=True) is own
+    assert np.array_equal(own, filled)
 
 
-def test_filling_refuses_planes_of_another_shape():
+def test_filling_refuses_masks_of_another_shape():
     masked = np.zeros((5, 5), bool)
     with pytest.raises(ValueError, match="differ"):
-        fill_masked_planes((np.zeros((5, 5)), np.zeros((5, 6))), masked, ~masked)
+        fill_masked(np.zeros((5, 6)), masked, ~masked)
