@@ -118,7 +118,7 @@ def extract_sources(
     # ERR holds float32 values: sep gets the same ones from the plane as from a float64 copy.
     err = np.ascontiguousarray(err)
     # Masked for detection; cosmic-ray hits; no usable value (left out of the aperture sums); saturated.
-    mask, hits, unusable, saturated = any_set(
+    mask, hits, unusable, saturated_pixels = any_set(
         dq, DQ.NO_DATA | DQ.COSMIC_RAY | DQ.BAD_PIXEL, DQ.COSMIC_RAY, DQ.NO_DATA | DQ.BAD_PIXEL, DQ.SATURATED
     )
     subtracted, globalback, globalrms = subtract_sky(sci, mask, background_box)
@@ -145,23 +145,25 @@ def extract_sources(
     # rescale the sum by the unmasked area, which is wrong wherever a star is not flat.
     radius = aperture_fwhm * fwhm_median
     usable = ~unusable
-    filled_err = fill_masked(err, hits, usable)
+    err_filled = fill_masked(err, hits, usable)
     # The sky-subtracted copy is this function's own and not read again: filled in place.
-    filled = fill_masked(subtracted, hits, usable, overwrite_input=True)
-    flux, flux_err, flux_flag = sum_circle(filled, wx, wy, radius, err=filled_err, mask=unusable, subpix=5)
-    filled = any_in_circles(hits, wx, wy, radius)
+    signal_filled = fill_masked(subtracted, hits, usable, overwrite_input=True)
+    flux, flux_err, flux_flag = sum_circle(
+        signal_filled, wx, wy, radius, err=err_filled, mask=unusable, subpix=5
+    )
+    hit_in_aperture = any_in_circles(hits, wx, wy, radius)
     table = np.zeros(len(objects), dtype=empty.dtype)
     table["x"], table["y"] = wx, wy
     table["flux"], table["flux_err"] = flux, flux_err
     table["fwhm"] = fwhm
     table["peak"] = objects["peak"]
-    saturated = any_flagged_near(saturated, wx, wy, 2)
+    saturated = any_flagged_near(saturated_pixels, wx, wy, 2)
     table["flag"] = (
         objects["flag"]
         | wflag
         | flux_flag
         | np.where(saturated, SATURATED_SOURCE, 0)
-        | np.where(filled, COSMIC_RAY_FILLED, 0)
+        | np.where(hit_in_aperture, COSMIC_RAY_FILLED, 0)
     )
     table["ra"] = np.nan
     table["dec"] = np.nan
