@@ -49,6 +49,10 @@ def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
     step_density = 1.0 / step
     near_previous = 0.7072
     near_next = step - 0.7072
+    # Annuli narrower than a pixel's diagonal (rmax below 90 px): every pixel straddles one, whatever
+    # its distance modulo the step (d < near_previous, or d >= near_previous > near_next), so
+    # that remainder (a libm call per pixel) is not needed.
+    every_pixel_sampled = near_next < near_previous
     xmin, xmax, ymin, ymax, truncated = _box(x, y, r_out, width, height)
     if truncated:
         flag |= APERTURE_TRUNCATED
@@ -72,8 +76,7 @@ def _annuli(data, mask, x, y, rmax, subpix, total, area, masked_area):
             rpix = math.sqrt(rpix2)
             if rpix > beyond:
                 continue
-            d = np.fmod(rpix, step)
-            if d < near_previous or d > near_next:
+            if every_pixel_sampled or not near_previous <= np.fmod(rpix, step) <= near_next:
                 # The sub-pixel offsets step by repeated addition, as sep's do (the same rounding);
                 # the rings of all the sub-pixels are found first, a loop the compiler vectorises,
                 # then their light is added in sep's order.

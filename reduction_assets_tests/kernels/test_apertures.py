@@ -49,6 +49,17 @@ def test_radii_and_flags_are_seps_bit_for_bit(star_field, subpix, masked):
     assert (our_flags & APERTURE_HAS_MASKED).any() == masked
 
 
+def test_radii_out_to_more_than_90_pixels_are_seps_too(star_field):
+    # Annuli wider than a pixel's diagonal (rmax / 64 > 1.4144): only pixels near an annulus' edge
+    # are sub-sampled, the others counted whole.
+    image, mask, x, y, _ = star_field
+    x, y = x[::10], y[::10]
+    rmax = np.random.default_rng(9).uniform(85.0, 140.0, x.size)
+    theirs, their_flags = sep.flux_radius(image, x, y, rmax, 0.5, mask=mask, subpix=5)
+    ours, our_flags = flux_radius(image, x, y, rmax, 0.5, mask=mask, subpix=5)
+    assert np.array_equal(ours, theirs) and np.array_equal(our_flags, their_flags)
+
+
 def test_float32_images_are_read_as_sep_reads_them(star_field):
     image, mask, x, y, rmax = star_field
     image = image.astype(np.float32)
