@@ -38,6 +38,17 @@ def _median_sorted(buf, p, lo, hi):
 
 
 @nb.njit(cache=True, error_model="numpy", inline="always")
+def _median_and_error(buf, acc1, acc2, p, n):
+    """The median of the sorted buf[0:n, p] and its standard error, from the sums of (v - ref) and
+    (v - ref)^2 of the n values (n > 0)."""
+    d1 = acc1[p] / n
+    variance = acc2[p] / n - d1 * d1
+    # Efficiency of the median for normal data: sigma_med = sqrt(pi/2) sigma/sqrt(n).
+    error = 1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) if n > 1 else np.nan
+    return _median_sorted(buf, p, 0, n), error
+
+
+@nb.njit(cache=True, error_model="numpy", inline="always")
 def _deviation_rank(buf, p, split, lo, hi, centre, k):
     """Value of rank k (0-based) among |buf[i, p] - centre| for i in [lo, hi), by binary search.
 
@@ -369,6 +380,12 @@ def combine_kernel(
                         _load_masked(stack[k, row, x0 : x0 + t], mask[k, row, x0 : x0 + t], buf[k], count, t)
                     else:
                         _load(stack[k, row, x0 : x0 + t], buf[k], count, t)
+            if pruned:
+                # Every value valid: the tile's pixels alike, in a loop without branches.
+                for p in range(t):
+                    out[row, x0 + p], error[row, x0 + p] = _median_and_error(buf, acc1, acc2, p, n_frames)
+                    n_used[row, x0 + p] = n_frames
+                continue
             if method != MEDIAN:
                 # A reference value near the data keeps the prefix sums free of cancellation.
                 for p in range(t):
@@ -398,14 +415,8 @@ def combine_kernel(
                 w1 = acc1[p]
                 w2 = acc2[p]
                 if method == MEDIAN:
-                    d1 = w1 / n
-                    variance = w2 / n - d1 * d1
-                    out[row, x] = _median_sorted(buf, p, 0, n)
+                    out[row, x], error[row, x] = _median_and_error(buf, acc1, acc2, p, n)
                     n_used[row, x] = n
-                    # Efficiency of the median for normal data: sigma_med = sqrt(pi/2) sigma/sqrt(n).
-                    error[row, x] = (
-                        1.2533141373155003 * math.sqrt(max(variance, 0.0) / (n - 1.0)) if n > 1 else np.nan
-                    )
                     continue
                 low, high = -np.inf, np.inf
                 used = n
