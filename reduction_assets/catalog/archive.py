@@ -4,7 +4,6 @@ of what was archived (one row per version of a file)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -13,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reduction_assets.catalog.db import hold_advisory_lock
+from reduction_assets.catalog.db import advisory_key, hold_advisory_lock
 from reduction_assets.catalog.models import (
     ArchiveMessage,
     ArchiveRecord,
@@ -182,8 +181,7 @@ def hold_name(session: Session, name: str) -> None:
     """Make other transactions that archive ``name`` wait until this one ends (a PostgreSQL
     transaction-level advisory lock; SQLite has one writer anyway, and the record's unique version
     catches the rest). Overlapping runs of a night then archive each file once."""
-    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-    hold_advisory_lock(session, key)
+    hold_advisory_lock(session, advisory_key(name))
 
 
 def latest_record(session: Session, name: str) -> ArchiveRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import re
 import threading
 import time
@@ -226,6 +227,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATING = threading.Lock()
 MIGRATION_LOCK_KEY = 0x7265647563  # "reduc": the catalog's PostgreSQL advisory lock for migrations
 BASELINE_REVISION = "0001"  # the schema of release 0.1.0, which had no migrations
+
+
+def advisory_key(name: str) -> int:
+    """The advisory lock key (a signed 64-bit integer) of a named thing to serialise on."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def hold_advisory_lock(executor: Connection | Session, key: int) -> None:

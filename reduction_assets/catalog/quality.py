@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from reduction_assets.catalog.db import advisory_key, hold_advisory_lock
 from reduction_assets.catalog.models import QualityMetric
 
 
@@ -41,7 +42,10 @@ def record_partition_metrics(
     """Replace the partition's measurements with ``rows`` (a re-measured night never keeps values
     of frames that are gone or were measured by an older rule). Returns the rows written: 0 when
     the partition already holds exactly these (a run that changes nothing writes nothing, so it
-    never waits for SQLite's writer lock)."""
+    never waits for SQLite's writer lock). Overlapping runs of the partition take turns (a
+    PostgreSQL advisory lock until the transaction ends): each otherwise deletes only the rows it
+    saw and inserts beside the other's, which the (subject, metric) key refuses."""
+    hold_advisory_lock(session, advisory_key(f"quality_metrics {instrument} {night.isoformat()}"))
     held = session.execute(
         select(*(getattr(QualityMetric, name) for name in _COMPARED)).where(
             QualityMetric.instrument == instrument, QualityMetric.night == night

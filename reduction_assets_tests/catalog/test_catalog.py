@@ -1,12 +1,15 @@
 """The catalog behaves the same on SQLite and PostgreSQL."""
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from reduction_assets.catalog import Catalog, CatalogUnavailable, InstrumentRow, RawFrame
+from reduction_assets.catalog.quality import MetricRow, partition_metrics, record_partition_metrics
 from reduction_assets.catalog.reports import progress_rows, quarantine_rows
 from reduction_assets.ingest import Ingestor
 from reduction_assets.storage import LocalStore
@@ -88,3 +91,45 @@ def test_ingestion_and_progress_on_either_database(catalog, registry, tmp_path, 
 def test_a_bare_postgresql_url_is_refused_with_the_fix():
     with pytest.raises(CatalogUnavailable, match=r"postgresql\+psycopg2"):
         Catalog("postgresql://postgres@127.0.0.1/test")
+
+
+def test_overlapping_runs_record_a_partitions_quality_metrics_once(catalog):  # noqa: F811
+    # Two runs of one night record its metrics at the same time: the second waits for the first's
+    # transaction instead of inserting beside its rows (which the (subject, metric) key refuses).
+    rows = [
+        MetricRow("lcosim", NIGHT, f"frame_{k}.fits", "raw", "bias", "", "bias_level", 1000.0 + k, "ADU",
+                  None, dt.datetime(2026, 11, 20, 6, k))
+        for k in range(5)
+    ]  # fmt: skip
+    first_written, release = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def record(name: str, before=None, after=None) -> None:
+        try:
+            if before:
+                before.wait(10)
+            with catalog.session() as session:
+                results[name] = record_partition_metrics(session, "lcosim", NIGHT, rows)
+                if after:
+                    after.set()
+                    release.wait(10)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    runs = [
+        threading.Thread(target=record, args=("first",), kwargs={"after": first_written}),
+        threading.Thread(target=record, args=("second",), kwargs={"before": first_written}),
+    ]
+    for run in runs:
+        run.start()
+    time.sleep(1.0)  # the second run reaches the partition while the first still holds it
+    assert "second" not in results
+    release.set()
+    for run in runs:
+        run.join(30)
+    assert errors == []
+    assert results["first"] == len(rows)
+    if catalog.engine.dialect.name == "postgresql":
+        assert results["second"] == 0  # it waited, then found the partition as it would write it
+    with catalog.session() as session:
+        assert len(partition_metrics(session, "lcosim", NIGHT)) == len(rows)
