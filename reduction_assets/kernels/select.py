@@ -23,6 +23,7 @@ from reduction_assets.kernels.float_keys import float_key, key_form
 
 BUCKETS = 1 << 16
 SAMPLE = 1 << 16  # values sampled to bracket the middle ranks
+SAMPLED_SIZE = 4 * SAMPLE  # arrays of at least this many values (512² and up) are sampled
 BRACKET_SIGMAS = 6.0  # the bracket's half width: the sample median's rank error, this many times
 
 
@@ -123,7 +124,7 @@ def _sample_indices(size: int) -> np.ndarray:
 def _sampled(values: np.ndarray, where: np.ndarray | None, skip_nan: bool, ranks_of) -> tuple | None:
     """``(counted, nans, values of ranks_of(counted))`` from a bracket about the middle ranks found
     on a sample, or None where the sample does not do (then the histogram's two passes do)."""
-    if values.size < 4 * SAMPLE:
+    if values.size < SAMPLED_SIZE:
         return None
     form = key_form(values.dtype)
     shift, magnitude = form[0], form[1]
