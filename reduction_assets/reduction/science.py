@@ -138,8 +138,9 @@ def calibrate_science(
 
     ignore, saturated = any_set(dq, DQ.NO_DATA | DQ.SATURATED | DQ.HOT, DQ.SATURATED)
     candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
-    signal, _, _ = subtract_sky(sci, ignore | candidates)
-    measured = None if line_fwhm else estimate_fwhm(signal, err, ignore | candidates)
+    unclear = ignore | candidates  # left out of the sky and the seeing
+    signal, _, _ = subtract_sky(sci, unclear)
+    measured = None if line_fwhm else estimate_fwhm(signal, err, unclear)
     psf_fwhm = line_fwhm or (settings.psf_margin * measured if measured else settings.default_psf_fwhm)
     crmask = confirm_cosmic_rays(candidates, signal, variance, psf_fwhm, settings.cosmics.sharpness_sigma)
     _flag(dq, crmask, DQ.COSMIC_RAY)
