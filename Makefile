@@ -42,7 +42,7 @@ demo: setup
 # becomes masters, reduced frames, stacks and archive records (~2 min).
 demo-daemon: setup
 	rm -rf $(DEMO_HOME)-daemon
-	$(BIN)/python -m reduction_assets.daemon_demo --home $(DEMO_HOME)-daemon
+	$(BIN)/python -m reduction_assets.orchestration.daemon_demo --home $(DEMO_HOME)-daemon
 
 # Debian's chromium and chromium-driver for the UI tests, installed where missing and possible (as
 # root or with sudo); elsewhere those tests skip with the reason (and fail when CI=true).
@@ -63,7 +63,7 @@ TEST_WORKERS ?= 3
 test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m reduction_assets.warm
+	$(BIN)/python -m reduction_assets.support.warm
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder reduction_assets_tests
 
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the
@@ -91,7 +91,7 @@ validate: setup
 # (`make dev HOST=0.0.0.0 PORT=3300` to serve other machines or avoid a busy port).
 dev: setup
 	mkdir -p $(REDUCTION_HOME)
-	$(BIN)/python -c "from reduction_assets.home import resolve_home; resolve_home('$(REDUCTION_HOME)').ensure()"
+	$(BIN)/python -c "from reduction_assets.support.home import resolve_home; resolve_home('$(REDUCTION_HOME)').ensure()"
 	REDUCTION_HOME=$(REDUCTION_HOME) DAGSTER_HOME=$(REDUCTION_HOME)/dagster \
 	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 

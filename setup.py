@@ -12,12 +12,11 @@ setup(
     packages=find_packages(exclude=["reduction_assets_tests*", "benchmarks*"]),
     package_data={
         "reduction_assets": [
-            "config/*.yaml",
             "defaults/*.yaml",
             "catalog/migrations/*.py",
             "catalog/migrations/*.mako",
             "catalog/migrations/versions/*.py",
-            "templates/*.j2",
+            "tasks/templates/*.j2",
         ]
     },
     install_requires=[
@@ -67,5 +66,5 @@ setup(
         # The tools the benchmarks compare against.
         "bench": ["ccdproc>=2.4", "reproject>=0.13"],
     },
-    entry_points={"console_scripts": ["reduction-assets=reduction_assets.cli:main"]},
+    entry_points={"console_scripts": ["reduction-assets=reduction_assets.cli.main:main"]},
 )

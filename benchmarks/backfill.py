@@ -27,11 +27,11 @@ from pathlib import Path
 from dagster import DagsterInstance, RunsFilter
 from tqdm import tqdm
 
-from reduction_assets.home import Home
 from reduction_assets.instruments import load_registry
-from reduction_assets.jobs import NIGHT_ASSETS
-from reduction_assets.simulate import SimulationConfig, simulate_night
-from reduction_assets.webserver import NightRange
+from reduction_assets.orchestration.jobs import NIGHT_ASSETS
+from reduction_assets.orchestration.webserver import NightRange
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
+from reduction_assets.support.home import Home
 from reduction_assets_tests.deployment import LocalDeployment
 
 # An older checkout (--before) may predate stacks: its backfills cover the assets it had.

@@ -132,7 +132,7 @@ def coadd_files(paths: list[Path], queue) -> None:
     settings = StackSettings()
     grid = output_grid(infos, SCALE_ARCSEC, settings.max_area_factor)
     decisions = assess_members(infos, grid, settings)
-    from reduction_assets.scratch import scratch_planes
+    from reduction_assets.support.scratch import scratch_planes
 
     with scratch_planes() as planes:
         loads = [lambda p=p: load(p) for p in paths]

@@ -32,14 +32,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from reduction_assets import parallel
-from reduction_assets.assets import calibrations, science, stacks
 from reduction_assets.catalog import Catalog, Product, RawFrame
-from reduction_assets.daemon_demo import start_daemon, stop_daemon
-from reduction_assets.home import Home
 from reduction_assets.instruments import load_registry
-from reduction_assets.process import process_landing
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.orchestration.assets import calibrations, science, stacks
+from reduction_assets.orchestration.daemon_demo import start_daemon, stop_daemon
+from reduction_assets.orchestration.process import process_landing
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
+from reduction_assets.support import parallel
+from reduction_assets.support.home import Home
 
 NIGHT = dt.date(2026, 11, 20)
 # The calls the assets make into the science code, by the module attribute they are looked up as.
@@ -123,7 +123,7 @@ def measure_latency(home: Home, frames: list[Path]) -> list[tuple[float, float, 
     to started: the launch of the run's process, started to reduced product) in seconds."""
     from dagster import DagsterInstance
 
-    from reduction_assets.runs import IN_FLIGHT_STATUSES
+    from reduction_assets.orchestration.runs import IN_FLIGHT_STATUSES
 
     log = home.state / "daemon.log"
     daemon = start_daemon(home, log)

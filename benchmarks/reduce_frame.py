@@ -35,15 +35,15 @@ from reduction_assets.fits.reading import StoreFrameReader, image_shape
 from reduction_assets.instruments import load_registry
 from reduction_assets.kernels.apertures import flux_radius, sum_circle, windowed_positions
 from reduction_assets.kernels.lacosmic import LACosmicSettings, detect_cosmics
-from reduction_assets.parallel import FramePool, available_cores, reduce_science
 from reduction_assets.reduction import calibrate
 from reduction_assets.reduction.cosmics import CosmicSettings
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import InputFrame, build_master
 from reduction_assets.reduction.science import ScienceFrame, ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import WINDOW_SUBPIX, extract_sources
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
 from reduction_assets.storage import LocalStore
+from reduction_assets.support.parallel import FramePool, available_cores, reduce_science
 
 
 def timed(table: list, name: str, function):

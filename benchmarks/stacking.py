@@ -182,7 +182,6 @@ def stack_members(n: int, size: int, workers: int):
     resampled here (``workers`` = 1) or on a pool of ``workers``: (seconds, the stack's SCI)."""
     from astropy.wcs import WCS
 
-    from reduction_assets.parallel import FramePool
     from reduction_assets.reduction.stacking import (
         MemberDecision,
         MemberImage,
@@ -191,6 +190,7 @@ def stack_members(n: int, size: int, workers: int):
         output_grid,
         stack_images,
     )
+    from reduction_assets.support.parallel import FramePool
 
     def tan(dx: float, dy: float) -> WCS:
         wcs = WCS(naxis=2)
@@ -320,7 +320,7 @@ def main(argv=None) -> int:
         )
         del stack
         gc.collect()
-    from reduction_assets.parallel import available_cores
+    from reduction_assets.support.parallel import available_cores
 
     cores = available_cores()
     members = args.members

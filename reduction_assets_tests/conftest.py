@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
-from reduction_assets.home import Home
 from reduction_assets.instruments import load_registry
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
+from reduction_assets.support.home import Home
 
 # The real frames live beside the repository (../shared/data/real), never inside it.
 REAL_DATA = Path(

@@ -18,8 +18,8 @@ import requests
 import yaml
 from dagster import DagsterInstance
 
-from reduction_assets.home import Home
-from reduction_assets.webserver import BACKFILL_DONE, LOCATION, WebserverClient, WebserverError
+from reduction_assets.orchestration.webserver import BACKFILL_DONE, LOCATION, WebserverClient, WebserverError
+from reduction_assets.support.home import Home
 
 BIN = Path(sys.executable).parent
 
@@ -35,7 +35,7 @@ def write_workspace(folder: Path) -> Path:
     workspace.write_text(
         "load_from:\n"
         "  - python_module:\n"
-        "      module_name: reduction_assets.definitions\n"
+        "      module_name: reduction_assets.orchestration.definitions\n"
         "      attribute: defs\n"
         f"      location_name: {LOCATION}\n"
     )
@@ -268,7 +268,7 @@ class ProductionDeployment(Deployment):
             name,
             str(BIN / "celery"),
             "-A",
-            "reduction_assets.celery_execution",
+            "reduction_assets.orchestration.executors",
             "worker",
             "-Q",
             "dagster",
@@ -291,7 +291,7 @@ class ProductionDeployment(Deployment):
         workspace = str(self.workspace)
         try:
             # In the runbook's order: code server, then daemon and webserver, then workers.
-            code_server = ["api", "grpc", "-m", "reduction_assets.definitions", "-a", "defs"]
+            code_server = ["api", "grpc", "-m", "reduction_assets.orchestration.definitions", "-a", "defs"]
             self.start("code_server", str(BIN / "dagster"), *code_server)
             time.sleep(2)
             self.start("daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace)

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 from dagster import AssetKey, materialize
 
-from reduction_assets.definitions import ASSETS
-from reduction_assets.home import Home
-from reduction_assets.jobs import NIGHT_ASSETS
-from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ArchiveStoreResource, ReductionHomeResource
+from reduction_assets.orchestration.definitions import ASSETS
+from reduction_assets.orchestration.jobs import NIGHT_ASSETS
+from reduction_assets.orchestration.partitions import partition_key
+from reduction_assets.orchestration.resources import ArchiveStoreResource, ReductionHomeResource
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import NIGHT
 
 ALL = ASSETS
@@ -80,7 +80,7 @@ class BuiltNight:
 def processed_home(folder, night) -> Home:
     """A home where ``night`` went through `process` (the landing sensor's logic and its runs, on
     the home's own Dagster instance), for a module's tests to copy."""
-    from reduction_assets.process import process_landing
+    from reduction_assets.orchestration.process import process_landing
     from reduction_assets_tests.conftest import deliver
 
     home = Home(folder / "home").ensure()

@@ -2,7 +2,7 @@
 
 import socket
 
-from reduction_assets.resources import ArchiveStoreResource
+from reduction_assets.orchestration.resources import ArchiveStoreResource
 
 SECRET = "s3cr3t-never-shown"
 

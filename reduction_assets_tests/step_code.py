@@ -1,7 +1,7 @@
 """The code behind each step's products, hashed, so that a change without a version bump is caught.
 
 ``python -m reduction_assets_tests.step_code --update`` records the current hashes after a version
-bump in ``reduction_assets/provenance.py`` (or after a change that does not alter any product: say
+bump in ``reduction_assets/support/provenance.py`` (or after a change that does not alter any product: say
 so in the commit message).
 """
 
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from reduction_assets.provenance import STEPS
+from reduction_assets.support.provenance import STEPS
 
 RECORD = Path(__file__).with_name("step_code.json")
 

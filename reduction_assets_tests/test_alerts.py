@@ -26,9 +26,9 @@ from dagster import (
     op,
 )
 
-from reduction_assets.alerts import Alert, SmtpSink, WebhookSink, send
-from reduction_assets.quality_sensors import check_failure_alerts, run_failure_alerts
-from reduction_assets.resources import AlertSinksResource
+from reduction_assets.orchestration.quality_sensors import check_failure_alerts, run_failure_alerts
+from reduction_assets.orchestration.resources import AlertSinksResource
+from reduction_assets.tasks.alerts import Alert, SmtpSink, WebhookSink, send
 from reduction_assets_tests.sinks import SECRET_TOKEN, Mailbox, Webhook, free_port
 
 SMTP_PASSWORD = "hunter2-smtp"
@@ -151,7 +151,7 @@ def test_a_failed_check_reaches_the_webhook_and_the_mailbox_naming_the_check(web
 
 
 def test_every_failed_evaluation_since_the_last_tick_alerts_however_many(webhook, monkeypatch):
-    import reduction_assets.quality_sensors as quality_sensors
+    import reduction_assets.orchestration.quality_sensors as quality_sensors
 
     monkeypatch.setattr(quality_sensors, "BATCH", 2)  # a history page smaller than the backlog
     tick = ticker(AlertSinksResource(webhook_url=webhook.url))

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from reduction_assets import schedule
 from reduction_assets.catalog import Calibration, Catalog
 from reduction_assets.catalog.models import Rework
 from reduction_assets.catalog.operations import pending_rework
 from reduction_assets.instruments import RegistryError, load_registry
+from reduction_assets.tasks import schedule
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 from reduction_assets_tests.runs import metadata, run_partition
 

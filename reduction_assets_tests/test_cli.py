@@ -128,7 +128,7 @@ def test_process_takes_over_what_the_cursor_file_of_release_0_2_had_requested(ho
 
 
 def test_process_exits_non_zero_when_a_run_fails(home, capsys, monkeypatch, lcosim_night):
-    from reduction_assets.ingest import Ingestor
+    from reduction_assets.tasks.ingest import Ingestor
 
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     with monkeypatch.context() as patch:
@@ -153,7 +153,7 @@ def test_frames_left_not_reducible_are_listed_and_fail_a_strict_run(home, capsys
 
 
 def test_progress_table_has_a_row_per_night_and_instrument(home, capsys):
-    from reduction_assets.cli import PROGRESS_COLUMNS
+    from reduction_assets.cli.night import PROGRESS_COLUMNS
 
     code, out = cli(capsys, "--home", str(home.root), "progress", "2026-11-20")
     lines = out.strip().splitlines()

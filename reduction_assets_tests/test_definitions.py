@@ -13,8 +13,8 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from sqlalchemy import create_engine, text
 
-from reduction_assets.definitions import defs
-from reduction_assets.partitions import night_instrument_partitions
+from reduction_assets.orchestration.definitions import defs
+from reduction_assets.orchestration.partitions import night_instrument_partitions
 from reduction_assets_tests.catalog_fixtures import POSTGRES_URL, postgres_available
 from reduction_assets_tests.conftest import require
 
@@ -47,7 +47,7 @@ def test_partitions_are_night_by_instrument_from_the_first_real_night():
 
 
 def test_dagster_definitions_validate_passes_without_warnings_about_the_instance(tmp_path):
-    from reduction_assets.home import Home
+    from reduction_assets.support.home import Home
 
     home = Home(tmp_path / "home").ensure()
     env = {**os.environ, "REDUCTION_HOME": str(home.root), "DAGSTER_HOME": str(home.dagster)}
@@ -135,7 +135,7 @@ def test_masters_declare_the_calibration_window_on_earlier_nights():
 
 
 def test_every_master_has_a_blocking_check():
-    from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
+    from reduction_assets.orchestration.assets.calibrations import master_bias, master_dark, master_flat
 
     checks = {
         spec.name: spec.blocking
@@ -156,7 +156,7 @@ def test_reduced_frames_declare_the_window_on_all_three_masters():
 
 
 def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
-    from reduction_assets.home import Home
+    from reduction_assets.support.home import Home
 
     for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
         monitoring = yaml.safe_load(path.read_text())["run_monitoring"]
@@ -169,7 +169,7 @@ def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
 
 
 def test_both_instance_configs_bound_tick_history_and_retry_crashed_runs_only(tmp_path, monkeypatch):
-    from reduction_assets.home import Home
+    from reduction_assets.support.home import Home
 
     for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
         config = yaml.safe_load(path.read_text())
@@ -188,9 +188,9 @@ def test_both_instance_configs_bound_tick_history_and_retry_crashed_runs_only(tm
 def test_the_embedded_deployment_finds_its_home_through_the_environment(tmp_path, monkeypatch, lcosim_night):
     from dagster import AssetKey, materialize
 
-    from reduction_assets.assets.raw import landing_rejects, raw_frames
-    from reduction_assets.definitions import resources_for
-    from reduction_assets.home import Home
+    from reduction_assets.orchestration.assets.raw import landing_rejects, raw_frames
+    from reduction_assets.orchestration.definitions import resources_for
+    from reduction_assets.support.home import Home
     from reduction_assets_tests.conftest import deliver, frames_of
 
     home = Home(tmp_path / "from_env").ensure()
@@ -214,13 +214,13 @@ def test_an_unknown_deployment_is_refused_by_name(monkeypatch):
 
 
 def test_a_partition_key_given_as_plain_text_is_understood():
-    from reduction_assets.partitions import split_key
+    from reduction_assets.orchestration.partitions import split_key
 
     assert split_key("st7|2019-10-28") == ("st7", dt.date(2019, 10, 28))
 
 
 def test_the_executor_is_chosen_per_deployment(monkeypatch):
-    from reduction_assets.definitions import executor_for
+    from reduction_assets.orchestration.definitions import executor_for
 
     assert executor_for("in_process").name == "in_process"
     assert executor_for("multiprocess").name == "multiprocess"  # steps in processes: test_deployment
@@ -234,9 +234,9 @@ def test_the_executor_is_chosen_per_deployment(monkeypatch):
 
 
 def test_memory_heavy_steps_share_the_stacking_pool():
-    from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
-    from reduction_assets.assets.science import reduced_frames
-    from reduction_assets.assets.stacks import stacks
+    from reduction_assets.orchestration.assets.calibrations import master_bias, master_dark, master_flat
+    from reduction_assets.orchestration.assets.science import reduced_frames
+    from reduction_assets.orchestration.assets.stacks import stacks
 
     assert {asset.op.pool for asset in (master_bias, master_dark, master_flat, stacks)} == {"stacking"}
     assert reduced_frames.op.pool is None
@@ -245,8 +245,8 @@ def test_memory_heavy_steps_share_the_stacking_pool():
 def test_the_archive_store_is_chosen_per_deployment_with_secrets_through_env_vars(monkeypatch, tmp_path):
     from dagster import EnvVar
 
-    from reduction_assets.definitions import archive_for
-    from reduction_assets.resources import ReductionHomeResource
+    from reduction_assets.orchestration.definitions import archive_for
+    from reduction_assets.orchestration.resources import ReductionHomeResource
 
     home = ReductionHomeResource(home=str(tmp_path))
     assert archive_for("local", home).kind == "local"

@@ -72,7 +72,7 @@ def test_the_image_has_a_writable_numba_cache_and_starts_the_code_server():
     for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
         for path in source.split():
             assert (ROOT / path).exists(), path
-    assert '"reduction_assets.definitions", "-a", "defs"' in dockerfile
+    assert '"reduction_assets.orchestration.definitions", "-a", "defs"' in dockerfile
     assert env["DAGSTER_HOME"] == env["REDUCTION_HOME"] + "/dagster"
 
 
@@ -87,9 +87,12 @@ def test_the_compose_file_runs_every_process_of_the_topology_from_existing_modul
     commands = commands_of_compose()
     assert set(commands) == {"code-server", "daemon", "webserver", "worker"}
     assert commands["code-server"][:3] == ["dagster", "api", "grpc"]
-    assert importlib.import_module("reduction_assets.definitions").defs
+    assert importlib.import_module("reduction_assets.orchestration.definitions").defs
     worker = commands["worker"]
-    assert worker[:3] == ["celery", "-A", "reduction_assets.celery_execution"] and "--pool=threads" in worker
+    assert (
+        worker[:3] == ["celery", "-A", "reduction_assets.orchestration.executors"]
+        and "--pool=threads" in worker
+    )
     for name in ("daemon", "webserver"):
         workspace = commands[name][commands[name].index("-w") + 1]
         assert workspace == "/opt/reduction/deploy/workspace.yaml"  # where the Dockerfile copies it

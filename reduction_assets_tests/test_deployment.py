@@ -12,8 +12,8 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from reduction_assets.catalog import Catalog, Product
 from reduction_assets.cli import main
-from reduction_assets.home import Home
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import NIGHT, deliver
 from reduction_assets_tests.deployment import LocalDeployment, wait_for
 

@@ -14,7 +14,7 @@ from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.reports import progress_rows
 from reduction_assets.cli import main
 from reduction_assets.instruments import load_registry as registry
-from reduction_assets.simulate import SimulationConfig, simulate_night, with_drifts
+from reduction_assets.simulator.night import SimulationConfig, simulate_night, with_drifts
 from reduction_assets_tests.conftest import NIGHT, deliver
 from reduction_assets_tests.deployment import LocalDeployment, wait_for
 from reduction_assets_tests.sinks import Webhook

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from reduction_assets.catalog import Catalog, Product, Quarantine, RawFrame
 from reduction_assets.cli import main
 from reduction_assets.fits.headers import card_text
-from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
-from reduction_assets.sensors import landing_sensor, request_files
+from reduction_assets.orchestration.resources import LandingSourceResource, ReductionHomeResource
+from reduction_assets.orchestration.sensors import landing_sensor, request_files
 from reduction_assets_tests.assets.test_raw import rows, run_raw, run_rejects
 from reduction_assets_tests.conftest import deliver, frames_of
 from reduction_assets_tests.runs import run_partition
@@ -182,7 +182,7 @@ def test_copies_never_widen_the_landing_files_permissions(home, lcosim_night):
 
 
 def test_under_umask_000_nothing_in_the_home_is_world_writable(tmp_path, lcosim_night):
-    from reduction_assets.home import Home
+    from reduction_assets.support.home import Home
 
     old = os.umask(0)
     try:

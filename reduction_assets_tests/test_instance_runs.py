@@ -9,9 +9,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.storage.partition_status_cache import AssetPartitionStatus
 
 from reduction_assets.catalog import Calibration, Catalog, Product
-from reduction_assets.definitions import build_definitions
-from reduction_assets.partitions import night_instrument_partitions, partition_key
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.orchestration.definitions import build_definitions
+from reduction_assets.orchestration.partitions import night_instrument_partitions, partition_key
+from reduction_assets.orchestration.resources import ReductionHomeResource
 from reduction_assets_tests.assets.test_calibrations import noisy_biases
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
 

@@ -14,13 +14,13 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, InstrumentRow, Product, RawFrame
-from reduction_assets.checksums import sha256_of
 from reduction_assets.cli import main
-from reduction_assets.home import write_atomic
 from reduction_assets.instruments import load_registry
-from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.sensors import evaluate_recalibration
+from reduction_assets.orchestration.resources import ReductionHomeResource
+from reduction_assets.orchestration.sensors import evaluate_recalibration
 from reduction_assets.storage import Integrity, LocalStore
+from reduction_assets.support.checksums import sha256_of
+from reduction_assets.support.home import write_atomic
 from reduction_assets_tests.conftest import deliver
 from reduction_assets_tests.runs import run_partition
 
@@ -75,8 +75,8 @@ def test_a_corrupted_master_flat_is_never_used_and_is_rebuilt_with_its_frames(ni
 def test_a_master_damaged_after_its_run_marks_itself_and_its_products_for_rebuilding(night_done):
     from dagster import materialize
 
-    from reduction_assets.assets.science import reduced_frames
-    from reduction_assets.partitions import partition_key
+    from reduction_assets.orchestration.assets.science import reduced_frames
+    from reduction_assets.orchestration.partitions import partition_key
 
     home = night_done
     flat = catalog_rows(home, Calibration, type="flat", filter="gp")[0]
@@ -175,8 +175,8 @@ def test_a_crash_between_publishing_a_product_and_committing_its_row_is_redone(n
     with pytest.raises(KeyboardInterrupt):
         from dagster import materialize
 
-        from reduction_assets.assets.science import reduced_frames
-        from reduction_assets.partitions import partition_key
+        from reduction_assets.orchestration.assets.science import reduced_frames
+        from reduction_assets.orchestration.partitions import partition_key
 
         materialize(
             [reduced_frames],
@@ -238,8 +238,8 @@ def test_the_instruments_table_is_written_only_when_the_registry_changes(home):
 
 
 def test_a_concurrent_insert_of_the_same_frame_counts_as_already_ingested(home, lcosim_night):
-    from reduction_assets.ingest import Ingestor
-    from reduction_assets.partitions import night_in_range
+    from reduction_assets.orchestration.partitions import night_in_range
+    from reduction_assets.tasks.ingest import Ingestor
 
     (name,) = deliver(lcosim_night.frames[:1], home.landing)
     catalog = Catalog(home.catalog_url())

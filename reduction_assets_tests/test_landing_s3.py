@@ -9,10 +9,10 @@ import json
 import pytest
 from dagster import build_sensor_context
 
-from reduction_assets.landing_s3 import mirror_arrivals
-from reduction_assets.process import instance_for, process_landing
-from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
-from reduction_assets.sensors import landing_sensor
+from reduction_assets.orchestration.process import instance_for, process_landing
+from reduction_assets.orchestration.resources import LandingSourceResource, ReductionHomeResource
+from reduction_assets.orchestration.sensors import landing_sensor
+from reduction_assets.tasks.landing_s3 import mirror_arrivals
 from reduction_assets_tests.s3 import SECRET, MotoS3
 from reduction_assets_tests.test_cli import cli
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
 from reduction_assets.catalog.models import OperatorAction, Rework, Stack
-from reduction_assets.home import Home
-from reduction_assets.process import instance_for, process_landing
+from reduction_assets.orchestration.process import instance_for, process_landing
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import NIGHT, frames_of
 from reduction_assets_tests.runs import copy_of, processed_home
 from reduction_assets_tests.test_cli import cli

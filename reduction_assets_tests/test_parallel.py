@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from reduction_assets import parallel
-from reduction_assets.parallel import (
+from reduction_assets.reduction.science import NotReducible, ScienceFrame
+from reduction_assets.support import parallel
+from reduction_assets.support.parallel import (
     POOL_MIN_PIXELS,
     FramePool,
     MasterOnDisk,
@@ -21,7 +22,6 @@ from reduction_assets.parallel import (
     resample_workers,
     worker_count,
 )
-from reduction_assets.reduction.science import NotReducible, ScienceFrame
 from reduction_assets_tests.reduction.frames import build, inputs
 
 

@@ -20,8 +20,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import func, select
 
 from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
-from reduction_assets.home import Home
-from reduction_assets.runs import (
+from reduction_assets.orchestration.runs import (
     HOME_TAG,
     HOST_TAG,
     LAUNCHED_BY_TAG,
@@ -29,6 +28,7 @@ from reduction_assets.runs import (
     PROCESS_LAUNCHER,
     claimed_slots,
 )
+from reduction_assets.support.home import Home
 from reduction_assets_tests.catalog_fixtures import POSTGRES_URL, postgres_available
 from reduction_assets_tests.conftest import deliver, frames_of, require
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
 from reduction_assets.catalog.models import ArchiveRecord, Stack, StackMember
 from reduction_assets.cli import main
-from reduction_assets.home import Home
+from reduction_assets.support.home import Home
 from reduction_assets_tests.catalog_fixtures import BROKER, POSTGRES_URL, broker_available, postgres_available
 from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.deployment import DEPLOY, ProductionDeployment, wait_for
@@ -189,7 +189,7 @@ def stacks_after(deployment, monkeypatch) -> tuple[list, list, int]:
 def wide_night(tmp_path_factory, registry):
     """A night of 1024² frames, one target in two filters: stacks that take seconds, long enough
     to kill a worker in the middle of one."""
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
 
     config = SimulationConfig(size=(1024, 1024), seed=23, n_targets=1, n_bias=3, n_dark=3, n_flat=3)
     return simulate_night(registry["lcosim"], NIGHT, tmp_path_factory.mktemp("wide_night"), config)

@@ -2,7 +2,7 @@
 
 import json
 
-from reduction_assets.provenance import STEPS, fingerprint
+from reduction_assets.support.provenance import STEPS, fingerprint
 from reduction_assets_tests.step_code import RECORD, current
 
 
@@ -16,7 +16,7 @@ def test_a_change_to_a_steps_code_comes_with_a_new_version():
         if now["code"] != before["code"]:
             assert now["version"] != before["version"], (
                 f"the code of step {step!r} changed but its version is still {now['version']}: bump "
-                f"STEPS[{step!r}] in reduction_assets/provenance.py (its products are then redone), "
+                f"STEPS[{step!r}] in reduction_assets/support/provenance.py (its products are then redone), "
                 "then run python -m reduction_assets_tests.step_code --update"
             )
             raise AssertionError(
@@ -27,7 +27,7 @@ def test_a_change_to_a_steps_code_comes_with_a_new_version():
 
 
 def test_a_new_step_version_changes_every_fingerprint_of_that_step(monkeypatch):
-    from reduction_assets.provenance import Step
+    from reduction_assets.support.provenance import Step
 
     before = fingerprint("reduced", raw="abc")
     monkeypatch.setitem(STEPS, "reduced", Step(STEPS["reduced"].version + 1, STEPS["reduced"].modules))

@@ -5,7 +5,7 @@ import uuid
 
 from dagster import DagsterRun, DagsterRunStatus, instance_for_test
 
-from reduction_assets.runs import PARTITION_TAG, prune_runs
+from reduction_assets.orchestration.runs import PARTITION_TAG, prune_runs
 
 
 def add(instance, status, partition="lcosim|2026-11-20", job="process_night"):

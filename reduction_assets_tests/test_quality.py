@@ -18,11 +18,9 @@ from PIL import Image
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.quality import metric_series, partition_metrics
 from reduction_assets.cli import main
-from reduction_assets.home import Home
-from reduction_assets.partitions import partition_key
-from reduction_assets.quality import TrendPoint, trend_figure
+from reduction_assets.orchestration.partitions import partition_key
 from reduction_assets.reduction.quality import QUALITY_CHECKS
-from reduction_assets.simulate import (
+from reduction_assets.simulator.night import (
     BAD_SEEING_ARCSEC,
     BIAS_JUMP_ADU,
     REFERENCE_NAME,
@@ -32,6 +30,8 @@ from reduction_assets.simulate import (
     with_drifts,
 )
 from reduction_assets.storage import LocalStore
+from reduction_assets.support.home import Home
+from reduction_assets.tasks.quality import TrendPoint, trend_figure
 from reduction_assets_tests.conftest import deliver
 from reduction_assets_tests.runs import ALL, metadata, resources, run_partition
 

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, RawDuplicate, RawFrame
 from reduction_assets.catalog.reports import progress_rows
-from reduction_assets.home import Home
-from reduction_assets.process import process_landing
+from reduction_assets.orchestration.process import process_landing
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import REAL_ST7, deliver, require
 
 pytestmark = pytest.mark.real_data

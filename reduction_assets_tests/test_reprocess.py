@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from reduction_assets.home import Home
-from reduction_assets.process import instance_for
+from reduction_assets.orchestration.process import instance_for
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import NIGHT, deliver
 from reduction_assets_tests.runs import copy_of, metadata, processed_home, run_asset
 from reduction_assets_tests.test_cli import cli
@@ -96,7 +96,7 @@ def test_local_reprocessing_runs_the_selected_assets_on_the_instance(night, caps
 def test_a_partition_run_opens_only_the_headers_it_has_not_routed_before(
     home, lcosim_night, noirsim_night, monkeypatch
 ):
-    import reduction_assets.landing as landing
+    import reduction_assets.tasks.landing as landing
 
     deliver(lcosim_night.frames, home.landing)
     deliver(noirsim_night.frames, home.landing)

@@ -5,12 +5,12 @@ import pytest
 from dagster import DagsterEventType, instance_for_test
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-import reduction_assets.assets.common as common
+import reduction_assets.orchestration.assets.common as common
 from reduction_assets.catalog import Catalog, Product, RawFrame
 from reduction_assets.catalog.db import is_transient
-from reduction_assets.definitions import build_definitions
-from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.orchestration.definitions import build_definitions
+from reduction_assets.orchestration.partitions import partition_key
+from reduction_assets.orchestration.resources import ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 
 
@@ -71,7 +71,7 @@ def test_errors_that_a_later_attempt_can_get_past_are_transient():
 def test_a_dropped_database_connection_during_ingestion_retries_the_step_and_the_run_succeeds(
     home, monkeypatch, lcosim_night
 ):
-    import reduction_assets.assets.raw as raw
+    import reduction_assets.orchestration.assets.raw as raw
 
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     flaky = fails_once(raw.partition_counts, dropped_connection())
@@ -84,7 +84,7 @@ def test_a_dropped_database_connection_during_ingestion_retries_the_step_and_the
 
 
 def test_a_step_that_fails_for_another_reason_is_not_retried(home, monkeypatch, lcosim_night):
-    import reduction_assets.assets.raw as raw
+    import reduction_assets.orchestration.assets.raw as raw
 
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     flaky = fails_once(raw.partition_counts, ValueError("a bug"))
@@ -97,7 +97,7 @@ def test_a_step_that_fails_for_another_reason_is_not_retried(home, monkeypatch, 
 def test_a_transient_error_while_recording_a_reduced_frame_retries_rather_than_marking_it_not_reducible(
     home, monkeypatch, reduced_lcosim_night
 ):
-    import reduction_assets.assets.science as science
+    import reduction_assets.orchestration.assets.science as science
 
     reduced_lcosim_night.copy_into(home)
     flaky = fails_once(science.record_product, dropped_connection())

@@ -10,10 +10,9 @@ from dagster import build_sensor_context
 
 from reduction_assets.catalog.landing import DONE, FAILED, REQUESTED, LandingRecord, landing_records
 from reduction_assets.fits.validate import FileState
-from reduction_assets.landing import Route, scan_landing
-from reduction_assets.resources import LandingSourceResource, ReductionHomeResource
-from reduction_assets.runs import RUN_FAILED, RUN_IN_FLIGHT, RUN_SUCCEEDED, RunOutcome
-from reduction_assets.sensors import (
+from reduction_assets.orchestration.resources import LandingSourceResource, ReductionHomeResource
+from reduction_assets.orchestration.runs import RUN_FAILED, RUN_IN_FLIGHT, RUN_SUCCEEDED, RunOutcome
+from reduction_assets.orchestration.sensors import (
     MAX_ATTEMPTS,
     Settlement,
     describe_idle_tick,
@@ -25,6 +24,7 @@ from reduction_assets.sensors import (
     sensor_retry_delay,
     settle_requests,
 )
+from reduction_assets.tasks.landing import Route, scan_landing
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 
 NOW = 1_800_000_000.0
@@ -309,7 +309,13 @@ def test_the_daemons_sensor_reaps_dead_process_runs_and_waits_for_runs_in_flight
 
     from dagster import DagsterRun, DagsterRunStatus, instance_for_test
 
-    from reduction_assets.runs import HOME_TAG, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG, claimed_slots
+    from reduction_assets.orchestration.runs import (
+        HOME_TAG,
+        HOST_TAG,
+        LAUNCHED_BY_TAG,
+        PID_TAG,
+        claimed_slots,
+    )
 
     deliver(frames_of(lcosim_night, "bias"), home.landing)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
@@ -353,7 +359,7 @@ def test_the_sensor_leaves_runs_of_a_live_process_alone(home):
 
     from dagster import DagsterRun, DagsterRunStatus, instance_for_test
 
-    from reduction_assets.runs import HOME_TAG, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
+    from reduction_assets.orchestration.runs import HOME_TAG, HOST_TAG, LAUNCHED_BY_TAG, PID_TAG
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
     with instance_for_test() as instance, home.lock():  # a live `process` holds the home's lock
@@ -380,7 +386,7 @@ def test_the_sensor_leaves_runs_of_a_live_process_alone(home):
 def test_the_cursor_stays_the_same_size_as_landing_grows_from_100_to_10000_files(home, lcosim_night):
     from dagster import DagsterRun, DagsterRunStatus, instance_for_test
 
-    from reduction_assets.runs import RUN_KEY_TAG
+    from reduction_assets.orchestration.runs import RUN_KEY_TAG
 
     source = home.landing / "source.fits"
     deliver(frames_of(lcosim_night, "bias")[:1], home.landing, ["source.fits"])
@@ -416,7 +422,7 @@ def test_files_of_a_failed_daemon_run_are_requested_again_later_and_after_4_fail
 ):
     from dagster import DagsterRun, DagsterRunStatus, instance_for_test
 
-    from reduction_assets.runs import RUN_KEY_TAG, run_key_outcome
+    from reduction_assets.orchestration.runs import RUN_KEY_TAG, run_key_outcome
 
     deliver(frames_of(lcosim_night, "bias")[:2], home.landing)
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)

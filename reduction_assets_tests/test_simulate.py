@@ -7,7 +7,7 @@ from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
 from astropy.wcs import WCS
 
-from reduction_assets.simulate import SimulationConfig, Truth, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, Truth, simulate_night
 from reduction_assets_tests.conftest import NIGHT, frames_of
 
 

@@ -5,7 +5,7 @@ import json
 from dagster import DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
-from reduction_assets.process import instance_for
+from reduction_assets.orchestration.process import instance_for
 from reduction_assets_tests.test_cli import cli
 
 
@@ -54,7 +54,7 @@ def test_status_of_a_fresh_home_is_empty(home, capsys):
 
 
 def test_a_queued_run_counts_as_in_flight_for_the_sensors_and_process(home):
-    from reduction_assets.runs import RUN_KEY_TAG, run_key_in_flight
+    from reduction_assets.orchestration.runs import RUN_KEY_TAG, run_key_in_flight
 
     instance = instance_for(home)
     try:

@@ -61,7 +61,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory, lcosim_night):
-    from reduction_assets.home import Home
+    from reduction_assets.support.home import Home
 
     home = Home(tmp_path_factory.mktemp("ui") / "home").ensure()
     deliver(lcosim_night.frames, home.landing)

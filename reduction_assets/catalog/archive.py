@@ -22,7 +22,7 @@ from reduction_assets.catalog.models import (
     utcnow,
 )
 from reduction_assets.catalog.stacks import STACKED, reduced_frames_of
-from reduction_assets.keys import ARCHIVE_LEVELS
+from reduction_assets.support.keys import ARCHIVE_LEVELS
 
 RAW, MASTER, REDUCED_LEVEL, STACK = ARCHIVE_LEVELS
 

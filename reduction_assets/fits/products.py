@@ -13,9 +13,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from reduction_assets.fits.headers import ascii_text, card_text
-from reduction_assets.provenance import UsedCalibration
 from reduction_assets.reduction.dq import describe_bits
 from reduction_assets.reduction.masters import MasterProduct
+from reduction_assets.support.provenance import UsedCalibration
 
 
 def provenance_cards(

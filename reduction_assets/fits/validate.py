@@ -13,7 +13,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from reduction_assets.checksums import sha256_of
 from reduction_assets.fits.headers import (
     BAD_HEADER,
     COMPRESSED,
@@ -29,6 +28,7 @@ from reduction_assets.fits.headers import (
     normalise_header,
 )
 from reduction_assets.instruments import Registry
+from reduction_assets.support.checksums import sha256_of
 
 BLOCK = 2880
 

@@ -463,7 +463,7 @@ def resample_member(job: ResampleJob, out: Resampled | None = None) -> Resampled
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 # How members are resampled: (compute, items, prepare) -> (item, compute(prepare(item)) or the
-# exception raised) in the items' order; ``reduction_assets.parallel.FramePool.map_in_order`` does it
+# exception raised) in the items' order; ``reduction_assets.support.parallel.FramePool.map_in_order`` does it
 # on worker processes.
 MapInOrder = Callable[
     [Callable[[Job], Result], Iterable[int], Callable[[int], Job]], Iterator[tuple[int, Result | Exception]]
@@ -494,7 +494,7 @@ def stack_images(
     ``exptimes`` (s) and ``sky`` (e-) are the members'. ``load[k]()`` returns member k's planes;
     members are loaded here one at a time, resampled here (``map_members`` None) or by
     ``map_members`` (side by side on a pool of workers: the same planes bit for bit) into
-    ``planes(n, shape, dtype)`` (in memory by default; ``reduction_assets.scratch.scratch_planes``
+    ``planes(n, shape, dtype)`` (in memory by default; ``reduction_assets.support.scratch.scratch_planes``
     gives disk-backed ones), then co-added in row blocks of ``settings.memory_budget``: with
     disk-backed planes, peak memory is a member per worker, one block of every member and the
     outputs, whatever the number of members.

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from reduction_assets.checksums import sha256_of, sha256_of_stream
-from reduction_assets.home import make_dirs
 from reduction_assets.storage.base import Integrity, MissingObject, StoreError, key_parts
+from reduction_assets.support.checksums import sha256_of, sha256_of_stream
+from reduction_assets.support.home import make_dirs
 
 # Stored objects are immutable: read-only for everyone who may read them.
 OBJECT_MODE = 0o444

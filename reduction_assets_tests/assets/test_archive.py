@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from reduction_assets.catalog import Catalog, Product
 from reduction_assets.catalog.models import ArchiveMessage, ArchiveRecord
-from reduction_assets.checksums import sha256_of
-from reduction_assets.home import Home
-from reduction_assets.resources import ArchiveStoreResource
+from reduction_assets.orchestration.resources import ArchiveStoreResource
+from reduction_assets.support.checksums import sha256_of
+from reduction_assets.support.home import Home
 from reduction_assets_tests.catalog_fixtures import BROKER, broker_available
 from reduction_assets_tests.conftest import NIGHT, deliver, require
 from reduction_assets_tests.runs import PARTITION, BuiltNight, metadata, run_asset, run_partition
@@ -285,7 +285,7 @@ def test_each_archived_record_is_announced_on_the_exchange(home, unarchived_nigh
 def test_with_the_broker_down_records_commit_and_the_outbox_delivers_later_exactly_once(
     home, unarchived_night, listening
 ):
-    from reduction_assets.notify import deliver_pending
+    from reduction_assets.tasks.notify import deliver_pending
     from reduction_assets_tests.s3 import free_port
 
     exchange, received = listening

@@ -9,8 +9,8 @@ from dagster import AssetKey
 from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
-from reduction_assets.checksums import sha256_of
-from reduction_assets.provenance import step_version
+from reduction_assets.support.checksums import sha256_of
+from reduction_assets.support.provenance import step_version
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
 from reduction_assets_tests.runs import metadata, run_partition
 
@@ -113,7 +113,7 @@ def test_too_few_frames_still_materializes_and_says_why(home, lcosim_night):
 
 
 def test_a_night_without_biases_uses_the_previous_nights(home, registry, lcosim_night, tmp_path):
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
 
     run_partition(home, deliver(frames_of(lcosim_night, "bias"), home.landing))
     next_night = NIGHT + dt.timedelta(days=1)
@@ -191,7 +191,7 @@ def test_a_master_that_fails_its_check_sends_what_was_made_with_it_back_to_be_re
 
 
 def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registry, tmp_path):
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
 
     night = simulate_night(
         registry["st7"], NIGHT, tmp_path / "st7", SimulationConfig(seed=41, n_targets=1, n_dither=1)
@@ -214,7 +214,7 @@ def test_flats_of_a_camera_without_bias_frames_lose_their_pedestal(home, registr
 
 
 def test_each_readout_shape_gets_its_own_master(home, lcosim_night, tmp_path, registry):
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
 
     windows = simulate_night(
         registry["lcosim"],
@@ -234,7 +234,7 @@ def test_darks_of_two_exposure_times_give_a_pedestal_fit_that_calibrates_any_exp
     home, registry, tmp_path
 ):
     from reduction_assets.catalog import Product
-    from reduction_assets.simulate import SimulationConfig, simulate_night
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
 
     st7 = registry["st7"]
     # The same detector (seed) seen with 60 s darks and with 300 s darks, flats and 100 s science.
@@ -273,7 +273,7 @@ def test_a_master_check_whose_registry_threshold_is_a_warning_keeps_the_master(
     import dataclasses
 
     from reduction_assets.instruments import QualityLimits, Registry, Threshold
-    from reduction_assets.resources import ReductionHomeResource
+    from reduction_assets.orchestration.resources import ReductionHomeResource
 
     lcosim = registry["lcosim"]
     thresholds = {**lcosim.quality.thresholds, "read_noise": Threshold(0.25, "warn")}

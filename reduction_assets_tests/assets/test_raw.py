@@ -11,10 +11,10 @@ import pytest
 from dagster import AssetKey, materialize
 from sqlalchemy import select
 
-from reduction_assets.assets.raw import landing_rejects, raw_frames
 from reduction_assets.catalog import Catalog, Quarantine, RawDuplicate, RawFrame
-from reduction_assets.partitions import partition_key
-from reduction_assets.resources import ReductionHomeResource
+from reduction_assets.orchestration.assets.raw import landing_rejects, raw_frames
+from reduction_assets.orchestration.partitions import partition_key
+from reduction_assets.orchestration.resources import ReductionHomeResource
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
 
 
@@ -74,7 +74,7 @@ def test_a_night_is_ingested_with_counts_by_type_and_filter(home, lcosim_night):
 
 
 def test_stored_copies_verify_against_their_checksums(home, lcosim_night):
-    from reduction_assets.checksums import sha256_of
+    from reduction_assets.support.checksums import sha256_of
 
     run_raw(home, deliver(lcosim_night.frames[:3], home.landing))
     for row in rows(home, RawFrame):

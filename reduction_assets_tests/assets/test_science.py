@@ -8,9 +8,9 @@ from astropy.io import fits
 from sqlalchemy import select
 
 from reduction_assets.catalog import Calibration, Catalog, Product, RawFrame
-from reduction_assets.resources import ReductionHomeResource
-from reduction_assets.sensors import evaluate_recalibration
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.orchestration.resources import ReductionHomeResource
+from reduction_assets.orchestration.sensors import evaluate_recalibration
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of, with_header
 from reduction_assets_tests.runs import metadata, run_partition
 
@@ -89,8 +89,8 @@ def test_rematerializing_redoes_nothing_unless_asked(home, night_done):
 def test_full_refresh_redoes_every_frame(home, night_done):
     from dagster import AssetKey, materialize
 
-    from reduction_assets.assets.science import reduced_frames
-    from reduction_assets.partitions import partition_key
+    from reduction_assets.orchestration.assets.science import reduced_frames
+    from reduction_assets.orchestration.partitions import partition_key
 
     result = materialize(
         [reduced_frames],
@@ -105,8 +105,8 @@ def test_full_refresh_redoes_every_frame(home, night_done):
 def test_frames_reduced_side_by_side_are_the_bytes_reduced_one_at_a_time(home, night_done):
     from dagster import materialize
 
-    from reduction_assets.assets.science import reduced_frames
-    from reduction_assets.partitions import partition_key
+    from reduction_assets.orchestration.assets.science import reduced_frames
+    from reduction_assets.orchestration.partitions import partition_key
 
     serial = {f.id: p.checksum for p, f in products(home)}
     result = materialize(
@@ -144,9 +144,9 @@ def test_a_night_without_flats_falls_back_and_is_redone_when_its_own_arrive(
     # Only the masters first: the calibration sensor sees the nearer flats and asks for a redo.
     from dagster import AssetKey, materialize
 
-    from reduction_assets.assets.calibrations import master_bias, master_dark, master_flat
-    from reduction_assets.assets.raw import landing_rejects, raw_frames
-    from reduction_assets.partitions import partition_key
+    from reduction_assets.orchestration.assets.calibrations import master_bias, master_dark, master_flat
+    from reduction_assets.orchestration.assets.raw import landing_rejects, raw_frames
+    from reduction_assets.orchestration.partitions import partition_key
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=0)
     materialize(
@@ -216,8 +216,8 @@ def test_a_vanished_or_altered_raw_file_is_not_reducible(home, lcosim_night):
         handle.write(b"corrupted!")
     from dagster import materialize
 
-    from reduction_assets.assets.science import reduced_frames
-    from reduction_assets.partitions import partition_key
+    from reduction_assets.orchestration.assets.science import reduced_frames
+    from reduction_assets.orchestration.partitions import partition_key
 
     result = materialize(
         [reduced_frames],

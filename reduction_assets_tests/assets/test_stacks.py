@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from reduction_assets.catalog import Catalog, Product, Stack
 from reduction_assets.catalog.stacks import stacks_of
-from reduction_assets.home import Home
-from reduction_assets.simulate import SimulationConfig, _render_stars, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, _render_stars, simulate_night
+from reduction_assets.support.home import Home
 from reduction_assets_tests.conftest import NIGHT, deliver, with_header
 from reduction_assets_tests.runs import metadata, run_asset, run_partition
 

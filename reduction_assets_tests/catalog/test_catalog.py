@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from reduction_assets.catalog import Catalog, CatalogUnavailable, InstrumentRow, RawFrame
 from reduction_assets.catalog.quality import MetricRow, partition_metrics, record_partition_metrics
 from reduction_assets.catalog.reports import progress_rows, quarantine_rows
-from reduction_assets.ingest import Ingestor
 from reduction_assets.storage import LocalStore
+from reduction_assets.tasks.ingest import Ingestor
 from reduction_assets_tests.catalog_fixtures import catalog  # noqa: F401  (fixture)
 from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 

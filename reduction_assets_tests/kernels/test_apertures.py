@@ -15,7 +15,7 @@ from reduction_assets.kernels.apertures import (
     sum_circle,
     windowed_positions,
 )
-from reduction_assets.simulate import _render_stars
+from reduction_assets.simulator.night import _render_stars
 
 
 @pytest.fixture(scope="module")

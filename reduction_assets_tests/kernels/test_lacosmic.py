@@ -18,7 +18,7 @@ from reduction_assets.kernels.lacosmic import (
     fine_laplacian,
     separable_median,
 )
-from reduction_assets.simulate import SimulationConfig, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, simulate_night
 from reduction_assets_tests.conftest import REAL_ST7, require
 
 RNG = np.random.default_rng(2026)

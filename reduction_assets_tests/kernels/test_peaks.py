@@ -11,7 +11,7 @@ from reduction_assets.kernels.peaks import (
     still_isolated,
 )
 from reduction_assets.reduction.sources import estimate_fwhm, subtract_sky
-from reduction_assets.simulate import _render_stars
+from reduction_assets.simulator.night import _render_stars
 
 
 def test_a_peak_is_the_highest_unmasked_pixel_of_its_box_inside_the_image():

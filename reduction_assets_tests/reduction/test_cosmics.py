@@ -18,7 +18,7 @@ from reduction_assets.reduction.cosmics import (
 from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.science import ScienceSettings, calibrate_science
 from reduction_assets.reduction.sources import COSMIC_RAY_FILLED, SATURATED_SOURCE, extract_sources
-from reduction_assets.simulate import SimulationConfig, _render_stars, simulate_night
+from reduction_assets.simulator.night import SimulationConfig, _render_stars, simulate_night
 from reduction_assets_tests.reduction.frames import build, inputs
 
 SIZE = 384

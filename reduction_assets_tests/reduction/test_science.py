@@ -10,7 +10,7 @@ from reduction_assets.reduction.dq import DQ
 from reduction_assets.reduction.masters import Master
 from reduction_assets.reduction.science import NotReducible, calibrate_science
 from reduction_assets.reduction.sources import SATURATED_SOURCE, extract_sources
-from reduction_assets.simulate import _render_stars
+from reduction_assets.simulator.night import _render_stars
 from reduction_assets_tests.reduction.frames import build, inputs
 
 

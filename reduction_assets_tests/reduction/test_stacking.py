@@ -144,7 +144,7 @@ def test_memory_blocks_give_the_same_stack_as_one_block():
 
 
 def test_disk_planes_give_the_same_stack_as_planes_in_memory(tmp_path):
-    from reduction_assets.scratch import scratch_planes
+    from reduction_assets.support.scratch import scratch_planes
 
     members = [member("a"), member("b", shift=(1.5, 0.5)), member("c", shift=(-2.0, 1.0))]
     grid = output_grid(members, SCALE, 4.0)
@@ -185,7 +185,7 @@ def noisy_group(seed):
 
 
 def test_members_resampled_on_a_pool_of_two_give_the_serial_stack_bit_for_bit():
-    from reduction_assets.parallel import FramePool
+    from reduction_assets.support.parallel import FramePool
 
     loads, decisions, grid = noisy_group(seed=4)
     serial = stack_images(loads, decisions, [60.0] * 3, [1200.0] * 3, grid, StackSettings())
@@ -200,7 +200,7 @@ def test_members_resampled_on_a_pool_of_two_give_the_serial_stack_bit_for_bit():
 
 
 def test_a_member_that_cannot_be_loaded_raises_its_own_error_through_the_pool():
-    from reduction_assets.parallel import FramePool
+    from reduction_assets.support.parallel import FramePool
 
     loads, decisions, grid = noisy_group(seed=5)
 

@@ -1,0 +1,1 @@
+"""A realistic CCD night simulator, with truth, for demos, tests and benchmarks."""

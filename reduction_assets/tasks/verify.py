@@ -1,0 +1,143 @@
+"""`reduction-assets verify`: check every stored file against the catalog, and repair what can be.
+
+* raw copies and quarantine copies that are missing or damaged are restored from landing/ when a
+  landing file with the same content is still there (landing is only read);
+* masters and reduced frames that are missing or damaged are marked stale: the next run of their
+  partition (the calibration sensor or `process` asks for it) rebuilds them, and the products made
+  with a damaged master are redone after it;
+* temporary files of interrupted writes (``.incoming-*``) are removed;
+* files no catalog row points at are reported, never deleted.
+
+Without ``repair`` nothing is changed: the report says what would be done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from reduction_assets.catalog import Catalog
+from reduction_assets.catalog.integrity import (
+    PRODUCTS,
+    QUARANTINE,
+    RAW,
+    STACK,
+    StoredObject,
+    mark_calibration_stale,
+    mark_product_stale,
+    mark_stack_stale,
+    stored_objects,
+)
+from reduction_assets.fits.headers import FrameRejected
+from reduction_assets.storage import Integrity, LocalStore, ObjectStore
+from reduction_assets.support.checksums import sha256_of
+from reduction_assets.support.home import Home
+from reduction_assets.support.keys import QUALITY_PREFIX
+from reduction_assets.tasks.landing import resolve_in_landing
+
+# A temporary file younger than this may belong to a write in progress (the daemon's runs).
+LEFTOVER_AGE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    store: str
+    key: str
+    problem: str  # missing, checksum_mismatch, leftover_temporary, not_in_catalog
+    action: str  # what was done (or would be done with --repair), or why nothing can be
+    repaired: bool = False
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> list[Finding]:
+        """Problems that remain (orphans are informational and never count)."""
+        return [f for f in self.findings if not f.repaired and f.problem != "not_in_catalog"]
+
+
+def verify_home(
+    home: Home,
+    catalog: Catalog,
+    *,
+    repair: bool = False,
+    progress: Callable[[Iterable], Iterable] = lambda items: items,
+) -> VerifyReport:
+    """Check every file the catalog holds in ``home``'s stores; see the module docstring."""
+    stores = {
+        RAW: LocalStore(home.raw),
+        QUARANTINE: LocalStore(home.quarantine),
+        PRODUCTS: LocalStore(home.products),
+    }
+    report = VerifyReport()
+    with catalog.session() as session:
+        objects = stored_objects(session)
+    for item in progress(objects):
+        report.checked += 1
+        state = stores[item.store].check(item.key, item.checksum)
+        if state is Integrity.OK:
+            continue
+        if item.store in (RAW, QUARANTINE):
+            report.findings.append(_restore(home, stores[item.store], item, state, repair))
+        else:
+            report.findings.append(_mark_stale(catalog, item, state, repair))
+    for name, store in stores.items():
+        for key in store.leftovers(LEFTOVER_AGE_SECONDS):
+            if repair:
+                store.remove(key)
+            report.findings.append(
+                Finding(
+                    name, key, "leftover_temporary", "removed" if repair else "would remove", repaired=repair
+                )
+            )
+        known = {item.key for item in objects if item.store == name}
+        for key in store.keys():  # noqa: SIM118 - a store, not a dict
+            if key not in known and not (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
+                report.findings.append(Finding(name, key, "not_in_catalog", "left in place"))
+    return report
+
+
+def _restore(home: Home, store: ObjectStore, item: StoredObject, state: Integrity, repair: bool) -> Finding:
+    for name in item.sources:
+        try:
+            source = resolve_in_landing(home.landing, name)
+        except FrameRejected:
+            continue
+        if not source.is_file() or sha256_of(source) != item.checksum:
+            continue
+        if repair:
+            store.put_file(source, item.key, item.checksum, replace=True)
+        return Finding(
+            item.store,
+            item.key,
+            state.value,
+            f"{'restored' if repair else 'would restore'} from landing/{name}",
+            repaired=repair,
+        )
+    return Finding(
+        item.store,
+        item.key,
+        state.value,
+        "cannot be restored: no file in landing/ has this content (sha256 "
+        f"{item.checksum[:12]}…); landing names: {', '.join(item.sources) or 'none'}",
+    )
+
+
+def _mark_stale(catalog: Catalog, item: StoredObject, state: Integrity, repair: bool) -> Finding:
+    partition = f"{item.instrument}|{item.night.isoformat() if item.night else '?'}"
+    if not repair:
+        return Finding(item.store, item.key, state.value, f"would mark for rebuilding in {partition}")
+    with catalog.session() as session:
+        if item.kind == "master":
+            redone = mark_calibration_stale(session, item.row_id)
+            action = f"marked for rebuilding in {partition}, with {redone} products made from it"
+        elif item.kind == STACK:
+            mark_stack_stale(session, item.row_id)
+            action = f"marked for rebuilding in {partition}"
+        else:
+            mark_product_stale(session, item.row_id)
+            action = f"marked for rebuilding in {partition}"
+    return Finding(item.store, item.key, state.value, action, repaired=True)
