@@ -12,7 +12,7 @@ setup(
     packages=find_packages(exclude=["reduction_assets_tests*", "benchmarks*"]),
     package_data={
         "reduction_assets": [
-            "defaults/*.yaml",
+            "support/defaults/*.yaml",
             "catalog/migrations/*.py",
             "catalog/migrations/*.mako",
             "catalog/migrations/versions/*.py",

@@ -1,7 +1,7 @@
 """Instrument registry: the YAML file of cameras turned into typed, validated records.
 
 The registry is data, not code: header keyword names, the frame-type vocabulary, detector geometry and
-noise properties of each camera live in ``defaults/instruments.yaml`` (or the file named by
+noise properties of each camera live in ``support/defaults/instruments.yaml`` (or the file named by
 ``$REDUCTION_INSTRUMENTS``). Everything downstream asks an :class:`Instrument` rather than reading
 headers by hand.
 """
@@ -566,7 +566,7 @@ def parse_registry(text: str, source: str = "<string>") -> Registry:
 
 
 def default_registry_path() -> str:
-    return str(resources.files("reduction_assets") / "defaults" / "instruments.yaml")
+    return str(resources.files("reduction_assets.support") / "defaults" / "instruments.yaml")
 
 
 @functools.cache

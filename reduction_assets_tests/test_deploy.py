@@ -48,7 +48,7 @@ def test_services_run_in_the_foreground_and_are_stopped_as_a_group():
     assert "deploy/workspace.yaml" in unit("reduction-daemon.service")["Service"]["ExecStart"]
 
 
-@pytest.mark.parametrize("path", ["deploy/dagster.yaml", "reduction_assets/defaults/dagster.yaml"])
+@pytest.mark.parametrize("path", ["deploy/dagster.yaml", "reduction_assets/support/defaults/dagster.yaml"])
 def test_backfill_runs_are_throttled_below_the_run_limit(path):
     import yaml
 

@@ -6,7 +6,7 @@ import pkgutil
 from numba.core.registry import CPUDispatcher
 
 import reduction_assets.kernels
-from reduction_assets.support.warm import warm
+from reduction_assets.warm import warm
 
 # Kernels the warm-up need not reach: compiled with their caller (a caller loaded from the cache
 # leaves them uncompiled in this process), or not on the pipeline's path.

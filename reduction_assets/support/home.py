@@ -150,7 +150,7 @@ class Home:
             make_dirs(folder)
         instance_yaml = self.dagster / "dagster.yaml"
         if not instance_yaml.exists():
-            source = resources.files("reduction_assets") / "defaults" / "dagster.yaml"
+            source = resources.files("reduction_assets.support") / "defaults" / "dagster.yaml"
             write_atomic(instance_yaml, source.read_text())
         return self
 

@@ -1,6 +1,6 @@
 """Compile the numba kernels into numba's on-disk cache before the first real work.
 
-    python -m reduction_assets.support.warm
+    python -m reduction_assets.warm
 
 numba compiles a kernel at its first call in a process and caches the machine code under
 ``NUMBA_CACHE_DIR`` (or beside the module); later processes load it in milliseconds. Compiling all
