@@ -4,6 +4,7 @@ of what was archived (one row per version of a file)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -17,6 +18,7 @@ from reduction_assets.catalog.models import (
     ArchiveMessage,
     ArchiveRecord,
     Calibration,
+    Product,
     RawFrame,
     Stack,
     utcnow,
@@ -56,125 +58,155 @@ def _name(key: str) -> str:
 
 def archive_candidates(session: Session, instrument: str, night: dt.date) -> list[Candidate]:
     """Every raw frame, good master, reduced frame and stack of a partition, in that order."""
-    raws = list(
+    raws = _partition_raws(session, instrument, night)
+    by_checksum = _raw_names_by_checksum(session, instrument)
+    found = [_raw_candidate(row) for row in raws]
+    calibration_names: dict[int, str] = {}
+    for row in _good_masters(session, instrument, night):
+        calibration_names[row.id] = _name(row.path)
+        found.append(_master_candidate(row, by_checksum))
+    products = reduced_frames_of(session, instrument, night)
+    _name_used_calibrations(session, products, calibration_names)
+    product_names: dict[int, str] = {}
+    for product, frame in products:
+        product_names[product.id] = _name(product.path)
+        found.append(_reduced_candidate(product, frame, calibration_names))
+    found.extend(_stack_candidate(row, product_names) for row in _stacked(session, instrument, night))
+    return found
+
+
+def _partition_raws(session: Session, instrument: str, night: dt.date) -> list[RawFrame]:
+    """The raw frames of a partition, in the order they were observed."""
+    return list(
         session.scalars(
             select(RawFrame)
             .where(RawFrame.instrument == instrument, RawFrame.night == night)
             .order_by(RawFrame.date_obs, RawFrame.id)
         )
     )
-    raw_names = {row.id: _name(row.store_path) for row in raws}
-    by_checksum = {
+
+
+def _raw_names_by_checksum(session: Session, instrument: str) -> dict[str, str]:
+    """The file name of every raw frame of an instrument (any night), by its checksum."""
+    return {
         checksum: _name(path)
         for checksum, path in session.execute(
             select(RawFrame.checksum, RawFrame.store_path).where(RawFrame.instrument == instrument)
         )
     }
-    found = [
-        Candidate(
-            level=RAW,
-            name=raw_names[row.id],
-            store="raw",
-            key=row.store_path,
-            checksum=row.checksum,
-            source_kind="raw_frames",
-            source_id=row.id,
-            instrument=row.instrument,
-            night=row.night,
-            date_obs=row.date_obs,
-            target=row.object,
-            exptime=row.exptime,
-            filter=row.filter,
-            configuration_type=(row.normalised or {}).get("raw_frame_type") or row.frame_type,
-            calibration=row.frame_type != "science",
-        )
-        for row in raws
-    ]
-    masters = session.scalars(
+
+
+def _raw_candidate(row: RawFrame) -> Candidate:
+    """A raw frame as a candidate (calibration frames are public at once)."""
+    return Candidate(
+        level=RAW,
+        name=_name(row.store_path),
+        store="raw",
+        key=row.store_path,
+        checksum=row.checksum,
+        source_kind="raw_frames",
+        source_id=row.id,
+        instrument=row.instrument,
+        night=row.night,
+        date_obs=row.date_obs,
+        target=row.object,
+        exptime=row.exptime,
+        filter=row.filter,
+        configuration_type=(row.normalised or {}).get("raw_frame_type") or row.frame_type,
+        calibration=row.frame_type != "science",
+    )
+
+
+def _good_masters(session: Session, instrument: str, night: dt.date) -> Iterable[Calibration]:
+    """The masters of a partition not marked bad, oldest first."""
+    return session.scalars(
         select(Calibration)
         .where(Calibration.instrument == instrument, Calibration.night == night, Calibration.bad.is_(False))
         .order_by(Calibration.id)
     )
-    calibration_names: dict[int, str] = {}
-    for row in masters:
-        calibration_names[row.id] = _name(row.path)
-        inputs = row.inputs or []
-        found.append(
-            Candidate(
-                level=MASTER,
-                name=_name(row.path),
-                store="products",
-                key=row.path,
-                checksum=row.checksum,
-                source_kind="calibrations",
-                source_id=row.id,
-                instrument=row.instrument,
-                night=row.night,
-                exptime=row.exptime or None,
-                filter=row.filter or None,
-                configuration_type=f"master_{row.type}",
-                related=tuple(sorted(by_checksum.get(i.get("checksum"), i.get("name", "")) for i in inputs)),
-                calibration=True,
-            )
-        )
-    products = reduced_frames_of(session, instrument, night)
-    product_names: dict[int, str] = {}
+
+
+def _master_candidate(row: Calibration, by_checksum: dict[str, str]) -> Candidate:
+    """A master as a candidate, related to the raw frames it was made of."""
+    inputs = row.inputs or []
+    return Candidate(
+        level=MASTER,
+        name=_name(row.path),
+        store="products",
+        key=row.path,
+        checksum=row.checksum,
+        source_kind="calibrations",
+        source_id=row.id,
+        instrument=row.instrument,
+        night=row.night,
+        exptime=row.exptime or None,
+        filter=row.filter or None,
+        configuration_type=f"master_{row.type}",
+        related=tuple(sorted(by_checksum.get(i.get("checksum"), i.get("name", "")) for i in inputs)),
+        calibration=True,
+    )
+
+
+def _name_used_calibrations(
+    session: Session, products: list[tuple[Product, RawFrame]], calibration_names: dict[int, str]
+) -> None:
+    """Add the file names of the masters the reduced frames used, of other nights too."""
     used_ids = {i for p, _ in products for i in (p.bias_id, p.dark_id, p.flat_id) if i is not None}
     for calibration_id, path in session.execute(
         select(Calibration.id, Calibration.path).where(Calibration.id.in_(used_ids))
     ):
         calibration_names.setdefault(calibration_id, _name(path))
-    for product, frame in products:
-        product_names[product.id] = _name(product.path)
-        masters_used = [
-            calibration_names[i] for i in (product.bias_id, product.dark_id, product.flat_id) if i
-        ]
-        found.append(
-            Candidate(
-                level=REDUCED_LEVEL,
-                name=_name(product.path),
-                store="products",
-                key=product.path,
-                checksum=product.checksum or "",
-                source_kind="products",
-                source_id=product.id,
-                instrument=product.instrument,
-                night=product.night,
-                date_obs=frame.date_obs,
-                target=frame.object,
-                exptime=frame.exptime,
-                filter=frame.filter,
-                configuration_type=frame.frame_type,
-                related=(_name(frame.store_path), *masters_used),
-            )
-        )
-    stacks = session.scalars(
+
+
+def _reduced_candidate(product: Product, frame: RawFrame, calibration_names: dict[int, str]) -> Candidate:
+    """A reduced frame as a candidate, related to its raw frame and the masters it used."""
+    masters_used = [calibration_names[i] for i in (product.bias_id, product.dark_id, product.flat_id) if i]
+    return Candidate(
+        level=REDUCED_LEVEL,
+        name=_name(product.path),
+        store="products",
+        key=product.path,
+        checksum=product.checksum or "",
+        source_kind="products",
+        source_id=product.id,
+        instrument=product.instrument,
+        night=product.night,
+        date_obs=frame.date_obs,
+        target=frame.object,
+        exptime=frame.exptime,
+        filter=frame.filter,
+        configuration_type=frame.frame_type,
+        related=(_name(frame.store_path), *masters_used),
+    )
+
+
+def _stacked(session: Session, instrument: str, night: dt.date) -> Iterable[Stack]:
+    """The stacks of a partition that were made, oldest first."""
+    return session.scalars(
         select(Stack)
         .where(Stack.instrument == instrument, Stack.night == night, Stack.status == STACKED)
         .order_by(Stack.id)
     )
-    for row in stacks:
-        found.append(
-            Candidate(
-                level=STACK,
-                name=_name(row.path),
-                store="products",
-                key=row.path,
-                checksum=row.checksum or "",
-                source_kind="stacks",
-                source_id=row.id,
-                instrument=row.instrument,
-                night=row.night,
-                target=row.target,
-                exptime=row.exptime,
-                filter=row.filter or None,
-                configuration_type="stack",
-                related=tuple(
-                    product_names.get(m.product_id, str(m.product_id)) for m in row.members if m.included
-                ),
-            )
-        )
-    return found
+
+
+def _stack_candidate(row: Stack, product_names: dict[int, str]) -> Candidate:
+    """A stack as a candidate, related to the reduced frames it includes."""
+    return Candidate(
+        level=STACK,
+        name=_name(row.path),
+        store="products",
+        key=row.path,
+        checksum=row.checksum or "",
+        source_kind="stacks",
+        source_id=row.id,
+        instrument=row.instrument,
+        night=row.night,
+        target=row.target,
+        exptime=row.exptime,
+        filter=row.filter or None,
+        configuration_type="stack",
+        related=tuple(product_names.get(m.product_id, str(m.product_id)) for m in row.members if m.included),
+    )
 
 
 def hold_name(session: Session, name: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -51,113 +53,167 @@ def has_data(row: dict[str, Any]) -> bool:
     return any(row[key] for key in PROGRESS_COUNTS)
 
 
+_Partition = tuple[str, dt.date]  # (instrument, night)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The nights [start, end] and the instruments a progress report covers."""
+
+    start: dt.date
+    end: dt.date
+    instruments: list[str]
+
+    def of(self, model: Any) -> tuple[Any, Any]:
+        """The conditions that keep a model's rows of these nights and instruments."""
+        return model.night.between(self.start, self.end), model.instrument.in_(self.instruments)
+
+    def partitions(self) -> Iterator[_Partition]:
+        """Every (instrument, night), night by night."""
+        night = self.start
+        while night <= self.end:
+            for instrument in self.instruments:
+                yield instrument, night
+            night += dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class _Tallies:
+    """What the catalog holds per (instrument, night): the makings of progress rows."""
+
+    raw: dict[_Partition, tuple[int, dt.datetime | None]]  # count and the last DATE-OBS
+    marked_bad: dict[_Partition, int]
+    duplicates: dict[_Partition, int]
+    quarantined: dict[_Partition, int]
+    masters_by_type: dict[_Partition, dict[str, int]]
+    versions: dict[_Partition, set[str]]
+    reduced: dict[_Partition, int]
+    not_reducible: dict[_Partition, int]
+    stacked: dict[_Partition, int]
+    archived: dict[_Partition, int]
+
+
 def progress_rows(
     session: Session, start: dt.date, end: dt.date, instruments: list[str]
 ) -> list[dict[str, Any]]:
     """One row per night in [start, end] and instrument: what has been ingested so far."""
+    span = _Span(start, end, instruments)
+    tallies = _tallies(session, span)
+    return [_progress_row(tallies, instrument, night) for instrument, night in span.partitions()]
 
-    def grouped(query):
-        return {(inst, night): value for inst, night, value in session.execute(query).all()}
 
-    in_range = lambda column_night: column_night.between(start, end)  # noqa: E731
+def _tallies(session: Session, span: _Span) -> _Tallies:
+    """Every count of the span, one query each."""
+    return _Tallies(
+        raw=_raw_by_partition(session, span),
+        marked_bad=_count_by_partition(session, RawFrame, span, RawFrame.bad.is_(True)),
+        duplicates=_count_by_partition(session, RawDuplicate, span),
+        quarantined=_count_by_partition(session, Quarantine, span, Quarantine.resolved_at.is_(None)),
+        masters_by_type=_masters_by_type(session, span),
+        versions=_software_versions(session, span),
+        reduced=_reduced_with(session, span, REDUCED),
+        not_reducible=_reduced_with(session, span, NOT_REDUCIBLE),
+        stacked=_count_by_partition(session, Stack, span, Stack.status == STACKED),
+        archived=_archived_files(session, span),
+    )
+
+
+def _grouped(session: Session, query: Any) -> dict[_Partition, Any]:
+    """A query's (instrument, night, value) rows as a mapping."""
+    return {(inst, night): value for inst, night, value in session.execute(query).all()}
+
+
+def _count_by_partition(session: Session, model: Any, span: _Span, *conditions: Any) -> dict[_Partition, int]:
+    """How many rows of a model each partition of the span has, of those meeting the conditions."""
+    return _grouped(
+        session,
+        select(model.instrument, model.night, func.count())
+        .where(*span.of(model), *conditions)
+        .group_by(model.instrument, model.night),
+    )
+
+
+def _raw_by_partition(session: Session, span: _Span) -> dict[_Partition, tuple[int, dt.datetime | None]]:
+    """The number of raw frames of each partition, and the last one's DATE-OBS."""
     raw = session.execute(
         select(RawFrame.instrument, RawFrame.night, func.count(), func.max(RawFrame.date_obs))
-        .where(in_range(RawFrame.night), RawFrame.instrument.in_(instruments))
+        .where(*span.of(RawFrame))
         .group_by(RawFrame.instrument, RawFrame.night)
     ).all()
-    raw_by_key = {(inst, night): (count, last) for inst, night, count, last in raw}
-    marked_bad = grouped(
-        select(RawFrame.instrument, RawFrame.night, func.count())
-        .where(in_range(RawFrame.night), RawFrame.instrument.in_(instruments), RawFrame.bad.is_(True))
-        .group_by(RawFrame.instrument, RawFrame.night)
-    )
-    duplicates = grouped(
-        select(RawDuplicate.instrument, RawDuplicate.night, func.count())
-        .where(in_range(RawDuplicate.night), RawDuplicate.instrument.in_(instruments))
-        .group_by(RawDuplicate.instrument, RawDuplicate.night)
-    )
-    quarantined = grouped(
-        select(Quarantine.instrument, Quarantine.night, func.count())
-        .where(
-            in_range(Quarantine.night),
-            Quarantine.instrument.in_(instruments),
-            Quarantine.resolved_at.is_(None),
-        )
-        .group_by(Quarantine.instrument, Quarantine.night)
-    )
-    masters_by_type: dict[tuple[str, dt.date], dict[str, int]] = {}
-    for inst, night_, kind, count in session.execute(
+    return {(inst, night): (count, last) for inst, night, count, last in raw}
+
+
+def _masters_by_type(session: Session, span: _Span) -> dict[_Partition, dict[str, int]]:
+    """The number of good masters of each partition, by type."""
+    masters_by_type: dict[_Partition, dict[str, int]] = {}
+    for inst, night, kind, count in session.execute(
         select(Calibration.instrument, Calibration.night, Calibration.type, func.count())
-        .where(
-            in_range(Calibration.night), Calibration.instrument.in_(instruments), Calibration.bad.is_(False)
-        )
+        .where(*span.of(Calibration), Calibration.bad.is_(False))
         .group_by(Calibration.instrument, Calibration.night, Calibration.type)
     ):
-        masters_by_type.setdefault((inst, night_), {})[kind] = count
-    # The package versions that made a night's products (masters, reduced frames, stacks).
-    versions: dict[tuple[str, dt.date], set[str]] = {}
+        masters_by_type.setdefault((inst, night), {})[kind] = count
+    return masters_by_type
+
+
+def _software_versions(session: Session, span: _Span) -> dict[_Partition, set[str]]:
+    """The package versions that made each partition's products (masters, reduced frames, stacks)."""
+    versions: dict[_Partition, set[str]] = {}
     for model in (Calibration, Product, Stack):
-        for inst, night_, version in session.execute(
-            select(model.instrument, model.night, model.software_version)
-            .where(in_range(model.night), model.instrument.in_(instruments))
-            .distinct()
+        for inst, night, version in session.execute(
+            select(model.instrument, model.night, model.software_version).where(*span.of(model)).distinct()
         ):
-            versions.setdefault((inst, night_), set()).add(str(version).split()[0])
+            versions.setdefault((inst, night), set()).add(str(version).split()[0])
+    return versions
 
-    def products_with(status: str):
-        # A frame an operator marked bad has left the night's products.
-        return grouped(
-            select(Product.instrument, Product.night, func.count())
-            .join(RawFrame, Product.raw_frame_id == RawFrame.id)
-            .where(
-                RawFrame.bad.is_(False),
-                in_range(Product.night),
-                Product.instrument.in_(instruments),
-                Product.kind == REDUCED,
-                Product.status == status,
-            )
-            .group_by(Product.instrument, Product.night)
+
+def _reduced_with(session: Session, span: _Span, status: str) -> dict[_Partition, int]:
+    """The number of reduced frames of each partition left in ``status``."""
+    # A frame an operator marked bad has left the night's products.
+    return _grouped(
+        session,
+        select(Product.instrument, Product.night, func.count())
+        .join(RawFrame, Product.raw_frame_id == RawFrame.id)
+        .where(
+            RawFrame.bad.is_(False),
+            *span.of(Product),
+            Product.kind == REDUCED,
+            Product.status == status,
         )
+        .group_by(Product.instrument, Product.night),
+    )
 
-    reduced, not_reducible = products_with(REDUCED), products_with(NOT_REDUCIBLE)
-    stacked = grouped(
-        select(Stack.instrument, Stack.night, func.count())
-        .where(in_range(Stack.night), Stack.instrument.in_(instruments), Stack.status == STACKED)
-        .group_by(Stack.instrument, Stack.night)
-    )
-    archived = grouped(  # files in the archive (each once, whatever its versions)
+
+def _archived_files(session: Session, span: _Span) -> dict[_Partition, int]:
+    """The number of files of each partition in the archive (each once, whatever its versions)."""
+    return _grouped(
+        session,
         select(ArchiveRecord.instrument, ArchiveRecord.night, func.count(func.distinct(ArchiveRecord.name)))
-        .where(in_range(ArchiveRecord.night), ArchiveRecord.instrument.in_(instruments))
-        .group_by(ArchiveRecord.instrument, ArchiveRecord.night)
+        .where(*span.of(ArchiveRecord))
+        .group_by(ArchiveRecord.instrument, ArchiveRecord.night),
     )
-    rows = []
-    night = start
-    while night <= end:
-        for instrument in instruments:
-            count, last = raw_by_key.get((instrument, night), (0, None))
-            rows.append(
-                {
-                    "night": night.isoformat(),
-                    "instrument": instrument,
-                    "raw": count,
-                    "marked_bad": marked_bad.get((instrument, night), 0),
-                    "duplicates": duplicates.get((instrument, night), 0),
-                    "quarantined": quarantined.get((instrument, night), 0),
-                    "last_raw_time": last.isoformat() if last else None,
-                    "masters": sum(masters_by_type.get((instrument, night), {}).values()),
-                    **{
-                        kind: masters_by_type.get((instrument, night), {}).get(kind, 0)
-                        for kind in MASTER_TYPES
-                    },
-                    "reduced": reduced.get((instrument, night), 0),
-                    "not_reducible": not_reducible.get((instrument, night), 0),
-                    "stacked": stacked.get((instrument, night), 0),
-                    "archived": archived.get((instrument, night), 0),
-                    "software": ", ".join(sorted(versions.get((instrument, night), ()))) or None,
-                }
-            )
-        night += dt.timedelta(days=1)
-    return rows
+
+
+def _progress_row(tallies: _Tallies, instrument: str, night: dt.date) -> dict[str, Any]:
+    """The progress row of one instrument and night."""
+    key = (instrument, night)
+    count, last = tallies.raw.get(key, (0, None))
+    masters = tallies.masters_by_type.get(key, {})
+    return {
+        "night": night.isoformat(),
+        "instrument": instrument,
+        "raw": count,
+        "marked_bad": tallies.marked_bad.get(key, 0),
+        "duplicates": tallies.duplicates.get(key, 0),
+        "quarantined": tallies.quarantined.get(key, 0),
+        "last_raw_time": last.isoformat() if last else None,
+        "masters": sum(masters.values()),
+        **{kind: masters.get(kind, 0) for kind in MASTER_TYPES},
+        "reduced": tallies.reduced.get(key, 0),
+        "not_reducible": tallies.not_reducible.get(key, 0),
+        "stacked": tallies.stacked.get(key, 0),
+        "archived": tallies.archived.get(key, 0),
+        "software": ", ".join(sorted(tallies.versions.get(key, ()))) or None,
+    }
 
 
 def quarantine_rows(session: Session, include_resolved: bool = False) -> list[dict[str, Any]]:

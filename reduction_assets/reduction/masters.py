@@ -449,31 +449,13 @@ def build_master(
     rejections.
     """
     rejected: list[tuple[str, str]] = []
-    candidates = []
-    for frame in frames:
-        reason = next((r for r in (rule(frame) for rule in METADATA_RULES[kind]) if r), None)
-        if reason:
-            rejected.append((frame.name, reason))
-        else:
-            candidates.append(frame)
-    candidates = _majority_shape(candidates, rejected)
+    candidates = _majority_shape(_metadata_survivors(kind, frames, rejected), rejected)
     if not candidates:
         return NoMaster(kind, "no usable frames", rejected, len(frames))
-    raw_shape, binning = candidates[0].shape, candidates[0].binning
-    geometry = instrument.geometry(raw_shape, binning)
-    if geometry is None:
-        return NoMaster(
-            kind, f"shape {raw_shape} is not a readout of {instrument.name}", rejected, len(frames)
-        )
-    image_shape = geometry.imaging_shape
-    for name, calibration in (("bias", bias), ("dark", dark)):
-        if calibration is not None and calibration.data.shape != image_shape:
-            return NoMaster(
-                kind,
-                f"the master {name} has shape {calibration.data.shape}, the frames {image_shape}",
-                rejected,
-                len(frames),
-            )
+    geometry = instrument.geometry(candidates[0].shape, candidates[0].binning)
+    problem = _geometry_problem(geometry, candidates[0].shape, instrument, bias, dark)
+    if problem is not None:
+        return NoMaster(kind, problem, rejected, len(frames))
     calibrator = _Calibrator(
         kind, instrument, geometry, settings, bias.data if bias else None, dark.data if dark else None
     )
@@ -485,15 +467,73 @@ def build_master(
             rejected,
             len(frames),
         )
+    image_shape = geometry.imaging_shape
+    scales = 1.0 / np.array([item.level for item in inspected]) if kind == "flat" else None
+    noise = noise_model(kind, instrument, geometry, inspected)
+    result = _combine(inspected, reader, calibrator, image_shape, settings, scales, noise)
+    dq = _coverage_flags(result.n_used, image_shape)
+    error = master_error(kind, result, noise, settings, inspected, bias, dark)
+    data, error, statistics = FINISH[kind](result, error, dq, inspected, settings, read_noise_e)
+    exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias else 0.0
+    return MasterProduct(
+        kind=kind,
+        master=Master(data, error, dq, exptime),
+        n_used=result.n_used,
+        inputs=[item.frame for item in inspected],
+        rejected=rejected,
+        statistics={"n_frames": float(len(inspected)), **statistics},
+    )
+
+
+def _metadata_survivors(
+    kind: Kind, frames: list[InputFrame], rejected: list[tuple[str, str]]
+) -> list[InputFrame]:
+    """The frames no metadata rule of ``kind`` rejects (the others go to ``rejected``)."""
+    survivors = []
+    for frame in frames:
+        reason = next((r for r in (rule(frame) for rule in METADATA_RULES[kind]) if r), None)
+        if reason:
+            rejected.append((frame.name, reason))
+        else:
+            survivors.append(frame)
+    return survivors
+
+
+def _geometry_problem(
+    geometry: Geometry | None,
+    raw_shape: tuple[int, int],
+    instrument: Instrument,
+    bias: Master | None,
+    dark: Master | None,
+) -> str | None:
+    """Why frames of this readout cannot make a master with these masters, or None."""
+    if geometry is None:
+        return f"shape {raw_shape} is not a readout of {instrument.name}"
+    image_shape = geometry.imaging_shape
+    for name, calibration in (("bias", bias), ("dark", dark)):
+        if calibration is not None and calibration.data.shape != image_shape:
+            return f"the master {name} has shape {calibration.data.shape}, the frames {image_shape}"
+    return None
+
+
+def _combine(
+    inspected: list[Inspected],
+    reader: FrameReader,
+    calibrator: _Calibrator,
+    image_shape: tuple[int, int],
+    settings: MasterSettings,
+    scales: np.ndarray | None,
+    noise: NoiseModel,
+) -> CombineResult:
+    """Combine the inspected frames' calibrated values (times ``scales`` when given), row block by
+    row block."""
 
     def read_block(k: int, r0: int, r1: int) -> np.ndarray:
         item = inspected[k]
         raw_rows = reader.read_rows(item.frame, r0, r1)
         return calibrator.rows_in_electrons(raw_rows, item.overscan, r0, r1, item.frame.exptime)
 
-    scales = 1.0 / np.array([item.level for item in inspected]) if kind == "flat" else None
-    noise = noise_model(kind, instrument, geometry, inspected)
-    result = combine_blocks(
+    return combine_blocks(
         read_block,
         len(inspected),
         image_shape,
@@ -506,17 +546,11 @@ def build_master(
         scales=scales,
         noise=noise if settings.scale == "model" else None,
     )
+
+
+def _coverage_flags(n_used: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """A master's DQ plane with its pixels that no frame (NO_DATA) or a single one (LOW_COUNT) made."""
     dq = np.zeros(image_shape, dtype=np.uint16)
-    dq[result.n_used == 0] |= np.uint16(DQ.NO_DATA)
-    dq[result.n_used < 2] |= np.uint16(DQ.LOW_COUNT)
-    error = master_error(kind, result, noise, settings, inspected, bias, dark)
-    data, error, statistics = FINISH[kind](result, error, dq, inspected, settings, read_noise_e)
-    exptime = float(inspected[0].frame.exptime) if kind == "dark" and instrument.darks_include_bias else 0.0
-    return MasterProduct(
-        kind=kind,
-        master=Master(data, error, dq, exptime),
-        n_used=result.n_used,
-        inputs=[item.frame for item in inspected],
-        rejected=rejected,
-        statistics={"n_frames": float(len(inspected)), **statistics},
-    )
+    dq[n_used == 0] |= np.uint16(DQ.NO_DATA)
+    dq[n_used < 2] |= np.uint16(DQ.LOW_COUNT)
+    return dq

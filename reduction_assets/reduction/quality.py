@@ -8,7 +8,7 @@ recorded as missing, never as a zero that looks like a measurement).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -365,6 +365,11 @@ def _median(values: Iterable[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
+# A night's measured (value, filter, subject) per metric, and a check's limit by check name.
+_NightValues = Mapping[str, Sequence[tuple[float, str, str]]]
+_Limit = Callable[[str], float]
+
+
 def quality_verdicts(
     values: Mapping[str, Sequence[tuple[float, str, str]]],
     earlier_bias_levels: Mapping[object, Sequence[float]],
@@ -381,75 +386,97 @@ def quality_verdicts(
     def limit(check: str) -> float:
         return thresholds[QUALITY_CHECKS[check].threshold].limit
 
-    verdicts = []
+    return [
+        _read_noise_verdict(values, read_noise, limit),
+        _bias_level_verdict(values, earlier_bias_levels, limit),
+        _hot_pixels_verdict(values, limit),
+        _per_filter_verdict(
+            "seeing_within_limit",
+            "fwhm_arcsec",
+            values,
+            zero_points,
+            lambda f, m: m > limit("seeing_within_limit"),
+        ),
+        _per_filter_verdict(
+            "zero_point_nominal",
+            "zero_point",
+            values,
+            zero_points,
+            lambda f, m: f in zero_points and abs(m - zero_points[f]) > limit("zero_point_nominal"),
+        ),
+    ]
+
+
+def _read_noise_verdict(values: _NightValues, read_noise: float, limit: _Limit) -> Verdict:
+    """The read noise of the night's bias pairs against the registry's."""
     pairs = [v for v, _, _ in values.get("read_noise", ())]
     measured = _median(pairs)
     if measured is None:
-        verdicts.append(Verdict("read_noise_nominal", (), "no pair of bias frames"))
-    else:
-        off = abs(measured / read_noise - 1)
-        verdicts.append(
-            Verdict(
-                "read_noise_nominal",
-                (f"read noise {measured:.2f} e- from {len(pairs)} bias pairs vs {read_noise:g} e-",)
-                if off > limit("read_noise_nominal")
-                else (),
-                f"{measured:.2f} e- from {len(pairs)} pairs ({read_noise:g} e- nominal)",
-            )
-        )
+        return Verdict("read_noise_nominal", (), "no pair of bias frames")
+    off = abs(measured / read_noise - 1)
+    return Verdict(
+        "read_noise_nominal",
+        (f"read noise {measured:.2f} e- from {len(pairs)} bias pairs vs {read_noise:g} e-",)
+        if off > limit("read_noise_nominal")
+        else (),
+        f"{measured:.2f} e- from {len(pairs)} pairs ({read_noise:g} e- nominal)",
+    )
+
+
+def _bias_level_verdict(
+    values: _NightValues,
+    earlier_bias_levels: Mapping[object, Sequence[float]],
+    limit: _Limit,
+) -> Verdict:
+    """The night's raw bias level against the median of the earlier nights'."""
     level = _median(v for v, _, _ in values.get("bias_level", ()))
     history = _median(_median(night) for night in earlier_bias_levels.values())
     if level is None:
-        verdicts.append(Verdict("bias_level_stable", (), "no bias frames"))
-    elif history is None:
-        verdicts.append(Verdict("bias_level_stable", (), f"{level:.1f} ADU; no earlier nights to compare"))
-    else:
-        jump = level - history
-        verdicts.append(
-            Verdict(
-                "bias_level_stable",
-                (f"bias level {level:.1f} ADU, {jump:+.1f} ADU from the earlier nights' {history:.1f} ADU",)
-                if abs(jump) > limit("bias_level_stable")
-                else (),
-                f"{level:.1f} ADU vs {history:.1f} ADU over {len(earlier_bias_levels)} earlier nights",
-            )
-        )
-    hot = values.get("hot_pixel_fraction", ())
-    verdicts.append(
-        Verdict(
-            "hot_pixels_normal",
-            tuple(
-                f"{subject}: {100 * v:.2f}% hot pixels"
-                for v, _, subject in hot
-                if v > limit("hot_pixels_normal")
-            ),
-            ", ".join(f"{100 * v:.3f}%" for v, _, _ in hot) or "no master dark",
-        )
+        return Verdict("bias_level_stable", (), "no bias frames")
+    if history is None:
+        return Verdict("bias_level_stable", (), f"{level:.1f} ADU; no earlier nights to compare")
+    jump = level - history
+    return Verdict(
+        "bias_level_stable",
+        (f"bias level {level:.1f} ADU, {jump:+.1f} ADU from the earlier nights' {history:.1f} ADU",)
+        if abs(jump) > limit("bias_level_stable")
+        else (),
+        f"{level:.1f} ADU vs {history:.1f} ADU over {len(earlier_bias_levels)} earlier nights",
     )
-    for check, metric, describe in (
-        ("seeing_within_limit", "fwhm_arcsec", lambda f, m: m > limit("seeing_within_limit")),
-        (
-            "zero_point_nominal",
-            "zero_point",
-            lambda f, m: f in zero_points and abs(m - zero_points[f]) > limit("zero_point_nominal"),
+
+
+def _hot_pixels_verdict(values: _NightValues, limit: _Limit) -> Verdict:
+    """The fraction of hot pixels of each master dark of the night against the limit."""
+    hot = values.get("hot_pixel_fraction", ())
+    return Verdict(
+        "hot_pixels_normal",
+        tuple(
+            f"{subject}: {100 * v:.2f}% hot pixels" for v, _, subject in hot if v > limit("hot_pixels_normal")
         ),
-    ):
-        by_filter: dict[str, list[float]] = {}
-        for value, filter_name, _ in values.get(metric, ()):
-            by_filter.setdefault(filter_name, []).append(value)
-        medians = {f: float(np.median(v)) for f, v in sorted(by_filter.items())}
-        unit = METRICS[metric].unit
-        verdicts.append(
-            Verdict(
-                check,
-                tuple(
-                    f"{f or 'no filter'}: median {metric} {m:.2f} {unit} over {len(by_filter[f])} frames"
-                    + (f" vs {zero_points[f]:g} nominal" if metric == "zero_point" else "")
-                    for f, m in medians.items()
-                    if describe(f, m)
-                ),
-                ", ".join(f"{f or '-'} {m:.2f} {unit}" for f, m in medians.items())
-                or f"no {metric} measured",
-            )
-        )
-    return verdicts
+        ", ".join(f"{100 * v:.3f}%" for v, _, _ in hot) or "no master dark",
+    )
+
+
+def _per_filter_verdict(
+    check: str,
+    metric: str,
+    values: _NightValues,
+    zero_points: Mapping[str, float],
+    fails: Callable[[str, float], bool],
+) -> Verdict:
+    """A check of the night's median ``metric`` per filter: ``fails(filter, median)`` says which fail."""
+    by_filter: dict[str, list[float]] = {}
+    for value, filter_name, _ in values.get(metric, ()):
+        by_filter.setdefault(filter_name, []).append(value)
+    medians = {f: float(np.median(v)) for f, v in sorted(by_filter.items())}
+    unit = METRICS[metric].unit
+    return Verdict(
+        check,
+        tuple(
+            f"{f or 'no filter'}: median {metric} {m:.2f} {unit} over {len(by_filter[f])} frames"
+            + (f" vs {zero_points[f]:g} nominal" if metric == "zero_point" else "")
+            for f, m in medians.items()
+            if fails(f, m)
+        ),
+        ", ".join(f"{f or '-'} {m:.2f} {unit}" for f, m in medians.items()) or f"no {metric} measured",
+    )

@@ -86,6 +86,50 @@ def calibrate_science(
     (pixels) marks a spectrum: the cosmic-ray test uses it as the sharpest real structure instead of
     the stars' FWHM. Raises :class:`NotReducible` for frames that cannot be calibrated.
     """
+    raw = _checked_raw(raw, instrument, geometry, exptime, bias, dark, flat)
+    levels = None
+    zero_level_adu = 0.0
+    if geometry.overscan is not None:
+        levels = calibrate.overscan_levels(raw, geometry.overscan, method=settings.overscan_method)
+        zero_level_adu = float(np.median(levels))
+    subtracted = _subtracted_masters(bias, dark, exptime)
+    planes = remove_signature(
+        raw,
+        geometry.imaging,
+        levels,
+        gain=instrument.gain,
+        read_noise=instrument.read_noise,
+        saturation=instrument.saturation,
+        bits=(DQ.NO_DATA, DQ.SATURATED, DQ.BAD_PIXEL),
+        bad_pixels=bad_pixels,
+        offset=subtracted.offset,
+        dark=subtracted.rate,
+        dark_exptime=exptime if subtracted.rate is not None else None,
+        flat=None if flat is None else MasterPlanes(flat.data, flat.error, flat.dq, FLAT_DQ),
+        min_flat=MIN_FLAT_RESPONSE,
+    )
+    sci, variance, err, dq = planes.sci, planes.variance, planes.err, planes.dq
+
+    ignore, saturated = any_set(dq, DQ.NO_DATA | DQ.SATURATED | DQ.HOT, DQ.SATURATED)
+    cosmics = _cosmic_rays(sci, variance, err, ignore, instrument, settings, line_fwhm)
+    _flag(dq, cosmics.mask, DQ.COSMIC_RAY)
+    # Raw saturation in electrons above the level bias subtraction removed (before the flat).
+    saturation_e = float((instrument.saturation - zero_level_adu) * instrument.gain - subtracted.pedestal_e)
+    statistics = _frame_statistics(sci, dq, cosmics, saturated, saturation_e)
+    return CalibratedFrame(sci=sci, err=err, dq=dq, statistics=statistics)
+
+
+def _checked_raw(
+    raw: np.ndarray,
+    instrument: Instrument,
+    geometry: Geometry,
+    exptime: float,
+    bias: Master | None,
+    dark: Master | None,
+    flat: Master | None,
+) -> np.ndarray:
+    """The raw frame as float32, once it and its masters prove fit to calibrate (else
+    :class:`NotReducible`)."""
     if not exptime > 0:
         raise NotReducible(f"science frame with EXPTIME {exptime:g} s")
     shape = geometry.imaging_shape
@@ -97,11 +141,21 @@ def calibrate_science(
     if not any_finite(raw[geometry.imaging]):
         raise NotReducible("the frame has no finite pixel in its imaging area")
     calibrate.check_gain(instrument.gain)
-    levels = None
-    zero_level_adu = 0.0
-    if geometry.overscan is not None:
-        levels = calibrate.overscan_levels(raw, geometry.overscan, method=settings.overscan_method)
-        zero_level_adu = float(np.median(levels))
+    return raw
+
+
+@dataclass(frozen=True)
+class _Subtracted:
+    """The masters subtracted from a frame: a fixed offset (bias, or a dark that includes it), a
+    dark rate scaled by the exposure time, and the pedestal (e-) the offset removes."""
+
+    offset: MasterPlanes | None
+    rate: MasterPlanes | None
+    pedestal_e: float
+
+
+def _subtracted_masters(bias: Master | None, dark: Master | None, exptime: float) -> _Subtracted:
+    """What is subtracted from a frame of ``exptime`` seconds, given its bias and dark."""
     offset = rate = None
     pedestal_e = 0.0  # what bias subtraction removed, e- (the level saturation is counted from)
     if dark is not None and dark.exptime > 0:
@@ -119,44 +173,53 @@ def calibrate_science(
             pedestal_e = median(bias.data, skip_nan=True)
         if dark is not None:
             rate = MasterPlanes(dark.data, dark.error, dark.dq, DARK_DQ)
-    planes = remove_signature(
-        raw,
-        geometry.imaging,
-        levels,
-        gain=instrument.gain,
-        read_noise=instrument.read_noise,
-        saturation=instrument.saturation,
-        bits=(DQ.NO_DATA, DQ.SATURATED, DQ.BAD_PIXEL),
-        bad_pixels=bad_pixels,
-        offset=offset,
-        dark=rate,
-        dark_exptime=exptime if rate is not None else None,
-        flat=None if flat is None else MasterPlanes(flat.data, flat.error, flat.dq, FLAT_DQ),
-        min_flat=MIN_FLAT_RESPONSE,
-    )
-    sci, variance, err, dq = planes.sci, planes.variance, planes.err, planes.dq
+    return _Subtracted(offset, rate, pedestal_e)
 
-    ignore, saturated = any_set(dq, DQ.NO_DATA | DQ.SATURATED | DQ.HOT, DQ.SATURATED)
+
+@dataclass(frozen=True)
+class _CosmicRays:
+    """The cosmic rays of a frame: L.A.Cosmic's candidates, those confirmed, and the PSF FWHM
+    (pixels) they were judged against."""
+
+    candidates: np.ndarray
+    mask: np.ndarray
+    psf_fwhm: float
+
+
+def _cosmic_rays(
+    sci: np.ndarray,
+    variance: np.ndarray,
+    err: np.ndarray,
+    ignore: np.ndarray,
+    instrument: Instrument,
+    settings: ScienceSettings,
+    line_fwhm: float | None,
+) -> _CosmicRays:
+    """Find the cosmic rays of a calibrated frame (pixels in ``ignore`` are never candidates)."""
     candidates = lacosmic_candidates(sci, variance, ignore, instrument.read_noise, settings.cosmics)
     unclear = ignore | candidates  # left out of the sky and the seeing
     signal, _, _ = subtract_sky(sci, unclear)
     measured = None if line_fwhm else estimate_fwhm(signal, err, unclear)
     psf_fwhm = line_fwhm or (settings.psf_margin * measured if measured else settings.default_psf_fwhm)
     crmask = confirm_cosmic_rays(candidates, signal, variance, psf_fwhm, settings.cosmics.sharpness_sigma)
-    _flag(dq, crmask, DQ.COSMIC_RAY)
+    return _CosmicRays(candidates, crmask, psf_fwhm)
+
+
+def _frame_statistics(
+    sci: np.ndarray, dq: np.ndarray, cosmics: _CosmicRays, saturated: np.ndarray, saturation_e: float
+) -> dict[str, float]:
+    """What the calibration of a frame measured (``dq`` final, cosmic rays flagged)."""
     clean = dq == 0
-    statistics = {
+    return {
         "sky_median_e": median(sci, clean),
-        "cosmic_ray_pixels": float(np.count_nonzero(crmask)),
-        "cosmic_ray_candidates": float(np.count_nonzero(candidates)),
-        "cosmic_ray_psf_fwhm": float(psf_fwhm),
+        "cosmic_ray_pixels": float(np.count_nonzero(cosmics.mask)),
+        "cosmic_ray_candidates": float(np.count_nonzero(cosmics.candidates)),
+        "cosmic_ray_psf_fwhm": float(cosmics.psf_fwhm),
         "saturated_pixels": float(np.count_nonzero(saturated)),
         # The fraction as np.mean of the flags gives it: an exact count over the size.
         "flagged_fraction": float(dq.size - np.count_nonzero(clean)) / dq.size,
-        # Raw saturation in electrons above the level bias subtraction removed (before the flat).
-        "saturation_e": float((instrument.saturation - zero_level_adu) * instrument.gain - pedestal_e),
+        "saturation_e": saturation_e,
     }
-    return CalibratedFrame(sci=sci, err=err, dq=dq, statistics=statistics)
 
 
 @dataclass(frozen=True)

@@ -502,10 +502,24 @@ def stack_images(
     included = [k for k, d in enumerate(decisions) if d.included]
     if not included:
         raise GroupRefused("no member left to stack")
-    ny, nx = grid.shape
-    statistics: dict[str, float] = {}
-    n = len(included)
-    stored = [planes(n, grid.shape, np.dtype(t)) for t in (np.float32, np.float32, np.uint16)]
+    stored = [planes(len(included), grid.shape, np.dtype(t)) for t in (np.float32, np.float32, np.uint16)]
+    mapping_error = _resample_into(stored, load, included, grid, settings, on_member, map_members)
+    coadded = _coadd_stored(stored, decisions, included, exptimes, sky, grid, settings)
+    del stored
+    return _stack_image(coadded, len(included), mapping_error)
+
+
+def _resample_into(
+    stored: list[MemoryPlanes],
+    load: Sequence[Callable[[], MemberImage]],
+    included: list[int],
+    grid: Grid,
+    settings: StackSettings,
+    on_member: Callable[[int], None] | None,
+    map_members: MapInOrder | None,
+) -> float:
+    """Resample the included members onto the grid into ``stored`` (SCI, variance, DQ planes), in
+    order; returns the largest pixel-mapping error met (pixels)."""
     mapping_error = 0.0
 
     def job(k: int) -> ResampleJob:
@@ -533,12 +547,38 @@ def stack_images(
         del resampled
         if on_member is not None:
             on_member(k)
+    return mapping_error
+
+
+@dataclass(frozen=True)
+class _Coadded:
+    """The co-added planes of a stack before the areas without data are settled, and the number of
+    member values clipped."""
+
+    sci: np.ndarray
+    variance: np.ndarray
+    exposure: np.ndarray
+    count: np.ndarray
+    rejected: int
+
+
+def _coadd_stored(
+    stored: list[MemoryPlanes],
+    decisions: Sequence[MemberDecision],
+    included: list[int],
+    exptimes: Sequence[float],
+    sky: Sequence[float],
+    grid: Grid,
+    settings: StackSettings,
+) -> _Coadded:
+    """Co-add the stored planes of the included members, row block by row block."""
+    ny, nx = grid.shape
     sci = np.empty(grid.shape, np.float32)
     variance = np.empty(grid.shape, np.float32)
     exposure = np.empty(grid.shape, np.float32)
     count = np.empty(grid.shape, np.int16)
     rejected = 0
-    rows = rows_per_block(n, nx, settings.memory_budget)
+    rows = rows_per_block(len(included), nx, settings.memory_budget)
     # members' skies are matched to the reference's: the level star signal is counted from
     background = float(np.median([decisions[k].offset + decisions[k].scale * sky[k] for k in included]))
     for r0 in range(0, ny, rows):
@@ -560,21 +600,27 @@ def stack_images(
         sci[r0:r1], variance[r0:r1] = block.sci, block.variance
         exposure[r0:r1], count[r0:r1] = block.exposure, block.count
         rejected += int(block.rejected.sum())
-    del stored
+    return _Coadded(sci, variance, exposure, count, rejected)
+
+
+def _stack_image(coadded: _Coadded, n: int, mapping_error: float) -> StackImage:
+    """The stack of ``n`` members: pixels no member covers flagged NO_DATA and set to 0, with what
+    making it measured."""
+    sci, count, exposure = coadded.sci, coadded.count, coadded.exposure
     dq = np.where(count == 0, np.uint16(DQ.NO_DATA), np.uint16(0)).astype(np.uint16)
     sci[count == 0] = 0.0
     covered = count > 0
-    statistics.update(
+    statistics = dict(
         members=float(n),
         covered_fraction=float(covered.mean()),
-        clipped_values=float(rejected),
+        clipped_values=float(coadded.rejected),
         mapping_error_px=mapping_error,
         exposure_max_s=float(exposure.max(initial=0.0)),
         nan_in_sci=float(np.count_nonzero(~np.isfinite(sci))),
     )
     return StackImage(
         sci=sci,
-        err=np.sqrt(variance).astype(np.float32),
+        err=np.sqrt(coadded.variance).astype(np.float32),
         dq=dq,
         exposure=exposure,
         count=count,

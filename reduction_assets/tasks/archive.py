@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -150,6 +151,136 @@ def _already_archived(candidate: Candidate, latest) -> Outcome:
     )
 
 
+class _Invalid(Exception):
+    """A file's own fault that keeps it out of the archive (its reason)."""
+
+
+@dataclass(frozen=True)
+class _LocalCopy:
+    """A candidate's file copied here and checked: its path, hashes, size (bytes), headers and
+    proposal (PROPID)."""
+
+    path: Path
+    sha256: str
+    md5: str
+    size: int
+    headers: list[fits.Header]
+    proposal: str | None
+
+
+def _checked_copy(
+    candidate: Candidate, source: ObjectStore, instrument: Instrument, folder: Path
+) -> _LocalCopy:
+    """A local copy of the candidate's file, once it proves to be the catalogued content with sound
+    headers; raises :class:`_Invalid` with the reason otherwise."""
+    try:
+        copy, sha, md5, size = _copy_and_hash(source, candidate.key, folder)
+    except StoreError as err:
+        raise _Invalid(f"unreadable: {err}") from None
+    if sha != candidate.checksum:
+        raise _Invalid(
+            "the file changed after it was catalogued (checksum mismatch): "
+            "`reduction-assets verify` finds and rebuilds it"
+        )
+    try:
+        with fits.open(copy) as hdul:
+            headers = [hdu.header.copy() for hdu in hdul]
+    except (OSError, ValueError) as err:
+        raise _Invalid(f"unreadable FITS: {type(err).__name__}") from None
+    problems = header_problems(headers, required_keywords(candidate.level, instrument))
+    if problems:
+        raise _Invalid("; ".join(problems))
+    proposal = str(headers[0].get("PROPID") or "").strip() or None
+    return _LocalCopy(copy, sha, md5, size, headers, proposal)
+
+
+def _record_values(
+    candidate: Candidate,
+    local: _LocalCopy,
+    instrument: Instrument,
+    settings: ArchiveSettings,
+    version: int,
+    key: str,
+) -> dict[str, Any]:
+    """The fields of the archive record of a file uploaded under ``key`` as ``version``."""
+    primary = local.headers[0]
+    return dict(
+        name=candidate.name,
+        version=version,
+        level=candidate.level,
+        source_kind=candidate.source_kind,
+        source_id=candidate.source_id,
+        # the observatory's own codes when its headers carry them (as LCO's do)
+        site=str(primary.get("SITEID") or "").strip() or instrument.site.name,
+        telescope=str(primary.get("TELID") or primary.get("TELESCOP") or "").strip() or None,
+        instrument=candidate.instrument,
+        night=candidate.night,
+        date_obs=candidate.date_obs,
+        proposal=local.proposal,
+        target=candidate.target,
+        exptime=candidate.exptime,
+        filter=candidate.filter,
+        configuration_type=candidate.configuration_type,
+        related=list(candidate.related),
+        public_date=public_date(candidate, local.proposal, settings),
+        footprint=footprint(local.headers),
+        size_bytes=local.size,
+        md5=local.md5,
+        sha256=local.sha256,
+        object_key=key,
+    )
+
+
+def _upload_and_record(
+    candidate: Candidate,
+    local: _LocalCopy,
+    *,
+    archive: ObjectStore,
+    catalog: Catalog,
+    instrument: Instrument,
+    settings: ArchiveSettings,
+    notify: bool,
+    check_only: bool,
+) -> Outcome:
+    """Upload a checked file as the next version of its name and record it (see :func:`archive_one`)."""
+    uploaded = None
+    try:
+        with catalog.session() as session:
+            # Holding the name from the version check to the commit: a run that archives the
+            # same file at the same moment (overlapping backfills) waits and then finds it.
+            hold_name(session, candidate.name)
+            latest = latest_record(session, candidate.name)
+            if latest is not None and latest.md5 == local.md5:
+                return _already_archived(candidate, latest)
+            version = latest.version + 1 if latest is not None else 1
+            key = archive_key(candidate.level, candidate.instrument, candidate.night, version, candidate.name)
+            if check_only:
+                return Outcome(
+                    candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key
+                )
+            archive.put_file(local.path, key, local.sha256, replace=True)
+            uploaded = key
+            row = add_record(session, **_record_values(candidate, local, instrument, settings, version, key))
+            if notify:
+                add_message(session, row)
+            record_id = row.id
+    except VersionTaken:
+        # Another process recorded this version first (on SQLite, where nothing waits): the key
+        # is its record's now, so the object stays. The same content is simply archived.
+        with catalog.session() as session:
+            latest = latest_record(session, candidate.name)
+        if latest is not None and latest.md5 == local.md5:
+            return _already_archived(candidate, latest)
+        raise
+    except Exception:
+        if uploaded is not None:
+            archive.remove(uploaded)  # no object without its record
+        raise
+    return Outcome(
+        candidate.name, candidate.level, ARCHIVED, version=version, record_id=record_id, object_key=key
+    )
+
+
 def archive_one(
     candidate: Candidate,
     *,
@@ -165,7 +296,6 @@ def archive_one(
     faults (they come back as ``invalid`` with the reason); a store that fails raises StoreError.
     With ``notify`` the record's message is queued in the outbox in the same transaction; with
     ``check_only`` nothing is uploaded or recorded (the answer is ``would_archive``)."""
-    outcome = Outcome(candidate.name, candidate.level, INVALID)
     with catalog.session() as session:
         latest = latest_record(session, candidate.name)
     if latest is not None and latest.sha256 == candidate.checksum:
@@ -173,91 +303,19 @@ def archive_one(
         return _already_archived(candidate, latest)
     with tempfile.TemporaryDirectory(prefix="archive_") as folder:
         try:
-            copy, sha, md5, size = _copy_and_hash(source, candidate.key, Path(folder))
-        except StoreError as err:
-            outcome.reason = f"unreadable: {err}"
-            return outcome
-        if sha != candidate.checksum:
-            outcome.reason = (
-                "the file changed after it was catalogued (checksum mismatch): "
-                "`reduction-assets verify` finds and rebuilds it"
-            )
-            return outcome
-        try:
-            with fits.open(copy) as hdul:
-                headers = [hdu.header.copy() for hdu in hdul]
-        except (OSError, ValueError) as err:
-            outcome.reason = f"unreadable FITS: {type(err).__name__}"
-            return outcome
-        problems = header_problems(headers, required_keywords(candidate.level, instrument))
-        if problems:
-            outcome.reason = "; ".join(problems)
-            return outcome
-        primary = headers[0]
-        proposal = str(primary.get("PROPID") or "").strip() or None
-        uploaded = None
-        try:
-            with catalog.session() as session:
-                # Holding the name from the version check to the commit: a run that archives the
-                # same file at the same moment (overlapping backfills) waits and then finds it.
-                hold_name(session, candidate.name)
-                latest = latest_record(session, candidate.name)
-                if latest is not None and latest.md5 == md5:
-                    return _already_archived(candidate, latest)
-                version = latest.version + 1 if latest is not None else 1
-                key = archive_key(
-                    candidate.level, candidate.instrument, candidate.night, version, candidate.name
-                )
-                if check_only:
-                    return Outcome(
-                        candidate.name, candidate.level, WOULD_ARCHIVE, version=version, object_key=key
-                    )
-                archive.put_file(copy, key, sha, replace=True)
-                uploaded = key
-                row = add_record(
-                    session,
-                    name=candidate.name,
-                    version=version,
-                    level=candidate.level,
-                    source_kind=candidate.source_kind,
-                    source_id=candidate.source_id,
-                    # the observatory's own codes when its headers carry them (as LCO's do)
-                    site=str(primary.get("SITEID") or "").strip() or instrument.site.name,
-                    telescope=str(primary.get("TELID") or primary.get("TELESCOP") or "").strip() or None,
-                    instrument=candidate.instrument,
-                    night=candidate.night,
-                    date_obs=candidate.date_obs,
-                    proposal=proposal,
-                    target=candidate.target,
-                    exptime=candidate.exptime,
-                    filter=candidate.filter,
-                    configuration_type=candidate.configuration_type,
-                    related=list(candidate.related),
-                    public_date=public_date(candidate, proposal, settings),
-                    footprint=footprint(headers),
-                    size_bytes=size,
-                    md5=md5,
-                    sha256=sha,
-                    object_key=key,
-                )
-                if notify:
-                    add_message(session, row)
-                record_id = row.id
-        except VersionTaken:
-            # Another process recorded this version first (on SQLite, where nothing waits): the key
-            # is its record's now, so the object stays. The same content is simply archived.
-            with catalog.session() as session:
-                latest = latest_record(session, candidate.name)
-            if latest is not None and latest.md5 == md5:
-                return _already_archived(candidate, latest)
-            raise
-        except Exception:
-            if uploaded is not None:
-                archive.remove(uploaded)  # no object without its record
-            raise
-    return Outcome(
-        candidate.name, candidate.level, ARCHIVED, version=version, record_id=record_id, object_key=key
-    )
+            local = _checked_copy(candidate, source, instrument, Path(folder))
+        except _Invalid as err:
+            return Outcome(candidate.name, candidate.level, INVALID, reason=str(err))
+        return _upload_and_record(
+            candidate,
+            local,
+            archive=archive,
+            catalog=catalog,
+            instrument=instrument,
+            settings=settings,
+            notify=notify,
+            check_only=check_only,
+        )
 
 
 def level_of(header: fits.Header) -> str:
