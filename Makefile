@@ -12,20 +12,50 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache
 
-.PHONY: setup browser demo demo-daemon test dev validate bench bench-backfill bench-night clean
+CONSTRAINTS := deploy/constraints.txt
 
-$(STAMP): setup.py
+.PHONY: setup lock browser demo demo-daemon test dev validate bench bench-backfill bench-night clean
+
+# Every install takes the exact versions of $(CONSTRAINTS) (the lock; deploy/Dockerfile uses it too),
+# and runs again when setup.py or the lock changes.
+$(STAMP): setup.py $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Regenerate the lock after a change of requirements in setup.py (or after `.venv/bin/pip install -U
+# <name>`): install the project with its dev and bench extras without the lock (pip keeps every
+# installed version that still satisfies setup.py), then pin everything .venv holds, the project aside.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	{ printf '%s\n' \
+	  "# The lock: the exact version of every distribution that \`pip install -e '.[dev,bench]'\` installs" \
+	  '# (Python 3.11, Linux). `make setup`, `make bench` and deploy/Dockerfile install with' \
+	  '# `-c deploy/constraints.txt`. Do not edit by hand: regenerate it with `make lock`, which installs' \
+	  "# the project's dev and bench extras into .venv without this file, then writes" \
+	  '# `.venv/bin/pip freeze --exclude-editable` (the project itself left out) here.'; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^reduction[-_]assets([ =@]|$$)'; \
+	} > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+
+# A home's Dagster instance settings are the repository's dagster.yaml: Home.ensure() creates the
+# folders (and copies the package's default, a symlink to that same file), then the file itself is
+# installed over it, so the home gets this checkout's settings even when the installed package is
+# another checkout's, and an older home of `make dev` gets them again.
+define instance_settings
+	$(BIN)/python -c "from reduction_assets.support.home import resolve_home; resolve_home('$(1)').ensure()"
+	install -m 644 dagster.yaml $(1)/dagster/dagster.yaml
+endef
 
 # A fresh REDUCTION_HOME, one simulated night per simulated instrument, `process`, the progress table,
 # the night's report (demo_home/report.html).
 demo: setup
 	rm -rf $(DEMO_HOME)
+	$(call instance_settings,$(DEMO_HOME))
 	mkdir -p $(DEMO_HOME)/landing $(DEMO_HOME)/reference
 	for instrument in lcosim noirsim; do \
 	  $(BIN)/reduction-assets simulate --instrument $$instrument --night $(DEMO_NIGHT) \
@@ -69,7 +99,7 @@ test: setup browser
 # Timing and memory tables (a few minutes; ccdproc alone takes ~25 s and 6.5 GB at 50 frames; the
 # co-add benchmark writes 10 frames of 2048² to a temporary folder).
 bench: setup
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.stacking
 	$(BIN)/python -m benchmarks.reduce_frame
 	$(BIN)/python -m benchmarks.coadd
@@ -88,12 +118,17 @@ validate: setup
 	REDUCTION_HOME=$(REDUCTION_HOME) $(BIN)/dagster definitions validate -w workspace.yaml
 
 # The Dagster UI and daemon (sensors run) on the state in REDUCTION_HOME, at http://$(HOST):$(PORT)
-# (`make dev HOST=0.0.0.0 PORT=3300` to serve other machines or avoid a busy port).
+# (`make dev HOST=0.0.0.0 PORT=3300` to serve other machines or avoid a busy port). `dagster dev`
+# runs in DAGSTER_HOME: started beside the repository's dagster.yaml it would warn that this file is
+# not used (it is: installed into DAGSTER_HOME above). PYTHONPATH keeps the code location this
+# checkout's, as the repository's root as working directory did.
+DEV_HOME = $(abspath $(REDUCTION_HOME))
 dev: setup
-	mkdir -p $(REDUCTION_HOME)
-	$(BIN)/python -c "from reduction_assets.support.home import resolve_home; resolve_home('$(REDUCTION_HOME)').ensure()"
-	REDUCTION_HOME=$(REDUCTION_HOME) DAGSTER_HOME=$(REDUCTION_HOME)/dagster \
-	  $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	mkdir -p $(DEV_HOME)
+	$(call instance_settings,$(DEV_HOME))
+	cd $(DEV_HOME)/dagster && REDUCTION_HOME=$(DEV_HOME) DAGSTER_HOME=$(DEV_HOME)/dagster \
+	  PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) \
+	  $(CURDIR)/$(BIN)/dagster dev -w $(CURDIR)/workspace.yaml -h $(HOST) -p $(PORT)
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) $(DEMO_HOME)-daemon .numba_cache .pytest_cache *.egg-info

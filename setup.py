@@ -30,22 +30,31 @@ setup(
         # as Kubernetes jobs (deploy/helm).
         f"dagster-celery=={DAGSTER_LIBS}",
         f"dagster-k8s=={DAGSTER_LIBS}",
+        # Imported directly, not only through Dagster: Config fields (pydantic.Field; Dagster 1.13's
+        # config needs pydantic 2), the S3 store's errors (botocore.exceptions; dagster-aws brings boto3
+        # and with it botocore; the exceptions caught are old, 1.29 is simply the first release series
+        # of Python 3.11's time).
+        "pydantic>=2,<3",
+        "botocore>=1.29,<2",
         "astropy>=7.0,<9",
         "numpy>=2.0,<3",
         "numba>=0.60,<0.70",
         "sqlalchemy>=2.0,<2.2",
+        "alembic>=1.9,<2",  # the catalog's migrations; 1.9: the first release for SQLAlchemy 2.0
         "psycopg2-binary>=2.9,<3",
-        "pyyaml>=6.0",
-        "tenacity>=9.0",
-        "kombu>=5.3",  # AMQP: archive notifications
-        "filelock>=3.12",
-        "tqdm>=4.66",
-        "tzdata",
-        "astroscrappy>=1.2",  # L.A.Cosmic cosmic-ray detection
-        "sep>=1.4",  # Source Extractor as a library
-        "matplotlib>=3.8",  # quality plots (Agg backend)
-        "requests>=2.31",  # alert webhooks
-        "jinja2>=3.1",  # the nightly report's HTML
+        "pyyaml>=6.0,<7",
+        "tenacity>=9.0,<10",
+        "kombu>=5.3,<6",  # AMQP: archive notifications
+        "filelock>=3.12,<5",  # the home's lock (FileLock with mode=)
+        "tqdm>=4.66,<5",
+        "tzdata",  # calendar-versioned (2026.x): no major to stay below
+        "astroscrappy>=1.2,<2",  # L.A.Cosmic cosmic-ray detection
+        # Source Extractor as a library. The numba aperture kernels (kernels/apertures.py) are bit for
+        # bit sep 1.4.1's C: a new minor release of sep is compared with them before the bound moves.
+        "sep>=1.4.1,<1.5",
+        "matplotlib>=3.8,<4",  # quality plots (Agg backend)
+        "requests>=2.31,<3",  # alert webhooks
+        "jinja2>=3.1,<4",  # the nightly report's HTML
     ],
     extras_require={
         # reproject: the tests compare the resampler with it; moto's server: a real S3 protocol;

@@ -158,7 +158,7 @@ def test_reduced_frames_declare_the_window_on_all_three_masters():
 def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
     from reduction_assets.support.home import Home
 
-    for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
+    for path in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
         monitoring = yaml.safe_load(path.read_text())["run_monitoring"]
         assert monitoring["enabled"] and monitoring["free_slots_after_run_end_seconds"] <= 60, path
         assert monitoring["start_timeout_seconds"] > 0 and monitoring["max_runtime_seconds"] > 0, path
@@ -171,7 +171,7 @@ def test_both_instance_configs_free_the_slots_of_dead_runs(tmp_path):
 def test_both_instance_configs_bound_tick_history_and_retry_crashed_runs_only(tmp_path, monkeypatch):
     from reduction_assets.support.home import Home
 
-    for path in (ROOT / "reduction_assets" / "defaults" / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
+    for path in (ROOT / "dagster.yaml", ROOT / "deploy" / "dagster.yaml"):
         config = yaml.safe_load(path.read_text())
         ticks = config["retention"]["sensor"]["purge_after_days"]
         assert 0 < ticks["skipped"] <= 7 and ticks["failure"] > 0 and ticks["success"] > 0, path

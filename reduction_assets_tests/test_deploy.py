@@ -48,13 +48,110 @@ def test_services_run_in_the_foreground_and_are_stopped_as_a_group():
     assert "deploy/workspace.yaml" in unit("reduction-daemon.service")["Service"]["ExecStart"]
 
 
-@pytest.mark.parametrize("path", ["deploy/dagster.yaml", "reduction_assets/support/defaults/dagster.yaml"])
+@pytest.mark.parametrize("path", ["deploy/dagster.yaml", "dagster.yaml"])
 def test_backfill_runs_are_throttled_below_the_run_limit(path):
     import yaml
 
     runs = yaml.safe_load((ROOT / path).read_text())["concurrency"]["runs"]
     (limit,) = [entry for entry in runs["tag_concurrency_limits"] if entry["key"] == "dagster/backfill"]
     assert "value" not in limit and 1 <= limit["limit"] < runs["max_concurrent_runs"]
+
+
+PACKAGE_DEFAULT = ROOT / "reduction_assets" / "support" / "defaults" / "dagster.yaml"
+
+
+def test_the_package_default_instance_config_is_the_repository_root_file():
+    # A relative symlink in the checkout: the package ships the root file's bytes (the wheel and the
+    # image hold a copy), and nothing else holds the embedded settings.
+    assert PACKAGE_DEFAULT.is_symlink() and PACKAGE_DEFAULT.readlink() == Path("../../../dagster.yaml")
+    assert PACKAGE_DEFAULT.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+    from importlib import resources
+
+    shipped = resources.files("reduction_assets.support") / "defaults" / "dagster.yaml"
+    assert shipped.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+
+
+def test_the_root_instance_config_is_dagsters_schema_with_sqlite_storage_in_its_folder(tmp_path, monkeypatch):
+    from dagster import DagsterInstance
+
+    from reduction_assets.support.home import Home
+
+    # Another DAGSTER_HOME in the environment does not move the storage: it is the folder's.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    home = Home(tmp_path / "home").ensure()
+    assert (home.dagster / "dagster.yaml").read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+    instance = DagsterInstance.from_config(str(home.dagster))  # an unknown key fails here
+    try:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert type(instance.event_log_storage).__name__ == "SqliteEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "SqliteScheduleStorage"
+        assert (home.dagster / "history" / "runs.db").exists()
+        assert (home.dagster / "schedules" / "schedules.db").exists()
+        assert instance.compute_log_manager._base_dir == str(home.dagster / "storage")
+        assert instance.get_settings("sensors") == {"use_threads": True, "num_workers": 2}
+        assert instance.get_settings("backfills") == {"use_threads": False}
+        runs = instance.get_concurrency_config().run_queue_config
+        assert runs.max_concurrent_runs == 2
+        assert runs.tag_concurrency_limits == [{"key": "dagster/backfill", "limit": 1}]
+    finally:
+        instance.dispose()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_make_dev_and_demo_give_their_home_the_root_instance_config():
+    makefile = (ROOT / "Makefile").read_text()
+    (settings,) = re.findall(r"^define instance_settings\n(.*?)^endef", makefile, re.M | re.S)
+    assert "install -m 644 dagster.yaml $(1)/dagster/dagster.yaml" in settings
+    for target in ("demo", "dev"):
+        (recipe,) = re.findall(rf"^{target}: .*?\n((?:\t.*\n)+)", makefile, re.M)
+        assert "$(call instance_settings," in recipe, target
+
+
+def requirement_pins() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_lock_pins_every_requirement_of_setup_py_within_its_bounds():
+    import setuptools
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    captured = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+        exec(compile((ROOT / "setup.py").read_text(), "setup.py", "exec"), {"__name__": "__main__"})
+    pins = requirement_pins()
+    assert "reduction-assets" not in pins
+    wanted = captured["install_requires"] + [
+        r for extra in ("dev", "bench") for r in captured["extras_require"][extra]
+    ]
+    for requirement in map(Requirement, wanted):
+        name = canonicalize_name(requirement.name)
+        assert name in pins and pins[name] in requirement.specifier, (str(requirement), pins.get(name))
+
+
+def test_every_install_takes_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    (stamp,) = re.findall(r"^\$\(STAMP\): (.*)\n((?:\t.*\n)+)", makefile, re.M)
+    assert "$(CONSTRAINTS)" in stamp[0].split() and "CONSTRAINTS := deploy/constraints.txt" in makefile
+    installs = re.findall(r"pip install .*'\.\[.*", makefile)
+    lock = re.findall(r"^lock:\n((?:\t.*\n)+)", makefile, re.M)[0]
+    assert installs and all("-c $(CONSTRAINTS)" in line for line in installs if line not in lock)
+    assert "pip freeze --exclude-editable" in lock
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    (install,) = re.findall(r"^RUN pip install .*$", dockerfile, re.M)
+    assert "-c deploy/constraints.txt" in install
+    before = dockerfile.split(install)[0]
+    assert re.search(r"^COPY .*\bdeploy/constraints\.txt\b", before, re.M)
+    # The package's default instance config is a symlink to the root file: copied before the install.
+    assert re.search(r"^COPY .*\bdagster\.yaml \./$", before, re.M)
 
 
 def yaml_of(name: str) -> dict:

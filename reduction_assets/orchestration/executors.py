@@ -17,11 +17,11 @@ import os
 
 import kombu
 from dagster import Failure, executor, multiple_process_executor_requirements
-from dagster._core.execution.retries import RetryMode
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
+from reduction_assets.orchestration.dagster_internals import RetryMode
 from reduction_assets.tasks.notify import redacted
 
 BROKER_URL_ENV = "REDUCTION_CELERY_BROKER_URL"  # amqp://user:password@host:5672/vhost

@@ -244,8 +244,11 @@ def status_report(
     backfills, and each sensor's state (``sensor_defaults``: name -> running by default)."""
     import time
 
-    from dagster._core.execution.backfill import BulkActionStatus
-    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+    from reduction_assets.orchestration.dagster_internals import (
+        BulkActionStatus,
+        InstigatorStatus,
+        InstigatorType,
+    )
 
     now = time.time() if now is None else now
     running = instance.get_runs(filters=RunsFilter(statuses=RUNNING_STATUSES))
