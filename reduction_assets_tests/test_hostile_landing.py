@@ -23,7 +23,7 @@ from reduction_assets.fits.headers import card_text
 from reduction_assets.orchestration.resources import LandingSourceResource, ReductionHomeResource
 from reduction_assets.orchestration.sensors import landing_sensor, request_files
 from reduction_assets_tests.assets.test_raw import rows, run_raw, run_rejects
-from reduction_assets_tests.conftest import deliver, frames_of
+from reduction_assets_tests.conftest import NIGHT, deliver, frames_of
 from reduction_assets_tests.runs import run_partition
 
 # landing/ alone: no S3 source to copy arrivals from.
@@ -247,8 +247,69 @@ def test_an_error_reducing_one_frame_leaves_it_not_reducible_and_the_rest_reduce
         return real(*args, **kwargs)
 
     monkeypatch.setattr(science_assets, "extract_sources", failing_once)
-    run_partition(home, deliver(lcosim_night.frames, home.landing))
+    result = run_partition(home, deliver(lcosim_night.frames, home.landing), raise_on_error=False)
     statuses = sorted(p.status for p, _ in _products(home, Product))
     assert statuses == ["not_reducible"] + ["reduced"] * 11
     (failed,) = [p for p, _ in _products(home, Product) if p.status == "not_reducible"]
     assert failed.reason == "reduction failed: ValueError: internal pixel buffer full"
+    # An exception nobody named is a bug: the other frames are done, and the run is not green.
+    assert not result.success
+
+
+def _bug_in_every_frame(*args, **kwargs):
+    raise ZeroDivisionError("injected bug")
+
+
+def test_a_bug_hitting_every_frame_fails_the_run_and_its_checks_after_recording_the_frames(
+    home, lcosim_night, monkeypatch
+):
+    from dagster import AssetCheckKey, AssetKey, DagsterRunStatus, instance_for_test
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    from reduction_assets.reduction import science as science_assets  # small frames: in this process
+
+    monkeypatch.setattr(science_assets, "extract_sources", _bug_in_every_frame)
+    names = deliver(lcosim_night.frames, home.landing)
+    with instance_for_test() as instance:
+        from dagster import materialize
+
+        from reduction_assets.orchestration.partitions import partition_key
+        from reduction_assets_tests.runs import ALL, PARTITION, resources
+
+        result = materialize(
+            ALL, selection=PARTITION, partition_key=partition_key("lcosim", NIGHT),
+            resources=resources(home), instance=instance, raise_on_error=False,
+            run_config={"ops": {"raw_frames": {"config": {"files": names}}}},
+        )  # fmt: skip
+        assert instance.get_run_by_id(result.run_id).status == DagsterRunStatus.FAILURE
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "reduced_frames" and "12 frames failed with an unexpected error" in str(
+            failure.event_specific_data.error_display_string
+        )
+        check = AssetCheckKey(AssetKey("reduced_frames"), "all_frames_reduced")
+        (record,) = instance.event_log_storage.get_asset_check_execution_history(check, limit=5)
+        # Never evaluated, in a failed run: the UI shows the check as "execution failed".
+        assert record.status == AssetCheckExecutionRecordStatus.PLANNED
+        assert instance.get_run_by_id(record.run_id).status == DagsterRunStatus.FAILURE
+    # What it finished is recorded: every frame, with the error as its reason.
+    rows = _products(home, Product)
+    assert len(rows) == 12 and {p.status for p, _ in rows} == {"not_reducible"}
+    assert {p.reason for p, _ in rows} == {"reduction failed: ZeroDivisionError: injected bug"}
+
+
+def test_process_exits_1_when_a_bug_hits_the_frames(home, lcosim_night):
+    import subprocess
+    import sys
+
+    deliver(lcosim_night.frames, home.landing)
+    script = (
+        "import sys\n"
+        "from reduction_assets.reduction import science\n"
+        "from reduction_assets_tests.test_hostile_landing import _bug_in_every_frame\n"
+        "science.extract_sources = _bug_in_every_frame\n"
+        "from reduction_assets.cli import main\n"
+        f"sys.exit(main(['--home', {str(home.root)!r}, 'process', '--settle-seconds', '0', '--json']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert '"exit_code": 1' in done.stdout and '"success": false' in done.stdout

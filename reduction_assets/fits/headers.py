@@ -76,7 +76,7 @@ class FrameInfo:
 
     @property
     def binning_label(self) -> str:
-        return f"{self.binning[0]}x{self.binning[1]}"
+        return Binning(*self.binning).label
 
     def as_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -155,10 +155,31 @@ def _angle(value: Any, unit: str) -> float | None:
         return None  # pointing is informative only: a bad value must not reject the frame
 
 
+@dataclass(frozen=True)
+class Binning:
+    """On-chip binning: pixels summed along x and y. The one reader and writer of its catalog label,
+    ``2x2`` (x first)."""
+
+    x: int
+    y: int
+
+    @classmethod
+    def parse(cls, label: str) -> Binning:
+        try:
+            x, y = (int(value) for value in label.lower().split("x"))
+        except ValueError as err:
+            raise ValueError(f"{label!r} is not a binning label XxY, e.g. 2x2") from err
+        return cls(x, y)
+
+    @property
+    def label(self) -> str:
+        return f"{self.x}x{self.y}"
+
+
 def parse_binning_label(label: str) -> tuple[int, int]:
     """(x, y) of a catalog binning label, as :attr:`FrameInfo.binning_label` writes it (``2x2``)."""
-    x, y = (int(value) for value in label.split("x"))
-    return x, y
+    binning = Binning.parse(label)
+    return binning.x, binning.y
 
 
 def binning_from_header(instrument: Instrument, header: Mapping[str, Any]) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from reduction_assets.instruments import load_registry
+from reduction_assets.tasks.common import CALIBRATION_WINDOW_NIGHTS
 
 # The oldest data this installation will ever ingest (the real ST-7 frames are from 2019-10-28).
 FIRST_NIGHT = "2019-01-01"
@@ -34,9 +35,6 @@ night_instrument_partitions = MultiPartitionsDefinition(
     {"night": night_partitions, "instrument": instrument_partitions}
 )
 
-
-# Night N may use calibrations of nights N-k..N (the actual choice is a catalog query).
-CALIBRATION_WINDOW_NIGHTS = 7
 
 # Backfills run up to a month of partitions per run: a backfill of up to 30 nights of one instrument is
 # one run of every asset (the window mappings let assets share a run only when a run can hold all

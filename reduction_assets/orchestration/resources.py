@@ -14,6 +14,7 @@ from reduction_assets.catalog import Catalog
 from reduction_assets.instruments import Registry, load_registry
 from reduction_assets.storage import LocalStore, ObjectStore
 from reduction_assets.support.home import Home, resolve_home
+from reduction_assets.tasks.common import Stores
 
 
 @functools.lru_cache(maxsize=8)
@@ -57,6 +58,10 @@ class ReductionHomeResource(ConfigurableResource):
 
     def quarantine_store(self) -> ObjectStore:
         return LocalStore(self.layout().quarantine)
+
+    def stores(self) -> Stores:
+        """The catalog and the raw and product stores, as the tasks take them."""
+        return Stores(self.catalog(), self.raw_store(), self.product_store())
 
 
 ARCHIVE_KINDS = ("local", "s3")

@@ -1,5 +1,4 @@
-"""What the asset families share: reading masters that are verified first, and how a catalog row
-of a master is recorded as provenance."""
+"""What the asset families share: owners, the stacking pool, and retries of transient errors."""
 
 from __future__ import annotations
 
@@ -7,15 +6,10 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
-from dagster import RetryRequested
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue, RetryRequested
 
-from reduction_assets.catalog import Calibration, Catalog
-from reduction_assets.catalog.db import Session, is_transient
-from reduction_assets.catalog.integrity import mark_calibration_stale
-from reduction_assets.fits.reading import read_master
-from reduction_assets.reduction.masters import Master
-from reduction_assets.storage import Integrity, ObjectStore, StagedObject
-from reduction_assets.support.provenance import UsedCalibration
+from reduction_assets.catalog.db import is_transient
+from reduction_assets.tasks.common import CheckVerdict
 
 T = TypeVar("T")
 
@@ -55,52 +49,13 @@ def retried_when_transient(body: Callable[..., T]) -> Callable[..., T]:
     return step
 
 
-class DamagedMaster(Exception):
-    """A master's file is missing or does not match its checksum; it was marked for rebuilding."""
-
-
-class VerifiedMasters:
-    """Masters read once per run, each checked against its catalog checksum before first use. A
-    damaged one is marked stale (with the products made from it) and raises :class:`DamagedMaster`."""
-
-    def __init__(self, catalog: Catalog, products: ObjectStore):
-        self.catalog = catalog
-        self.products = products
-        self._cache: dict[int, Master] = {}
-
-    def __call__(self, calibration: Calibration) -> Master:
-        if calibration.id not in self._cache:
-            state = self.products.check(calibration.path, calibration.checksum)
-            if state is not Integrity.OK:
-                with self.catalog.session() as session:
-                    mark_calibration_stale(session, calibration.id)
-                raise DamagedMaster(
-                    f"the master {calibration.type} {calibration.id} ({calibration.path}) is "
-                    f"{state.value}: it is marked for rebuilding, with what was made from it"
-                )
-            with self.products.open(calibration.path) as stream:
-                self._cache[calibration.id] = read_master(stream)
-        return self._cache[calibration.id]
-
-
-def record_and_publish(catalog: Catalog, staged: StagedObject, record: Callable[[Session], T]) -> T:
-    """Record a product and publish its file in one transaction, so that the row and the file change
-    together (a crash between the rename and the commit leaves a checksum mismatch, which the next
-    run's up-to-date check sees and redoes). Returns what ``record(session)`` returns."""
-    try:
-        with catalog.session() as session:
-            row = record(session)
-            staged.publish()
-        return row
-    finally:
-        staged.discard()
-
-
-def used(kind: str, calibration: Calibration) -> UsedCalibration:
-    return UsedCalibration(
-        kind=kind,
-        id=calibration.id,
-        key=calibration.path,
-        night=calibration.night,
-        checksum=calibration.checksum,
+def check_result(verdict: CheckVerdict, asset_key: str) -> AssetCheckResult:
+    """A check's verdict as Dagster reports it (a warning: the frames are recorded either way)."""
+    return AssetCheckResult(
+        check_name=verdict.name,
+        asset_key=AssetKey(asset_key),
+        passed=not verdict.failures,
+        severity=AssetCheckSeverity.WARN,
+        description="; ".join(verdict.failures[:10]) if verdict.failures else verdict.passed_description,
+        metadata={"failing": MetadataValue.int(len(verdict.failures))},
     )
