@@ -153,6 +153,27 @@ class Geometry:
 
 
 @dataclass(frozen=True)
+class ReadoutShape:
+    """A raw readout's shape in pixels (rows, columns): the one reader and writer of its label
+    ``NYxNX``, as calibration keys and the catalog hold it (a window is another readout)."""
+
+    ny: int
+    nx: int
+
+    @classmethod
+    def parse(cls, label: str) -> ReadoutShape:
+        try:
+            ny, nx = (int(value) for value in label.lower().split("x"))
+        except ValueError as err:
+            raise ValueError(f"{label!r} is not a readout shape NYxNX, e.g. 1024x1056") from err
+        return cls(ny, nx)
+
+    @property
+    def label(self) -> str:
+        return f"{self.ny}x{self.nx}"
+
+
+@dataclass(frozen=True)
 class CalibrationKey:
     """What makes a master fit a frame: the one definition used both to group raw calibration
     frames into masters and to choose a master for a frame (BANZAI's calibration set criteria).
@@ -163,7 +184,7 @@ class CalibrationKey:
 
     type: str
     binning: str
-    readout: str  # the raw frames' shape, NYxNX (a window is another readout)
+    readout: str  # ReadoutShape.label of the raw frames (a window is another readout)
     filter: str = ""
     exptime: float = 0.0
 

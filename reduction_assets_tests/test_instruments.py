@@ -187,3 +187,21 @@ def test_quality_thresholds_default_and_are_overridden_key_by_key():
 def test_a_malformed_quality_section_is_refused_naming_the_key(entry, message):
     with pytest.raises(RegistryError, match=re.escape(message)):
         parse_registry(MINIMAL + f"    quality: {entry}\n", source="cams.yaml")
+
+
+def test_a_readout_shape_is_read_and_written_as_ny_x_nx():
+    from reduction_assets.instruments import ReadoutShape
+
+    assert ReadoutShape.parse("1024x1056") == ReadoutShape(1024, 1056)
+    assert ReadoutShape(510, 765).label == "510x765"
+    with pytest.raises(ValueError, match="not a readout shape"):
+        ReadoutShape.parse("1024|1056")
+
+
+def test_a_binning_is_read_and_written_as_x_by_y():
+    from reduction_assets.fits.headers import Binning, parse_binning_label
+
+    assert Binning.parse("2x1") == Binning(2, 1) and Binning(2, 1).label == "2x1"
+    assert parse_binning_label("3x3") == (3, 3)
+    with pytest.raises(ValueError, match="not a binning label"):
+        Binning.parse("2 by 2")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from reduction_assets.catalog.models import Calibration, RawFrame, utcnow
 from reduction_assets.catalog.raw import raw_frames_of
-from reduction_assets.instruments import MASTER_TYPES, CalibrationKey, Instrument
+from reduction_assets.instruments import MASTER_TYPES, CalibrationKey, Instrument, ReadoutShape
 
 BEFORE, EITHER = "before", "either"  # where masters may come from: earlier nights, or both sides
 
@@ -141,7 +141,7 @@ def select_calibration(session: Session, criteria: CalibrationCriteria) -> Calib
 
 def readout_of(frame: RawFrame) -> str:
     """A raw frame's readout shape as it appears in calibration keys: ``NYxNX``."""
-    return f"{frame.naxis2}x{frame.naxis1}"
+    return ReadoutShape(frame.naxis2, frame.naxis1).label
 
 
 def frame_key(instrument: Instrument, kind: str, frame: RawFrame) -> CalibrationKey:

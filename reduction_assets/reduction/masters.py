@@ -17,6 +17,7 @@ cameras whose darks include the bias), of flat dimensionless (illuminated level 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -234,8 +235,10 @@ def _robust_outliers(levels: np.ndarray, nsigma: float, floor: float) -> np.ndar
 def _majority_shape(frames: list[InputFrame], rejected: list[tuple[str, str]]) -> list[InputFrame]:
     if not frames:
         return frames
-    labels, counts = np.unique([f"{f.shape[0]}x{f.shape[1]}" for f in frames], return_counts=True)
-    majority = tuple(int(v) for v in labels[np.argmax(counts)].split("x"))
+    counts = Counter(frame.shape for frame in frames)
+    most = max(counts.values())
+    # A tie goes to the shape whose "NYxNX" label sorts first, as it always has.
+    majority = min((shape for shape, n in counts.items() if n == most), key=lambda s: f"{s[0]}x{s[1]}")
     for frame in frames:
         if frame.shape != majority:
             rejected.append((frame.name, f"shape {frame.shape} differs from the group's {majority}"))
