@@ -183,3 +183,28 @@ def import_cycles() -> list[list[str]]:
 
 def test_no_import_cycles_in_the_package():
     assert import_cycles() == []
+
+
+# An asset body gathers inputs, calls a task and reports; the work itself is small functions too.
+DAGSTER_LAYER_LIMIT, ELSEWHERE_LIMIT = 40, 80
+NO_SIZE_LIMIT = ("kernels", "simulator", "migrations")  # numba kernels, the simulator, generated
+
+
+def long_functions() -> list[str]:
+    """Functions over their layer's limit, counted from ``def`` to the last line (docstring included)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).parts
+        if any(part in NO_SIZE_LIMIT for part in parts):
+            continue
+        limit = DAGSTER_LAYER_LIMIT if parts[0] == ORCHESTRATION else ELSEWHERE_LIMIT
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = node.end_lineno - node.lineno + 1
+                if size > limit:
+                    found.append(f"{'/'.join(parts)}:{node.lineno} {node.name}: {size} lines > {limit}")
+    return found
+
+
+def test_no_function_is_longer_than_its_layer_allows():
+    assert long_functions() == []

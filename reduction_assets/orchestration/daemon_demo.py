@@ -15,11 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from reduction_assets.support.home import resolve_home
+from reduction_assets.support.home import Home, resolve_home
 
 INSTRUMENTS = ("lcosim", "noirsim")
 WORKSPACE = """load_from:
@@ -70,22 +71,10 @@ def night_rows(home, night: dt.date) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reduction_assets.instruments import load_registry
-    from reduction_assets.simulator.night import SimulationConfig, simulate_night
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", required=True)
-    parser.add_argument("--night", type=dt.date.fromisoformat, default=dt.date(2026, 11, 20))
-    parser.add_argument("--timeout", type=float, default=600.0)
-    args = parser.parse_args(argv)
+    """Simulate a night, start the daemon, drop the night into landing/ and wait until it is archived."""
+    args = _arguments(argv)
     home = resolve_home(args.home).ensure()
-    registry = load_registry()
-    frames = []
-    for seed, name in enumerate(INSTRUMENTS):
-        night = simulate_night(
-            registry[name], args.night, home.root / "simulated" / name, SimulationConfig(seed=seed)
-        )
-        frames += night.frames
+    frames = simulate_frames(home, args.night)
     night_rows(home, args.night)  # the catalog exists before the daemon starts
     log = home.state / "daemon.log"
     daemon = start_daemon(home, log)
@@ -96,22 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         for frame in frames:
             shutil.copyfile(frame, home.landing / frame.name)
         print(f"dropped {len(frames)} frames of {args.night} into {home.landing}")
-        goal = len(INSTRUMENTS)
-        with tqdm(total=goal, desc="nights archived", unit="night") as bar:
-            while True:
-                rows = night_rows(home, args.night)
-                done = sum(1 for row in rows if row["archived"] and row["stacked"])
-                bar.n = done
-                bar.refresh()
-                if done == goal:
-                    break
-                if daemon.poll() is not None:
-                    print(f"the daemon stopped; see {log}", file=sys.stderr)
-                    return 1
-                if time.monotonic() - started > args.timeout:
-                    print(f"not done after {args.timeout:.0f} s; see {log}", file=sys.stderr)
-                    return 1
-                time.sleep(2.0)
+        watch = Watch(
+            home=home, daemon=daemon, night=args.night, log=log, started=started, timeout=args.timeout
+        )
+        rows = wait_until_archived(watch)
+        if rows is None:
+            return 1
         print(f"landing to archive records in {time.monotonic() - started:.0f} s, with no command run")
     finally:
         stop_daemon(daemon)
@@ -121,6 +100,63 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['reduced']} reduced, {row['stacked']} stacks, {row['archived']} archived files"
         )
     return 0
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line: --home, --night and --timeout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--night", type=dt.date.fromisoformat, default=dt.date(2026, 11, 20))
+    parser.add_argument("--timeout", type=float, default=600.0)
+    return parser.parse_args(argv)
+
+
+def simulate_frames(home, night: dt.date) -> list[Path]:
+    """Simulate the night for every demo instrument under the home; the frames' paths."""
+    from reduction_assets.instruments import load_registry
+    from reduction_assets.simulator.night import SimulationConfig, simulate_night
+
+    registry = load_registry()
+    frames = []
+    for seed, name in enumerate(INSTRUMENTS):
+        simulated = simulate_night(
+            registry[name], night, home.root / "simulated" / name, SimulationConfig(seed=seed)
+        )
+        frames += simulated.frames
+    return frames
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A demo in progress: the daemon working on a night dropped into landing/ at ``started``."""
+
+    home: Home
+    daemon: subprocess.Popen
+    night: dt.date
+    log: Path
+    started: float  # time.monotonic()
+    timeout: float  # seconds
+
+
+def wait_until_archived(watch: Watch) -> list[dict] | None:
+    """The night's progress rows once every instrument is stacked and archived; None (said on stderr)
+    when the daemon stops or the timeout passes first."""
+    goal = len(INSTRUMENTS)
+    with tqdm(total=goal, desc="nights archived", unit="night") as bar:
+        while True:
+            rows = night_rows(watch.home, watch.night)
+            done = sum(1 for row in rows if row["archived"] and row["stacked"])
+            bar.n = done
+            bar.refresh()
+            if done == goal:
+                return rows
+            if watch.daemon.poll() is not None:
+                print(f"the daemon stopped; see {watch.log}", file=sys.stderr)
+                return None
+            if time.monotonic() - watch.started > watch.timeout:
+                print(f"not done after {watch.timeout:.0f} s; see {watch.log}", file=sys.stderr)
+                return None
+            time.sleep(2.0)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, RunRequest
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.db import without_credentials
@@ -32,6 +33,7 @@ from reduction_assets.fits.headers import shown
 from reduction_assets.orchestration.partitions import split_key
 from reduction_assets.orchestration.resources import (
     LANDING_STORE_ENV,
+    LandingSourceResource,
     ReductionHomeResource,
     landing_resource,
 )
@@ -221,6 +223,16 @@ class _SignalWatch:
             os._exit(128 + self.signum)
 
 
+@dataclass(frozen=True)
+class _Pacing:
+    """How `process` waits and logs: seconds a file must rest, seconds to wait for files in all,
+    and the log level of its runs."""
+
+    settle_seconds: float
+    max_wait_seconds: float
+    log_level: str
+
+
 def process_landing(
     home: Home,
     *,
@@ -236,6 +248,7 @@ def process_landing(
     the databases cannot be used, and :class:`Interrupted` on SIGTERM/SIGINT.
     """
     outcome = ProcessOutcome()
+    pacing = _Pacing(settle_seconds, max_wait_seconds, log_level)
     home.ensure()
     try:
         with home.lock(wait_seconds=lock_wait_seconds):
@@ -243,37 +256,41 @@ def process_landing(
             instance = instance_for(home)
             try:
                 with _SignalWatch(instance, echo) as watch:
-                    outcome.reaped = reap_dead_process_runs(instance, home, holding_lock=True)
-                    for run in outcome.reaped:
-                        echo(
-                            f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
-                            f"freed {run.freed_slots} pool slots"
-                        )
-                    partitions = _process_until_idle(
-                        home,
-                        instance,
-                        watch,
-                        outcome,
-                        settle_seconds=settle_seconds,
-                        max_wait_seconds=max_wait_seconds,
-                        log_level=log_level,
-                        echo=echo,
-                    )
-                    succeeded = {run["partition"] for run in outcome.runs if run["success"]}
-                    instruments = sorted({i for i, n in partitions if partition_label(i, n) in succeeded})
-                    _redraw_trends(home, instance, instruments, outcome, log_level=log_level, echo=echo)
-                    catalog = Catalog(home.catalog_url())
-                    try:
-                        with catalog.session() as session:
-                            outcome.not_reducible = not_reducible_frames(session, partitions)
-                    finally:
-                        catalog.dispose()
+                    _process_locked(home, instance, watch, outcome, pacing, echo)
             finally:
                 instance.dispose()
     except HomeBusy as busy:
         outcome.busy = True
         echo(f"{busy}; this invocation does nothing")
     return outcome
+
+
+def _process_locked(
+    home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome, pacing: _Pacing, echo
+) -> None:
+    """The work of `process` while it holds the home's lock: reap the runs of dead invocations, run
+    until idle, redraw the trends of the instruments measured and list the frames not reducible."""
+    outcome.reaped = reap_dead_process_runs(instance, home, holding_lock=True)
+    for run in outcome.reaped:
+        echo(
+            f"marked run {run.run_id} of a dead `process` (pid {run.pid}) failed; "
+            f"freed {run.freed_slots} pool slots"
+        )
+    partitions = _process_until_idle(home, instance, watch, outcome, pacing, echo)
+    succeeded = {run["partition"] for run in outcome.runs if run["success"]}
+    instruments = sorted({i for i, n in partitions if partition_label(i, n) in succeeded})
+    _redraw_trends(home, instance, instruments, outcome, log_level=pacing.log_level, echo=echo)
+    outcome.not_reducible = _not_reducible(home, partitions)
+
+
+def _not_reducible(home: Home, partitions: list[tuple[str, dt.date]]) -> list[dict]:
+    """The frames of ``partitions`` that could not be reduced, with the reasons."""
+    catalog = Catalog(home.catalog_url())
+    try:
+        with catalog.session() as session:
+            return not_reducible_frames(session, partitions)
+    finally:
+        catalog.dispose()
 
 
 def partition_label(instrument: str, night: dt.date) -> str:
@@ -304,98 +321,176 @@ def _redraw_trends(
         echo(f"{'ok  ' if run.success else 'FAIL'} trends {instrument} run {run.run_id}")
 
 
+@dataclass(frozen=True)
+class _Runner:
+    """What each round of `process` works with: the home, its Dagster instance and definitions, the
+    landing source, the signal watch, the outcome it fills in, and the config and tags of its runs."""
+
+    home: Home
+    instance: DagsterInstance
+    watch: _SignalWatch
+    outcome: ProcessOutcome
+    resource: ReductionHomeResource
+    landing_source: LandingSourceResource
+    definitions: Definitions
+    run_config: dict
+    tags: dict[str, str]
+    echo: Callable[[str], None]
+
+    @property
+    def legacy_cursor_path(self) -> Path:
+        """The landing sensor's memory as release 0.2 kept it."""
+        return self.home.state / LEGACY_CURSOR_FILE
+
+
+@dataclass(frozen=True)
+class _Evaluation:
+    """One evaluation: the landing sensor's tick, the names still arriving in the landing bucket,
+    and the runs requested, each with the sensor that asked for it."""
+
+    tick: LandingTick
+    in_bucket: list[str]
+    requests: list[tuple[str, RunRequest]]
+
+    @property
+    def waiting(self) -> list[str]:
+        """Files not settled yet, deferred behind runs in flight, or still in the bucket."""
+        return self.tick.waiting + list(self.tick.deferred) + self.in_bucket
+
+
 def _process_until_idle(
-    home: Home,
-    instance: DagsterInstance,
-    watch: _SignalWatch,
-    outcome: ProcessOutcome,
-    *,
-    settle_seconds: float,
-    max_wait_seconds: float,
-    log_level: str,
-    echo,
+    home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome, pacing: _Pacing, echo
 ) -> list[tuple[str, dt.date]]:
     """Evaluate and execute until idle; returns the partitions whose runs were executed."""
-    from reduction_assets.orchestration.definitions import build_definitions
-
-    resource = ReductionHomeResource(home=str(home.root), settle_seconds=settle_seconds)
-    landing_source = landing_resource(
-        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: os.environ.get(name)
-    )
-    definitions = build_definitions(resource)
-    loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    legacy_cursor_path = home.state / LEGACY_CURSOR_FILE
-    legacy_cursor = read_text_or_none(legacy_cursor_path)
-    deadline = time.monotonic() + max_wait_seconds
-    tags = process_run_tags(home)
+    runner = _runner_for(home, instance, watch, outcome, pacing, echo)
+    legacy_cursor = read_text_or_none(runner.legacy_cursor_path)
+    deadline = time.monotonic() + pacing.max_wait_seconds
     partitions: list[tuple[str, dt.date]] = []
     while True:
-        mirrored = mirror_landing_source(landing_source, resource, log)
-        busy = partitions_in_flight(instance)
-        tick, result = evaluate_landing(
-            resource,
-            requested_by=PROCESS,
-            outcome_of=lambda run_key: run_key_outcome(instance, run_key),
-            busy=busy,
-            retry_delay=no_retry_delay,
-            legacy_cursor=legacy_cursor,
-        )
-        if legacy_cursor is not None or legacy_cursor_path.exists():
-            legacy_cursor_path.unlink(missing_ok=True)  # what it held is in the catalog now
-            legacy_cursor = None
-        outcome.last_tick = tick
-        requests = [("landing_sensor", r) for r in result.run_requests or []]
-        if not requests and not tick.waiting and not tick.deferred:
-            # Landing is quiet: frames reduced with an earlier night's calibrations may now
-            # have nearer ones (the calibration sensor's work).
-            requests = [
-                ("calibration_sensor", r) for r in evaluate_recalibration(resource, busy).run_requests or []
-            ]
-        executed = 0
-        for sensor_name, request in progress(requests, "runs", "run"):
-            label = request.partition_key or request.job_name
-            if run_key_succeeded(instance, request.run_key):
-                outcome.skipped.append(label)
-                echo(f"skip {label}: run key {request.run_key} already succeeded")
-                continue
-            if run_key_in_flight(instance, request.run_key):
-                outcome.skipped.append(label)
-                echo(f"skip {label}: a run with key {request.run_key} is in flight (the daemon's)")
-                continue
-            run_id = str(uuid.uuid4())
-            executed += 1
-            watch.run_id = run_id
-            try:
-                run = definitions.resolve_job_def(request.job_name).execute_in_process(
-                    run_config={**request.run_config, **loggers},
-                    instance=instance,
-                    partition_key=request.partition_key,
-                    tags={**request.tags, **tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
-                    run_id=run_id,
-                    raise_on_error=False,
-                )
-            finally:
-                watch.run_id = None
-            if sensor_name == "landing_sensor":
-                settle_landing_run(resource, request.run_key, run.success, run.run_id)
-            outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
-            if request.partition_key:
-                partitions.append(split_key(request.partition_key))
-            echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
-            watch.check()
+        evaluation = _evaluate(runner, legacy_cursor)
+        legacy_cursor = None  # the first tick imports it into the catalog
+        executed = _execute_requests(runner, evaluation.requests, partitions)
         if outcome.failed:
             return partitions  # the failed files are asked for again by the next invocation
         if executed:
             continue
-        in_bucket = (mirrored.waiting + mirrored.deferred) if mirrored else []
-        if not tick.waiting and not tick.deferred and not in_bucket:
+        if not evaluation.waiting:
             return partitions
         if time.monotonic() > deadline:
-            names = tick.waiting + list(tick.deferred) + in_bucket
-            outcome.gave_up_waiting = names
-            echo(
-                f"gave up waiting for {len(names)} files to settle or for runs in flight: "
-                + ", ".join(shown(name) for name in names[:5])
-            )
+            _give_up_waiting(runner, evaluation.waiting)
             return partitions
-        time.sleep(min(max(settle_seconds / 4, 0.2), 2.0))
+        time.sleep(min(max(pacing.settle_seconds / 4, 0.2), 2.0))
+
+
+def _runner_for(
+    home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome, pacing: _Pacing, echo
+) -> _Runner:
+    """The resources, definitions, run config and tags that every round of `process` uses."""
+    from reduction_assets.orchestration.definitions import build_definitions
+
+    resource = ReductionHomeResource(home=str(home.root), settle_seconds=pacing.settle_seconds)
+    landing_source = landing_resource(
+        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: os.environ.get(name)
+    )
+    definitions = build_definitions(resource)
+    loggers = {"loggers": {"console": {"config": {"log_level": pacing.log_level}}}}
+    return _Runner(
+        home=home,
+        instance=instance,
+        watch=watch,
+        outcome=outcome,
+        resource=resource,
+        landing_source=landing_source,
+        definitions=definitions,
+        run_config=loggers,
+        tags=process_run_tags(home),
+        echo=echo,
+    )
+
+
+def _evaluate(runner: _Runner, legacy_cursor: str | None) -> _Evaluation:
+    """Mirror the landing bucket and evaluate the landing sensor; when landing is quiet, the
+    calibration sensor."""
+    mirrored = mirror_landing_source(runner.landing_source, runner.resource, log)
+    busy = partitions_in_flight(runner.instance)
+    tick, result = evaluate_landing(
+        runner.resource,
+        requested_by=PROCESS,
+        outcome_of=lambda run_key: run_key_outcome(runner.instance, run_key),
+        busy=busy,
+        retry_delay=no_retry_delay,
+        legacy_cursor=legacy_cursor,
+    )
+    if legacy_cursor is not None or runner.legacy_cursor_path.exists():
+        runner.legacy_cursor_path.unlink(missing_ok=True)  # what it held is in the catalog now
+    runner.outcome.last_tick = tick
+    requests = [("landing_sensor", r) for r in result.run_requests or []]
+    if not requests and not tick.waiting and not tick.deferred:
+        # Landing is quiet: frames reduced with an earlier night's calibrations may now
+        # have nearer ones (the calibration sensor's work).
+        requests = [
+            ("calibration_sensor", r)
+            for r in evaluate_recalibration(runner.resource, busy).run_requests or []
+        ]
+    in_bucket = (mirrored.waiting + mirrored.deferred) if mirrored else []
+    return _Evaluation(tick, in_bucket, requests)
+
+
+def _execute_requests(
+    runner: _Runner, requests: list[tuple[str, RunRequest]], partitions: list[tuple[str, dt.date]]
+) -> int:
+    """Execute the requested runs in order, adding their partitions to ``partitions``; returns how
+    many were executed (a run whose key succeeded or is in flight is skipped)."""
+    executed = 0
+    for sensor_name, request in progress(requests, "runs", "run"):
+        label = request.partition_key or request.job_name
+        skip = _skip_reason(runner.instance, request.run_key)
+        if skip is not None:
+            runner.outcome.skipped.append(label)
+            runner.echo(f"skip {label}: {skip}")
+            continue
+        executed += 1
+        run = _execute_run(runner, sensor_name, request)
+        if sensor_name == "landing_sensor":
+            settle_landing_run(runner.resource, request.run_key, run.success, run.run_id)
+        runner.outcome.runs.append({"run_id": run.run_id, "partition": label, "success": run.success})
+        if request.partition_key:
+            partitions.append(split_key(request.partition_key))
+        runner.echo(f"{'ok  ' if run.success else 'FAIL'} {label} run {run.run_id}")
+        runner.watch.check()
+    return executed
+
+
+def _skip_reason(instance: DagsterInstance, run_key: str) -> str | None:
+    """Why a requested run is not executed (a run with its key succeeded or is in flight), or None."""
+    if run_key_succeeded(instance, run_key):
+        return f"run key {run_key} already succeeded"
+    if run_key_in_flight(instance, run_key):
+        return f"a run with key {run_key} is in flight (the daemon's)"
+    return None
+
+
+def _execute_run(runner: _Runner, sensor_name: str, request: RunRequest) -> ExecuteInProcessResult:
+    """Execute one requested run in this process, where the signal watch can end it."""
+    run_id = str(uuid.uuid4())
+    runner.watch.run_id = run_id
+    try:
+        return runner.definitions.resolve_job_def(request.job_name).execute_in_process(
+            run_config={**request.run_config, **runner.run_config},
+            instance=runner.instance,
+            partition_key=request.partition_key,
+            tags={**request.tags, **runner.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: sensor_name},
+            run_id=run_id,
+            raise_on_error=False,
+        )
+    finally:
+        runner.watch.run_id = None
+
+
+def _give_up_waiting(runner: _Runner, names: list[str]) -> None:
+    """Record and report the files still unsettled (or runs in flight) at the deadline."""
+    runner.outcome.gave_up_waiting = names
+    runner.echo(
+        f"gave up waiting for {len(names)} files to settle or for runs in flight: "
+        + ", ".join(shown(name) for name in names[:5])
+    )

@@ -126,41 +126,52 @@ def run_locally(home, plan: ReprocessPlan, *, echo=print, log_level: str = "WARN
     as `process` does, so the two never work on a home at once. Returns one dict per run."""
     from dagster import AssetSelection, define_asset_job
 
-    from reduction_assets.orchestration.definitions import build_definitions
-    from reduction_assets.orchestration.partitions import partition_key
     from reduction_assets.orchestration.process import check_catalog, instance_for
-    from reduction_assets.orchestration.resources import ReductionHomeResource
-    from reduction_assets.orchestration.runs import process_run_tags
-    from reduction_assets.support.progress import progress
 
     job = define_asset_job(
         REPROCESS_JOB,
         selection=AssetSelection.assets(*plan.assets),
         description="Partitions reprocessed by `reduction-assets reprocess --local`.",
     )
-    partitions = sorted(
-        (
-            (span.first + dt.timedelta(days=offset), span.instrument)
-            for span in plan.spans
-            for offset in range(span.nights)
-        ),
-    )
-    runs: list[dict] = []
+    partitions = _partitions_in_order(plan)
     with home.lock(wait_seconds=0.0):
         check_catalog(home)
         instance = instance_for(home)
         try:
-            definitions = build_definitions(ReductionHomeResource(home=str(home.root)), extra_jobs=[job])
-            resolved = definitions.resolve_job_def(REPROCESS_JOB)
-            tags = {**process_run_tags(home), "reduction_assets/trigger": "reprocess"}
-            loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-            for night, instrument in progress(partitions, "reprocessing", "partition"):
-                key = partition_key(instrument, night)
-                result = resolved.execute_in_process(
-                    run_config=loggers, instance=instance, partition_key=key, tags=tags, raise_on_error=False
-                )
-                runs.append({"run_id": result.run_id, "partition": str(key), "success": result.success})
-                echo(f"{'ok  ' if result.success else 'FAIL'} {key} run {result.run_id}")
+            return _execute_partitions(home, job, instance, partitions, echo=echo, log_level=log_level)
         finally:
             instance.dispose()
+
+
+def _partitions_in_order(plan: ReprocessPlan) -> list[tuple[dt.date, str]]:
+    """(night, instrument) of every partition of the plan, night by night."""
+    return sorted(
+        (span.first + dt.timedelta(days=offset), span.instrument)
+        for span in plan.spans
+        for offset in range(span.nights)
+    )
+
+
+def _execute_partitions(
+    home, job, instance, partitions: list[tuple[dt.date, str]], *, echo, log_level: str
+) -> list[dict]:
+    """Execute the job in this process on each partition in turn; one dict per run."""
+    from reduction_assets.orchestration.definitions import build_definitions
+    from reduction_assets.orchestration.partitions import partition_key
+    from reduction_assets.orchestration.resources import ReductionHomeResource
+    from reduction_assets.orchestration.runs import process_run_tags
+    from reduction_assets.support.progress import progress
+
+    definitions = build_definitions(ReductionHomeResource(home=str(home.root)), extra_jobs=[job])
+    resolved = definitions.resolve_job_def(REPROCESS_JOB)
+    tags = {**process_run_tags(home), "reduction_assets/trigger": "reprocess"}
+    loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    runs: list[dict] = []
+    for night, instrument in progress(partitions, "reprocessing", "partition"):
+        key = partition_key(instrument, night)
+        result = resolved.execute_in_process(
+            run_config=loggers, instance=instance, partition_key=key, tags=tags, raise_on_error=False
+        )
+        runs.append({"run_id": result.run_id, "partition": str(key), "success": result.success})
+        echo(f"{'ok  ' if result.success else 'FAIL'} {key} run {result.run_id}")
     return runs

@@ -244,24 +244,37 @@ def status_report(
     backfills, and each sensor's state (``sensor_defaults``: name -> running by default)."""
     import time
 
-    from reduction_assets.orchestration.dagster_internals import (
-        BulkActionStatus,
-        InstigatorStatus,
-        InstigatorType,
-    )
-
     now = time.time() if now is None else now
     running = instance.get_runs(filters=RunsFilter(statuses=RUNNING_STATUSES))
     queued = instance.get_runs(filters=RunsFilter(statuses=QUEUED_STATUSES))
-    since = dt.datetime.fromtimestamp(now - failed_days * 86400, dt.UTC)
+    failed = _failed_since(instance, dt.datetime.fromtimestamp(now - failed_days * 86400, dt.UTC))
+    backfills = _backfill_rows(instance, now)
+    sensors = _sensor_rows(instance, sensor_defaults)
+    return {
+        "running": [_run_row(instance, run, now) for run in running],
+        "queued": [_run_row(instance, run, now) for run in queued],
+        "failed": [_run_row(instance, run, now) for run in failed],
+        "backfills": backfills,
+        "sensors": sensors,
+    }
+
+
+def _failed_since(instance: DagsterInstance, since: dt.datetime) -> list:
+    """Runs created after ``since`` that failed and whose job and partition have not succeeded since."""
     recent = instance.get_runs(
         filters=RunsFilter(statuses=[DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS], created_after=since)
     )
     latest: dict[tuple[str, str | None], object] = {}
     for run in recent:  # newest first: the first run of a job and partition is its latest word
         latest.setdefault((run.job_name, _partition_of(run)), run)
-    failed = [run for run in latest.values() if run.status == DagsterRunStatus.FAILURE]
-    backfills = [
+    return [run for run in latest.values() if run.status == DagsterRunStatus.FAILURE]
+
+
+def _backfill_rows(instance: DagsterInstance, now: float) -> list[dict]:
+    """One row per backfill still requested."""
+    from reduction_assets.orchestration.dagster_internals import BulkActionStatus
+
+    return [
         {
             "backfill_id": backfill.backfill_id,
             "status": backfill.status.value,
@@ -270,6 +283,12 @@ def status_report(
         }
         for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED)
     ]
+
+
+def _sensor_rows(instance: DagsterInstance, sensor_defaults: dict[str, bool]) -> list[dict]:
+    """Each sensor, whether it runs, and whether an operator started or stopped it or its default holds."""
+    from reduction_assets.orchestration.dagster_internals import InstigatorStatus, InstigatorType
+
     stored = {
         state.instigator_name: state.status
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
@@ -284,10 +303,4 @@ def status_report(
         else:
             running_now, source = default_running, "default"
         sensors.append({"sensor": name, "running": running_now, "set_by": source})
-    return {
-        "running": [_run_row(instance, run, now) for run in running],
-        "queued": [_run_row(instance, run, now) for run in queued],
-        "failed": [_run_row(instance, run, now) for run in failed],
-        "backfills": backfills,
-        "sensors": sensors,
-    }
+    return sensors

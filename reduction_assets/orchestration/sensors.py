@@ -7,12 +7,10 @@ again after a delay, up to :data:`MAX_ATTEMPTS` runs per file version; touching 
 """
 
 import datetime as dt
-import hashlib
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dagster import (
     DagsterInstance,
@@ -25,6 +23,7 @@ from dagster import (
     sensor,
 )
 
+from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.integrity import stale_partitions
 from reduction_assets.catalog.landing import (
     DONE,
@@ -45,7 +44,7 @@ from reduction_assets.catalog.landing import (
 from reduction_assets.catalog.models import utcnow
 from reduction_assets.catalog.operations import pending_rework
 from reduction_assets.catalog.products import frames_to_recalibrate
-from reduction_assets.fits.headers import FrameRejected, shown
+from reduction_assets.fits.headers import shown
 from reduction_assets.fits.validate import FileState
 from reduction_assets.orchestration.jobs import (
     PROCESS_NIGHT,
@@ -75,22 +74,24 @@ from reduction_assets.orchestration.runs import (
 )
 from reduction_assets.storage.base import StoreError
 from reduction_assets.tasks import schedule
-from reduction_assets.tasks.landing import (
-    IgnoredEntry,
-    Route,
-    decode_name,
-    encode_name,
-    route_landing_file,
-    scan_landing,
+from reduction_assets.tasks.landing import LandingScan, Route, decode_name, encode_name, scan_landing
+from reduction_assets.tasks.landing_plan import (
+    MAX_ATTEMPTS,
+    LandingBatch,
+    LandingTick,
+    PartitionRules,
+    RecordingRouter,
+    batch_rows,
+    landing_batches,
+    naive_utc,
+    plan_tick,
 )
 from reduction_assets.tasks.landing_s3 import MIRROR_FOLDER, MirrorReport, mirror_arrivals
+from reduction_assets.tasks.recalibration import Recalibration, plan_recalibrations
 
 CURSOR_VERSION = 2
 LANDING_SENSOR = "landing_sensor"
 LANDING_INTERVAL_SECONDS = 10
-# A file version is asked for at most this many times; then it waits for an operator (touch it,
-# or replace it) and is listed by every idle tick.
-MAX_ATTEMPTS = 4
 
 
 def sensor_retry_delay(attempts: int) -> dt.timedelta:
@@ -105,25 +106,9 @@ def no_retry_delay(attempts: int) -> dt.timedelta:
     return dt.timedelta(0)
 
 
-@dataclass
-class LandingTick:
-    """What one evaluation decided."""
-
-    by_partition: dict[tuple[str, str], list[str]] = field(default_factory=dict)
-    rejects: list[str] = field(default_factory=list)
-    attempts: dict[str, int] = field(default_factory=dict)  # name -> attempt number of this request
-    waiting: list[str] = field(default_factory=list)  # not settled yet: asked again next tick
-    not_open: dict[str, str] = field(default_factory=dict)  # name -> night whose partition is not open
-    deferred: dict[str, str] = field(default_factory=dict)  # name -> partition a run is working on
-    retry_later: dict[str, dt.datetime] = field(default_factory=dict)  # name -> when (UTC) after a failure
-    gave_up: list[str] = field(default_factory=list)  # failed MAX_ATTEMPTS times
-    ignored: list[IgnoredEntry] = field(default_factory=list)
-    already: int = 0  # requested earlier: done, or its run in flight
-    cursor: str = ""
-
-
-def _utc(now: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(now, dt.UTC).replace(tzinfo=None)
+def _partition_text(instrument: str, night: dt.date | str) -> str:
+    """The text of a night x instrument partition key (``instrument|night``)."""
+    return str(partition_key(instrument, night))
 
 
 def plan_landing_tick(
@@ -145,48 +130,17 @@ def plan_landing_tick(
     unmodified for ``settle_seconds``. Files of a partition in ``busy`` (a run is working on it) and
     of a night whose partition is not open yet are asked for again later.
     """
-    now = time.time() if now is None else now
-    tick = LandingTick()
-    by_partition: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for name, state in sorted(files.items()):
-        record = known.get(encode_name(name))
-        attempt = 1
-        if record is not None and record.stamp == (state.size, state.mtime_ns):
-            if record.state == REQUESTED and record.run_key in unlaunched:
-                attempt = record.attempts
-            elif record.state in (DONE, REQUESTED):
-                tick.already += 1
-                continue
-            elif record.attempts >= MAX_ATTEMPTS:
-                tick.gave_up.append(name)
-                continue
-            elif record.retry_at is not None and record.retry_at > _utc(now):
-                tick.retry_later[name] = record.retry_at
-                continue
-            else:
-                attempt = record.attempts + 1
-        if not state.settled(settle_seconds, now):
-            tick.waiting.append(name)
-            continue
-        try:
-            where = route(name)
-        except FrameRejected:
-            tick.rejects.append(name)
-        else:
-            key = str(partition_key(where.instrument, where.night))
-            if night_not_yet_open(where.night):
-                tick.not_open[name] = where.night.isoformat()
-                continue
-            if not night_in_range(where.night):
-                tick.rejects.append(name)
-            elif key in busy:
-                tick.deferred[name] = key
-                continue
-            else:
-                by_partition[(where.instrument, where.night.isoformat())].append(name)
-        tick.attempts[name] = attempt
-    tick.by_partition = dict(by_partition)
-    return tick
+    rules = PartitionRules(key=_partition_text, not_yet_open=night_not_yet_open, in_range=night_in_range)
+    return plan_tick(
+        files,
+        known,
+        settle_seconds=settle_seconds,
+        route=route,
+        now=time.time() if now is None else now,
+        rules=rules,
+        busy=busy,
+        unlaunched=unlaunched,
+    )
 
 
 @dataclass(frozen=True)
@@ -218,7 +172,7 @@ def settle_requests(
         if record.state == REQUESTED:
             pending.setdefault(record.run_key, record)
     settlements, unlaunched = [], set()
-    moment = _utc(now)
+    moment = naive_utc(now)
     for run_key, record in sorted(pending.items()):
         outcome = outcome_of(run_key)
         if outcome is None:
@@ -238,71 +192,40 @@ def request_files(request: RunRequest) -> list[str]:
     return [decode_name(name) for op in ops.values() for name in op.get("config", {}).get("files", [])]
 
 
-def _run_key(prefix: str, names: list[str], files: dict[str, FileState], attempts: dict[str, int]) -> str:
-    # Content-versioned: the same files re-delivered with new content get a new run key, and so does
-    # a request made again after a failed run (Dagster launches a sensor's run key only once).
-    digest = hashlib.sha256()
-    for name in sorted(names):
-        state = files[name]
-        digest.update(
-            f"{encode_name(name)}\0{state.size}:{state.mtime_ns}\0{attempts.get(name, 1)}\n".encode()
-        )
-    return f"{prefix}:{digest.hexdigest()[:20]}"
-
-
 def landing_requests(
     tick: LandingTick, files: dict[str, FileState]
 ) -> tuple[list[RunRequest], list[LandingRequest]]:
     """The run requests of a tick, and the catalog rows that remember them."""
     requests: list[RunRequest] = []
     remembered: list[LandingRequest] = []
-
-    def remember(names: list[str], partition: str | None, run_key: str) -> None:
-        remembered.extend(
-            LandingRequest(
-                name=encode_name(name),
-                size_bytes=files[name].size,
-                mtime_ns=files[name].mtime_ns,
-                partition=partition,
-                run_key=run_key,
-                attempts=tick.attempts.get(name, 1),
-            )
-            for name in names
-        )
-
-    for (instrument, night), names in sorted(tick.by_partition.items()):
-        key = partition_key(instrument, night)
-        run_key = _run_key(f"raw_frames:{key}", names, files, tick.attempts)
-        attempt = max(tick.attempts.get(name, 1) for name in names)
-        requests.append(
-            RunRequest(
-                run_key=run_key,
-                partition_key=key,
-                # The partition's masters and reduced frames follow in the same run, in graph order.
-                job_name=PROCESS_NIGHT,
-                run_config={"ops": {"raw_frames": {"config": {"files": [encode_name(n) for n in names]}}}},
-                tags={
-                    "reduction_assets/trigger": LANDING_SENSOR,
-                    "reduction_assets/files": str(len(names)),
-                    "reduction_assets/attempt": str(attempt),
-                },
-            )
-        )
-        remember(names, str(key), run_key)
-    if tick.rejects:
-        run_key = _run_key("landing_rejects", tick.rejects, files, tick.attempts)
-        requests.append(
-            RunRequest(
-                run_key=run_key,
-                job_name=QUARANTINE_REJECTS,
-                run_config={
-                    "ops": {"landing_rejects": {"config": {"files": [encode_name(n) for n in tick.rejects]}}}
-                },
-                tags={"reduction_assets/trigger": LANDING_SENSOR},
-            )
-        )
-        remember(tick.rejects, None, run_key)
+    for batch in landing_batches(tick, files, key_of=_partition_text):
+        requests.append(_landing_run_request(batch))
+        remembered.extend(batch_rows(batch, files, tick.attempts))
     return requests, remembered
+
+
+def _landing_run_request(batch: LandingBatch) -> RunRequest:
+    """A process_night run for a partition's arrivals, or a quarantine_rejects run for the rejects."""
+    files = [encode_name(name) for name in batch.names]
+    if batch.partition is None:
+        return RunRequest(
+            run_key=batch.run_key,
+            job_name=QUARANTINE_REJECTS,
+            run_config={"ops": {"landing_rejects": {"config": {"files": files}}}},
+            tags={"reduction_assets/trigger": LANDING_SENSOR},
+        )
+    return RunRequest(
+        run_key=batch.run_key,
+        partition_key=partition_key(batch.instrument, batch.night),
+        # The partition's masters and reduced frames follow in the same run, in graph order.
+        job_name=PROCESS_NIGHT,
+        run_config={"ops": {"raw_frames": {"config": {"files": files}}}},
+        tags={
+            "reduction_assets/trigger": LANDING_SENSOR,
+            "reduction_assets/files": str(len(batch.names)),
+            "reduction_assets/attempt": str(batch.attempt),
+        },
+    )
 
 
 def _some(names) -> str:
@@ -372,6 +295,14 @@ def tick_cursor(tick: LandingTick, requested: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class KnownFiles:
+    """The catalog's landing rows once ended runs are settled, and the run keys that no run has."""
+
+    records: Mapping[str, LandingRecord]
+    unlaunched: Set[str] = frozenset()
+
+
 def evaluate_landing(
     home: ReductionHomeResource,
     *,
@@ -393,6 +324,47 @@ def evaluate_landing(
     registry = home.registry()
     scan = scan_landing(landing)
     catalog = home.catalog()
+    known = _forget_departed(catalog, scan, legacy_cursor)
+    memory = _settle_ended_runs(catalog, known, outcome_of, now=now, retry_delay=retry_delay)
+    router = RecordingRouter(landing, registry, scan.files)
+    tick = plan_landing_tick(
+        scan.files,
+        memory.records,
+        settle_seconds=home.settle_seconds,
+        busy=busy,
+        unlaunched=memory.unlaunched,
+        now=now,
+        route=router,
+    )
+    tick.ignored = scan.ignored
+    run_requests, remembered = landing_requests(tick, scan.files)
+    _remember_requests(catalog, remembered, router.routed, requested_by)
+    tick.cursor = tick_cursor(tick, len(remembered))
+    return tick, _landing_result(tick, run_requests)
+
+
+def _landing_result(tick: LandingTick, run_requests: list[RunRequest]) -> SensorResult:
+    """The tick's run requests, or why it has none."""
+    if run_requests:
+        return SensorResult(run_requests=run_requests, cursor=tick.cursor)
+    return SensorResult(skip_reason=SkipReason(describe_idle_tick(tick)), cursor=tick.cursor)
+
+
+def _remember_requests(
+    catalog: Catalog, remembered: list[LandingRequest], routed: Mapping[str, KnownRoute], requested_by: str
+) -> None:
+    """Remember the files asked for, and where the files routed on the way belong."""
+    if remembered or routed:
+        with catalog.session() as session:
+            record_requests(session, remembered, requested_by)
+            remember_routes(session, routed)
+
+
+def _forget_departed(
+    catalog: Catalog, scan: LandingScan, legacy_cursor: str | None
+) -> dict[str, LandingRecord]:
+    """The remembered file versions, once a release 0.2 cursor is imported and files gone from landing/
+    are forgotten."""
     with catalog.session() as session:
         legacy = legacy_requested(legacy_cursor)
         if legacy:
@@ -403,48 +375,29 @@ def evaluate_landing(
         if gone:
             forget_landing_files(session, gone)
         forget_routes(session, set(known_routes(session)) - present)
-    unlaunched: set[str] = set()
-    if outcome_of is not None:
-        settlements, unlaunched = settle_requests(known, outcome_of, now=now, retry_delay=retry_delay)
-        if settlements:
-            with catalog.session() as session:
-                for settlement in settlements:
-                    settle_run_key(
-                        session, settlement.run_key, settlement.state, settlement.run_id, settlement.retry_at
-                    )
-                known = landing_records(session)
-    routed: dict[str, KnownRoute] = {}
+    return known
 
-    def route(name: str) -> Route:
-        # What the sensor learns is remembered, so the runs it requests need not open headers again.
-        state = scan.files[name]
-        try:
-            found = route_landing_file(landing, name, registry)
-        except FrameRejected:
-            routed[encode_name(name)] = (state.size, state.mtime_ns, None, None)
-            raise
-        routed[encode_name(name)] = (state.size, state.mtime_ns, found.instrument, found.night)
-        return found
 
-    tick = plan_landing_tick(
-        scan.files,
-        known,
-        settle_seconds=home.settle_seconds,
-        busy=busy,
-        unlaunched=unlaunched,
-        now=now,
-        route=route,
-    )
-    tick.ignored = scan.ignored
-    run_requests, remembered = landing_requests(tick, scan.files)
-    if remembered or routed:
+def _settle_ended_runs(
+    catalog: Catalog,
+    known: dict[str, LandingRecord],
+    outcome_of: Callable[[str], RunOutcome | None] | None,
+    *,
+    now: float,
+    retry_delay: Callable[[int], dt.timedelta],
+) -> KnownFiles:
+    """Record the ends of the runs of requested files (nothing without ``outcome_of``)."""
+    if outcome_of is None:
+        return KnownFiles(known, set())
+    settlements, unlaunched = settle_requests(known, outcome_of, now=now, retry_delay=retry_delay)
+    if settlements:
         with catalog.session() as session:
-            record_requests(session, remembered, requested_by)
-            remember_routes(session, routed)
-    tick.cursor = tick_cursor(tick, len(remembered))
-    if run_requests:
-        return tick, SensorResult(run_requests=run_requests, cursor=tick.cursor)
-    return tick, SensorResult(skip_reason=SkipReason(describe_idle_tick(tick)), cursor=tick.cursor)
+            for settlement in settlements:
+                settle_run_key(
+                    session, settlement.run_key, settlement.state, settlement.run_id, settlement.retry_at
+                )
+            known = landing_records(session)
+    return KnownFiles(known, unlaunched)
 
 
 def settle_landing_run(home: ReductionHomeResource, run_key: str, succeeded: bool, run_id: str) -> None:
@@ -551,31 +504,7 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
         damaged = {(p.instrument, p.night): p for p in stale_partitions(session)}
         now = schedule.utc_now().replace(tzinfo=None)
         rework = {(p.instrument, p.night): p for p in pending_rework(session, now)}
-    requests = []
-    for instrument, night in sorted(
-        set(nearer) | set(damaged) | set(rework), key=lambda key: (key[1], key[0])
-    ):
-        if f"{instrument}|{night.isoformat()}" in busy:
-            continue
-        frames = sorted(nearer.get((instrument, night), []), key=lambda f: f[0])
-        stale = damaged.get((instrument, night))
-        asked = rework.get((instrument, night))
-        masters = bool((stale and stale.masters) or (asked and asked.masters))
-        digest = hashlib.sha256(
-            json.dumps([frames, stale and stale.version, asked and asked.ids], sort_keys=True).encode()
-        )
-        requests.append(
-            RunRequest(
-                run_key=f"recalibrate:{instrument}|{night.isoformat()}:{digest.hexdigest()[:20]}",
-                partition_key=partition_key(instrument, night),
-                job_name=REBUILD_MASTERS if masters else REDUCE_FRAMES,
-                tags={
-                    "reduction_assets/trigger": "operator" if asked else "calibration_sensor",
-                    "reduction_assets/frames": str(len(frames)),
-                    "reduction_assets/rebuild": "masters" if masters else ("products" if stale else "none"),
-                },
-            )
-        )
+    requests = [_recalibration_request(plan) for plan in plan_recalibrations(nearer, damaged, rework, busy)]
     if requests:
         return SensorResult(run_requests=requests)
     return SensorResult(
@@ -583,6 +512,20 @@ def evaluate_recalibration(home: ReductionHomeResource, busy: Set[str] = frozens
             "no reduced frame has a nearer calibration than the one it was reduced with, nothing is "
             "marked for rebuilding and no operator action waits"
         )
+    )
+
+
+def _recalibration_request(plan: Recalibration) -> RunRequest:
+    """The run that redoes a partition from its masters, or from its reduced frames."""
+    return RunRequest(
+        run_key=plan.run_key,
+        partition_key=partition_key(plan.instrument, plan.night),
+        job_name=REBUILD_MASTERS if plan.masters else REDUCE_FRAMES,
+        tags={
+            "reduction_assets/trigger": "operator" if plan.by_operator else "calibration_sensor",
+            "reduction_assets/frames": str(plan.frames),
+            "reduction_assets/rebuild": plan.rebuild,
+        },
     )
 
 

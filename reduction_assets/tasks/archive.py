@@ -14,7 +14,7 @@ import hashlib
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,14 @@ from reduction_assets.catalog.archive import (
     VersionTaken,
     add_message,
     add_record,
+    archive_candidates,
     hold_name,
     latest_record,
 )
 from reduction_assets.instruments import Instrument, Registry
 from reduction_assets.storage import ObjectStore, StoreError
 from reduction_assets.support.keys import archive_key
+from reduction_assets.support.progress import progress
 
 # Keywords every file of a level must carry in one of its headers; raw and reduced frames also the
 # camera's own keywords (from the registry) for these quantities.
@@ -377,3 +379,73 @@ def candidate_for_file(path: Path, registry: Registry) -> tuple[Candidate, Instr
                           filter=header.get("FILTER"), configuration_type=header.get("CALTYPE") or level,
                           calibration=level == MASTER)  # fmt: skip
     return candidate, registry[name]
+
+
+@dataclass(frozen=True)
+class ArchiveNight:
+    """A night of an instrument to archive, and the partition its files are reported under."""
+
+    partition: str
+    instrument: str
+    night: dt.date
+
+
+@dataclass(frozen=True)
+class ArchivedFile:
+    """One file's outcome, with the partition it belongs to."""
+
+    partition: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class ArchiveTally:
+    """The outcomes of a run's files, in the order they were archived."""
+
+    files: tuple[ArchivedFile, ...]
+
+    def counts(self) -> dict[str, int]:
+        """How many files are archived, already archived, invalid and failed (in that order)."""
+        statuses = (ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED)
+        return {s: sum(1 for f in self.files if f.outcome.status == s) for s in statuses}
+
+    def with_status(self, status: str) -> list[Outcome]:
+        """The outcomes of the files with ``status``, in order."""
+        return [f.outcome for f in self.files if f.outcome.status == status]
+
+
+def archive_nights(
+    nights: Iterable[ArchiveNight],
+    *,
+    registry: Registry,
+    stores: Mapping[str, ObjectStore],
+    archive: ObjectStore,
+    catalog: Catalog,
+    settings: ArchiveSettings,
+    notify: bool,
+    log,
+) -> ArchiveTally:
+    """Archive every candidate file of each night in turn (:func:`archive_one`, reading each from
+    ``stores[candidate.store]``); files refused or failed are logged as warnings."""
+    files = []
+    for entry in nights:
+        instrument = registry[entry.instrument]
+        with catalog.session() as session:
+            candidates = archive_candidates(session, entry.instrument, entry.night)
+        for candidate in progress(candidates, f"archiving {entry.instrument} {entry.night}", "file"):
+            try:
+                outcome = archive_one(
+                    candidate,
+                    source=stores[candidate.store],
+                    archive=archive,
+                    catalog=catalog,
+                    instrument=instrument,
+                    settings=settings,
+                    notify=notify,
+                )
+            except StoreError as err:  # the archive store failed (after its retries): this file only
+                outcome = Outcome(candidate.name, candidate.level, FAILED, reason=str(err))
+            if outcome.status in (INVALID, FAILED):
+                log.warning("%s not archived: %s", candidate.name, outcome.reason)
+            files.append(ArchivedFile(entry.partition, outcome))
+    return ArchiveTally(tuple(files))

@@ -7,6 +7,7 @@ night and instrument from the catalog and the stores, measures them with
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -15,7 +16,13 @@ from astropy.io import fits
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.calibrations import calibration_groups, masters_of
-from reduction_assets.catalog.quality import MetricRow, earlier_values
+from reduction_assets.catalog.quality import (
+    MetricRow,
+    earlier_values,
+    latest_night,
+    metric_series,
+    record_partition_metrics,
+)
 from reduction_assets.catalog.raw import raw_frames_of
 from reduction_assets.catalog.stacks import reduced_frames_of
 from reduction_assets.fits.headers import parse_binning_label
@@ -37,8 +44,9 @@ from reduction_assets.reduction.quality import (
     read_noise_from_pair,
     reduced_metrics,
 )
-from reduction_assets.storage import Integrity, ObjectStore, StoreError
+from reduction_assets.storage import Integrity, ObjectStore, StoreError, write_object
 from reduction_assets.support import plots
+from reduction_assets.support.keys import quality_plot_key, trend_plot_key
 
 
 @dataclass(frozen=True)
@@ -345,3 +353,76 @@ def metric_summary(rows: Iterable) -> list[dict]:
             }
         )
     return summary
+
+
+def _write(data: bytes, stream) -> None:
+    stream.write(data)
+
+
+@dataclass(frozen=True)
+class AssessedNight:
+    """A night measured, judged and recorded: its measurements, the quality checks' verdicts, the
+    catalog rows written, and the small plots drawn (the full-size ones are in the product store)."""
+
+    quality: NightQuality
+    verdicts: list[Verdict]
+    written: int
+    small_plots: dict[str, bytes]
+
+
+def assess_night(
+    sources: Sources, instrument: Instrument, night: dt.date, reference: Reference | None, *, draw: bool
+) -> AssessedNight:
+    """Measure a night (:func:`measure_night`), judge it, record its metrics in the catalog's time
+    series and, with ``draw``, write its plots to the product store when anything was measured."""
+    quality = measure_night(sources, instrument, night, reference)
+    verdicts = night_verdicts(sources.catalog, instrument, night, quality.rows)
+    with sources.catalog.session() as session:
+        written = record_partition_metrics(session, instrument.name, night, quality.rows)
+    small: dict[str, bytes] = {}
+    if draw and quality.rows:
+        drawn = night_plots(quality)
+        for name, data in drawn.full.items():
+            key = quality_plot_key(instrument.name, night, name)
+            write_object(sources.products, key, functools.partial(_write, data))
+        small = drawn.small
+    return AssessedNight(quality, verdicts, written, small)
+
+
+def trend_points(catalog: Catalog, instrument: Instrument, nights: int) -> dict[str, list[TrendPoint]]:
+    """Per metric with values (in :data:`METRICS` order), the instrument's values on the ``nights``
+    nights up to the latest measured."""
+    points: dict[str, list[TrendPoint]] = {}
+    with catalog.session() as session:
+        end = latest_night(session, instrument.name)
+        for metric in METRICS if end is not None else ():
+            rows = metric_series(session, metric, end - dt.timedelta(days=nights - 1), end, [instrument.name])
+            if rows:
+                points[metric] = [TrendPoint.of(r) for r in rows]
+    return points
+
+
+@dataclass(frozen=True)
+class DrawnTrend:
+    """A metric's trend written to the product store under ``key``: the nights it spans, the latest
+    of them and the median of its values, and a small PNG when one was asked for."""
+
+    metric: str
+    key: str
+    nights: int
+    latest: dt.date
+    latest_median: float
+    small_png: bytes | None
+
+
+def draw_trend(
+    store: ObjectStore, instrument: Instrument, metric: str, points: list[TrendPoint], *, small: bool
+) -> DrawnTrend:
+    """Draw a metric's trend from its ``points`` (at least one) and write it to ``store``."""
+    nights = sorted({p.night for p in points})
+    figure = trend_figure(instrument, metric, points, nights[0], nights[-1])
+    key = trend_plot_key(instrument.name, metric)
+    write_object(store, key, functools.partial(_write, plots.png(figure)))
+    small_png = plots.small_png(figure, 40_000) if small else None
+    latest = [p.value for p in points if p.night == nights[-1]]
+    return DrawnTrend(metric, key, len(nights), nights[-1], float(np.median(latest)), small_png)

@@ -17,21 +17,18 @@ from dagster import (
 )
 from pydantic import Field
 
-from reduction_assets.catalog.archive import archive_candidates
 from reduction_assets.orchestration.assets.common import OWNERS, retried_when_transient
 from reduction_assets.orchestration.jobs import NIGHT_ASSETS
 from reduction_assets.orchestration.partitions import backfill_policy, night_instrument_partitions, split_key
 from reduction_assets.orchestration.resources import ArchiveStoreResource, ReductionHomeResource
-from reduction_assets.storage import StoreError
-from reduction_assets.support.progress import progress
 from reduction_assets.tasks.archive import (
-    ALREADY_ARCHIVED,
-    ARCHIVED,
     FAILED,
     INVALID,
+    ArchivedFile,
+    ArchiveNight,
     ArchiveSettings,
-    Outcome,
-    archive_one,
+    ArchiveTally,
+    archive_nights,
 )
 from reduction_assets.tasks.notify import Delivery, deliver_pending
 
@@ -56,10 +53,12 @@ FILES_SCHEMA = TableSchema(
 )
 
 
-def _row(partition: str, outcome: Outcome) -> TableRecord:
+def _row(file: ArchivedFile) -> TableRecord:
+    """One row of the files table."""
+    outcome = file.outcome
     return TableRecord(
         {
-            "partition": partition,
+            "partition": file.partition,
             "level": outcome.level,
             "name": outcome.name,
             "status": outcome.status,
@@ -116,34 +115,34 @@ def archive_records(
     notify = bool(archive.broker_url)
     # what an earlier run could not deliver goes first
     earlier = _deliver(context, catalog, archive) if notify else None
-    outcomes: list[tuple[str, Outcome]] = []
-    for key in context.partition_keys:
-        instrument_name, night = split_key(key)
-        instrument = home.registry()[instrument_name]
-        with catalog.session() as session:
-            candidates = archive_candidates(session, instrument_name, night)
-        for candidate in progress(candidates, f"archiving {instrument_name} {night}", "file"):
-            try:
-                outcome = archive_one(
-                    candidate,
-                    source=stores[candidate.store],
-                    archive=archive_store,
-                    catalog=catalog,
-                    instrument=instrument,
-                    settings=settings,
-                    notify=notify,
-                )
-            except StoreError as err:  # the archive store failed (after its retries): this file only
-                outcome = Outcome(candidate.name, candidate.level, FAILED, reason=str(err))
-            if outcome.status in (INVALID, FAILED):
-                context.log.warning("%s not archived: %s", candidate.name, outcome.reason)
-            outcomes.append((str(key), outcome))
-    counts = {
-        s: sum(1 for _, o in outcomes if o.status == s) for s in (ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED)
-    }
+    tally = archive_nights(
+        [ArchiveNight(str(key), *split_key(key)) for key in context.partition_keys],
+        registry=home.registry(),
+        stores=stores,
+        archive=archive_store,
+        catalog=catalog,
+        settings=settings,
+        notify=notify,
+        log=context.log,
+    )
     delivery = _deliver(context, catalog, archive) if notify else None
-    metadata = {
-        **{status: MetadataValue.int(count) for status, count in counts.items()},
+    metadata = _metadata(archive, tally, earlier, delivery)
+    failed = tally.with_status(FAILED)
+    if failed:
+        raise Failure(
+            description=f"{len(failed)} files could not be uploaded (the others are archived): "
+            + "; ".join(f"{o.name}: {o.reason}" for o in failed[:5]),
+            metadata=metadata,
+        )
+    return MaterializeResult(metadata=metadata, check_results=[_validity_check(tally)])
+
+
+def _metadata(
+    archive: ArchiveStoreResource, tally: ArchiveTally, earlier: Delivery | None, delivery: Delivery | None
+) -> dict:
+    """The materialization's metadata: files per status, the store, messages sent, and every file."""
+    return {
+        **{status: MetadataValue.int(count) for status, count in tally.counts().items()},
         "store": MetadataValue.text(archive.kind),
         **(
             {
@@ -153,22 +152,18 @@ def archive_records(
             if earlier and delivery
             else {}
         ),
-        "files": MetadataValue.table([_row(p, o) for p, o in outcomes], schema=FILES_SCHEMA),
+        "files": MetadataValue.table([_row(f) for f in tally.files], schema=FILES_SCHEMA),
     }
-    failed = [o for _, o in outcomes if o.status == FAILED]
-    if failed:
-        raise Failure(
-            description=f"{len(failed)} files could not be uploaded (the others are archived): "
-            + "; ".join(f"{o.name}: {o.reason}" for o in failed[:5]),
-            metadata=metadata,
-        )
-    invalid = [f"{o.name}: {o.reason}" for _, o in outcomes if o.status == INVALID]
-    check = AssetCheckResult(
+
+
+def _validity_check(tally: ArchiveTally) -> AssetCheckResult:
+    """The all_files_valid check: the files refused, with their reasons."""
+    invalid = [f"{o.name}: {o.reason}" for o in tally.with_status(INVALID)]
+    return AssetCheckResult(
         check_name="all_files_valid",
         asset_key=AssetKey("archive_records"),
         passed=not invalid,
         severity=AssetCheckSeverity.WARN,
-        description="; ".join(invalid[:10]) if invalid else f"{len(outcomes)} files valid",
+        description="; ".join(invalid[:10]) if invalid else f"{len(tally.files)} files valid",
         metadata={"refused": MetadataValue.int(len(invalid))},
     )
-    return MaterializeResult(metadata=metadata, check_results=[check])

@@ -2,11 +2,8 @@
 frame, master and reduced frame, recorded as a time series, with plots and checks) and
 quality_trends (per instrument: each metric across nights)."""
 
-import datetime as dt
-import functools
 import warnings
 
-import numpy as np
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -26,7 +23,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from reduction_assets.catalog.quality import latest_night, metric_series, record_partition_metrics
 from reduction_assets.instruments import Instrument
 from reduction_assets.orchestration.assets.common import OWNERS, retried_when_transient
 from reduction_assets.orchestration.partitions import (
@@ -36,18 +32,14 @@ from reduction_assets.orchestration.partitions import (
     split_key,
 )
 from reduction_assets.orchestration.resources import ReductionHomeResource
-from reduction_assets.reduction.quality import METRICS, QUALITY_CHECKS, Verdict
-from reduction_assets.storage import write_object
+from reduction_assets.reduction.quality import QUALITY_CHECKS, Verdict
 from reduction_assets.support import plots
-from reduction_assets.support.keys import quality_plot_key, trend_plot_key
 from reduction_assets.tasks.quality import (
     Sources,
-    TrendPoint,
-    measure_night,
+    assess_night,
+    draw_trend,
     metric_summary,
-    night_plots,
-    night_verdicts,
-    trend_figure,
+    trend_points,
 )
 from reduction_assets.tasks.reference import load_reference
 
@@ -145,25 +137,18 @@ def quality_metrics(
     for index, key in enumerate(sorted(context.partition_keys, key=lambda k: split_key(k)[1], reverse=True)):
         instrument_name, night = split_key(key)
         instrument = home.registry()[instrument_name]
-        quality = measure_night(sources, instrument, night, reference)
-        judged.append(
-            (str(key), instrument, night_verdicts(sources.catalog, instrument, night, quality.rows))
-        )
-        with home.catalog().session() as session:
-            written += record_partition_metrics(session, instrument_name, night, quality.rows)
-        summary += [TableRecord({"partition": str(key), **row}) for row in metric_summary(quality.rows)]
-        missing_count += sum(1 for row in quality.rows if row.value is None)
-        if not quality.rows:
+        assessed = assess_night(sources, instrument, night, reference, draw=config.plots)
+        rows = assessed.quality.rows
+        judged.append((str(key), instrument, assessed.verdicts))
+        written += assessed.written
+        summary += [TableRecord({"partition": str(key), **row}) for row in metric_summary(rows)]
+        missing_count += sum(1 for row in rows if row.value is None)
+        if not rows:
             markdown.append(f"**{key}**: no frames measured (nothing ingested or reduced for this night)\n")
-            continue
-        if config.plots:
-            drawn = night_plots(quality)
-            for name, data in drawn.full.items():
-                write_object(
-                    store, quality_plot_key(instrument_name, night, name), functools.partial(_write, data)
-                )
-            if index < EMBEDDED_NIGHTS:
-                markdown += [_image_markdown(f"{key} {name}", data) for name, data in drawn.small.items()]
+        elif index < EMBEDDED_NIGHTS:
+            markdown += [
+                _image_markdown(f"{key} {name}", data) for name, data in assessed.small_plots.items()
+            ]
     return MaterializeResult(
         metadata={
             "measurements": MetadataValue.int(written),
@@ -173,10 +158,6 @@ def quality_metrics(
         },
         check_results=_check_results(judged),
     )
-
-
-def _write(data: bytes, stream) -> None:
-    stream.write(data)
 
 
 # --- trends -----------------------------------------------------------------------------------------
@@ -214,35 +195,24 @@ def quality_trends(
     with the checks' limits; redrawn whenever a night's quality_metrics is materialized."""
     instrument = home.registry()[context.partition_key]
     store = home.product_store()
-    rows_by_metric: dict[str, list[TrendPoint]] = {}
-    with home.catalog().session() as session:
-        end = latest_night(session, instrument.name)
-        for metric in METRICS if end is not None else ():
-            rows = metric_series(
-                session, metric, end - dt.timedelta(days=config.nights - 1), end, [instrument.name]
-            )
-            if rows:
-                rows_by_metric[metric] = [TrendPoint.of(r) for r in rows]
-    table, markdown = [], []
-    for metric, rows in rows_by_metric.items():
-        nights = sorted({r.night for r in rows})
-        figure = trend_figure(instrument, metric, rows, nights[0], nights[-1])
-        key = trend_plot_key(instrument.name, metric)
-        write_object(store, key, functools.partial(_write, plots.png(figure)))
-        if metric in EMBEDDED_TRENDS:
-            markdown.append(_image_markdown(metric, plots.small_png(figure, 40_000)))
-        last = [r.value for r in rows if r.night == nights[-1]]
-        table.append(
-            TableRecord(
-                {
-                    "metric": metric,
-                    "nights": len(nights),
-                    "latest": nights[-1].isoformat(),
-                    "latest_median": float(np.median(last)),
-                    "path": key,
-                }
-            )
+    points = trend_points(home.catalog(), instrument, config.nights)
+    drawn = [
+        draw_trend(store, instrument, metric, rows, small=metric in EMBEDDED_TRENDS)
+        for metric, rows in points.items()
+    ]
+    table = [
+        TableRecord(
+            {
+                "metric": trend.metric,
+                "nights": trend.nights,
+                "latest": trend.latest.isoformat(),
+                "latest_median": trend.latest_median,
+                "path": trend.key,
+            }
         )
+        for trend in drawn
+    ]
+    markdown = [_image_markdown(t.metric, t.small_png) for t in drawn if t.small_png is not None]
     return MaterializeResult(
         metadata={
             "metrics": MetadataValue.int(len(table)),
