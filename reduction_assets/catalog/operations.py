@@ -36,6 +36,7 @@ from reduction_assets.catalog.models import (
 )
 from reduction_assets.catalog.products import REDUCED
 from reduction_assets.instruments import MASTER_TYPES
+from reduction_assets.support.keys import NightPartition
 
 # Rework levels: where in a partition's graph the run starts.
 MASTERS = "masters"  # masters, then reduced frames, stacks and archive
@@ -79,7 +80,7 @@ class ActionResult:
 
 
 def partition_text(instrument: str, night: dt.date) -> str:
-    return f"{instrument}|{night.isoformat()}"
+    return NightPartition(instrument, night).key
 
 
 def find_raw_frame(session: Session, frame: str) -> RawFrame:

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from reduction_assets.instruments import load_registry
+from reduction_assets.support.keys import NightPartition
 from reduction_assets.tasks.common import CALIBRATION_WINDOW_NIGHTS
 
 # The oldest data this installation will ever ingest (the real ST-7 frames are from 2019-10-28).
@@ -82,7 +83,13 @@ def night_not_yet_open(night: dt.date) -> bool:
 def split_key(key: MultiPartitionKey | str) -> tuple[str, dt.date]:
     """(instrument, night) of a night x instrument partition key, whichever way the run was launched
     (a plain ``"instrument|night"`` string comes from API launches that only set the partition tag)."""
-    if not isinstance(key, MultiPartitionKey):
-        key = night_instrument_partitions.get_partition_key_from_str(str(key))
-    dims = key.keys_by_dimension
-    return dims["instrument"], dt.date.fromisoformat(dims["night"])
+    partition = partition_of(key)
+    return partition.instrument, partition.night
+
+
+def partition_of(key: MultiPartitionKey | str) -> NightPartition:
+    """The partition a night x instrument key names."""
+    if isinstance(key, MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return NightPartition(dims["instrument"], dt.date.fromisoformat(dims["night"]))
+    return NightPartition.parse(str(key))

@@ -58,6 +58,7 @@ from reduction_assets.orchestration.sensors import (
     settle_landing_run,
 )
 from reduction_assets.support.home import Home, HomeBusy, read_text_or_none
+from reduction_assets.support.keys import NightPartition
 from reduction_assets.support.progress import progress
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ def _not_reducible(home: Home, partitions: list[tuple[str, dt.date]]) -> list[di
 
 
 def partition_label(instrument: str, night: dt.date) -> str:
-    return f"{instrument}|{night.isoformat()}"
+    return NightPartition(instrument, night).key
 
 
 def _redraw_trends(

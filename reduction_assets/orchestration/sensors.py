@@ -73,6 +73,7 @@ from reduction_assets.orchestration.runs import (
     run_key_outcome,
 )
 from reduction_assets.storage.base import StoreError
+from reduction_assets.support.keys import NightPartition
 from reduction_assets.tasks import schedule
 from reduction_assets.tasks.landing import LandingScan, Route, decode_name, encode_name, scan_landing
 from reduction_assets.tasks.landing_plan import (
@@ -108,7 +109,9 @@ def no_retry_delay(attempts: int) -> dt.timedelta:
 
 def _partition_text(instrument: str, night: dt.date | str) -> str:
     """The text of a night x instrument partition key (``instrument|night``)."""
-    return str(partition_key(instrument, night))
+    return NightPartition(
+        instrument, night if isinstance(night, dt.date) else dt.date.fromisoformat(night)
+    ).key
 
 
 def plan_landing_tick(

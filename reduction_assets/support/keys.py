@@ -5,10 +5,36 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from reduction_assets.fits.headers import FrameInfo, sanitise
 from reduction_assets.instruments import CalibrationKey
+
+
+@dataclass(frozen=True, order=True)
+class NightPartition:
+    """One night x instrument partition. Its text, ``instrument|night``, is Dagster's key of the
+    multi-partition (dimensions ordered by name); this is the one place that writes and reads it."""
+
+    instrument: str
+    night: dt.date
+
+    @property
+    def key(self) -> str:
+        return f"{self.instrument}|{self.night.isoformat()}"
+
+    @classmethod
+    def parse(cls, key: str) -> NightPartition:
+        # The night is an ISO date, so the last bar separates it whatever the instrument is called.
+        instrument, bar, night = key.rpartition("|")
+        try:
+            day = dt.date.fromisoformat(night)
+            if not (bar and instrument) or day.isoformat() != night:  # 20261120 is a date, not a key
+                raise ValueError("not instrument|YYYY-MM-DD")
+            return cls(instrument, day)
+        except ValueError as err:
+            raise ValueError(f"{key!r} is not a partition key instrument|YYYY-MM-DD") from err
 
 
 def raw_name(info: FrameInfo, checksum: str) -> str:

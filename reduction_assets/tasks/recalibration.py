@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from reduction_assets.catalog.integrity import StalePartition
 from reduction_assets.catalog.operations import PendingRework
+from reduction_assets.support.keys import NightPartition
 
 PartitionOf = tuple[str, dt.date]  # (instrument, night)
 
@@ -44,7 +45,7 @@ def plan_recalibrations(
     for instrument, night in sorted(
         set(nearer) | set(damaged) | set(rework), key=lambda key: (key[1], key[0])
     ):
-        if f"{instrument}|{night.isoformat()}" in busy:
+        if NightPartition(instrument, night).key in busy:
             continue
         frames = sorted(nearer.get((instrument, night), []), key=lambda f: f[0])
         stale = damaged.get((instrument, night))
