@@ -97,7 +97,7 @@ def test_a_step_that_fails_for_another_reason_is_not_retried(home, monkeypatch, 
 def test_a_transient_error_while_recording_a_reduced_frame_retries_rather_than_marking_it_not_reducible(
     home, monkeypatch, reduced_lcosim_night
 ):
-    import reduction_assets.orchestration.assets.science as science
+    import reduction_assets.tasks.science as science
 
     reduced_lcosim_night.copy_into(home)
     flaky = fails_once(science.record_product, dropped_connection())
