@@ -1,8 +1,13 @@
 """The platform as operators run it: `dagster-webserver` and `dagster-daemon` on a home, runs launched
 through GraphQL. Backfills of a range of nights, API launches with only the partition tag and their
-re-execution, and runs whose worker dies, retried by the daemon."""
+re-execution, and runs whose worker dies, retried by the daemon.
 
+The deployment, the backfill of the two nights and the API launch are module fixtures (started once,
+whichever test asks first): each test names the state it needs, runs alone and in any order."""
+
+import contextlib
 import datetime as dt
+import io
 import os
 import re
 import signal
@@ -38,6 +43,33 @@ def deployment(tmp_path_factory, registry):
         instance.dispose()
 
 
+@pytest.fixture(scope="module")
+def backfilled(deployment):
+    """`reduction-assets backfill` of the two nights with ``--wait``: its exit code and output. The
+    nights hold data (raw frames, masters, products) afterwards."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            [
+                "backfill",
+                *(n.isoformat() for n in NIGHTS),
+                "--instrument",
+                "lcosim",
+                "--url",
+                deployment.url,
+                "--wait",
+            ]
+        )
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def launched(deployment):
+    """A process_night run launched through GraphQL with only the partition tag, once it finished."""
+    run_id = deployment.client.launch_run("process_night", {"dagster/partition": KEY})
+    return wait_for(lambda: finished(deployment.instance, run_id))
+
+
 def finished(instance, run_id):
     run = instance.get_run_by_id(run_id)
     return run if run.is_finished else None
@@ -52,19 +84,8 @@ def products(home):
         catalog.dispose()
 
 
-def test_the_backfill_command_does_two_nights_in_one_run(deployment, capsys):
-    code = main(
-        [
-            "backfill",
-            *(n.isoformat() for n in NIGHTS),
-            "--instrument",
-            "lcosim",
-            "--url",
-            deployment.url,
-            "--wait",
-        ]
-    )
-    out = capsys.readouterr().out
+def test_the_backfill_command_does_two_nights_in_one_run(deployment, backfilled):
+    code, out = backfilled
     assert code == 0, out
     backfill_id = re.search(r"backfill (\S+):", out).group(1)
     runs = deployment.instance.get_runs(filters=RunsFilter(tags={"dagster/backfill": backfill_id}))
@@ -79,11 +100,12 @@ def test_the_backfill_command_does_two_nights_in_one_run(deployment, capsys):
         "archive_records",
         "quality_metrics",
     }
-    assert len([p for p in products(deployment.home) if p.status == "reduced"]) == 24
+    assert len([p for p in products(deployment.home) if p.status == "reduced" and p.night in NIGHTS]) == 24
 
 
-def test_reprocess_launches_a_daemon_backfill_of_the_chosen_assets(deployment, capsys):
-    # The nights hold data once the backfill above ingested them.
+def test_reprocess_launches_a_daemon_backfill_of_the_chosen_assets(deployment, backfilled, capsys):
+    # `reprocess` plans only nights that hold data: the backfill's.
+    assert backfilled[0] == 0, backfilled[1]
     code = main(
         [
             "--home", str(deployment.home.root), "reprocess", *(n.isoformat() for n in NIGHTS),
@@ -100,15 +122,14 @@ def test_reprocess_launches_a_daemon_backfill_of_the_chosen_assets(deployment, c
     assert {key.path[-1] for key in runs[0].asset_selection} == {"reduced_frames", "stacks"}
 
 
-def test_a_run_launched_through_graphql_with_only_the_partition_tag_succeeds(deployment):
-    run_id = deployment.client.launch_run("process_night", {"dagster/partition": KEY})
-    run = wait_for(lambda: finished(deployment.instance, run_id))
-    assert run.status == DagsterRunStatus.SUCCESS, deployment.logs.read_text()[-3000:]
-    deployment.launched = run_id
+def test_a_run_launched_through_graphql_with_only_the_partition_tag_succeeds(deployment, launched):
+    assert launched.status == DagsterRunStatus.SUCCESS, deployment.logs.read_text()[-3000:]
+    assert launched.tags["dagster/partition"] == KEY
 
 
-def test_such_a_run_can_be_re_executed(deployment):
-    parent = getattr(deployment, "launched", None) or pytest.skip("needs the launched run")
+def test_such_a_run_can_be_re_executed(deployment, launched):
+    parent = launched.run_id
+    assert launched.status == DagsterRunStatus.SUCCESS, deployment.logs.read_text()[-3000:]
     run_id = deployment.client.reexecute(parent)
     run = wait_for(lambda: finished(deployment.instance, run_id))
     assert run.status == DagsterRunStatus.SUCCESS and run.parent_run_id == parent

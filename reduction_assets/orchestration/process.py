@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -221,6 +222,10 @@ class _SignalWatch:
                 self.instance.report_run_failed(run, f"`reduction-assets process` stopped by {name}")
                 free_slots(self.instance, run_id)
             self.echo(f"stopped by {name} during run {run_id} (marked failed)")
+            # os._exit skips the interpreter's flush: to a pipe (cron, a supervisor's log) the line
+            # above would be lost.
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(128 + self.signum)
 
 
