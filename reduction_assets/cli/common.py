@@ -102,7 +102,6 @@ def version_line() -> str:
 
 
 def archive_store(home):
-    from reduction_assets.orchestration.resources import ARCHIVE_STORE_ENV, archive_resource
+    from reduction_assets.orchestration.resources import resources_from_environment
 
-    kind = os.environ.get(ARCHIVE_STORE_ENV, "local")
-    return archive_resource(kind, str(home.root), lambda name, secret: os.environ.get(name))
+    return resources_from_environment(str(home.root), lambda name, secret: os.environ.get(name)).archive

@@ -52,14 +52,12 @@ from reduction_assets.orchestration.assets.stacks import stacks
 from reduction_assets.orchestration.jobs import ALL_JOBS
 from reduction_assets.orchestration.resources import (
     ARCHIVE_STORE_ENV,
-    LANDING_STORE_ENV,
     AlertSinksResource,
     ArchiveStoreResource,
     LandingSourceResource,
     ReductionHomeResource,
-    alerts_resource,
     archive_resource,
-    landing_resource,
+    resources_from_environment,
 )
 from reduction_assets.orchestration.sensors import SENSORS
 
@@ -154,10 +152,20 @@ def defs() -> Definitions:
     """What Dagster loads (``-m reduction_assets.orchestration.definitions -a defs``)."""
     deployment = os.environ.get(DEPLOYMENT_ENV, "embedded")
     executor = executor_for(os.environ.get(EXECUTOR_ENV, "in_process"))
-    home = resources_for(deployment)["home"]
-    landing = landing_resource(
-        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: EnvVar(name)
+    return definitions_for(resources_for(deployment)["home"], executor)
+
+
+def definitions_for(
+    home: ReductionHomeResource, executor: ExecutorDefinition = in_process_executor, extra_jobs: Sequence = ()
+) -> Definitions:
+    """The definitions with the resources the environment configures (archive, landing source,
+    alerts): what the code location, `process` and `reprocess --local` all run with."""
+    configured = resources_from_environment(home.home, lambda name, secret: EnvVar(name))
+    return build_definitions(
+        home,
+        executor,
+        configured.archive,
+        extra_jobs=extra_jobs,
+        landing=configured.landing,
+        alerts=configured.alerts,
     )
-    archive = archive_for(os.environ.get(ARCHIVE_ENV, "local"), home)
-    alerts = alerts_resource(lambda name, secret: EnvVar(name))
-    return build_definitions(home, executor, archive, landing=landing, alerts=alerts)

@@ -33,10 +33,9 @@ from reduction_assets.catalog.reports import not_reducible_frames
 from reduction_assets.fits.headers import shown
 from reduction_assets.orchestration.partitions import split_key
 from reduction_assets.orchestration.resources import (
-    LANDING_STORE_ENV,
     LandingSourceResource,
     ReductionHomeResource,
-    landing_resource,
+    resources_from_environment,
 )
 from reduction_assets.orchestration.runs import (
     RUN_KEY_TAG,
@@ -308,12 +307,12 @@ def _redraw_trends(
 ) -> None:
     """Redraw the quality trends of the instruments whose nights were measured (the quality trends
     sensor's work, done here for installations without the daemon)."""
-    from reduction_assets.orchestration.definitions import build_definitions
+    from reduction_assets.orchestration.definitions import definitions_for
     from reduction_assets.orchestration.jobs import UPDATE_QUALITY_TRENDS
 
     if not instruments:
         return
-    definitions = build_definitions(ReductionHomeResource(home=str(home.root)))
+    definitions = definitions_for(ReductionHomeResource(home=str(home.root)))
     job = definitions.resolve_job_def(UPDATE_QUALITY_TRENDS)
     for instrument in instruments:
         run = job.execute_in_process(
@@ -392,13 +391,14 @@ def _runner_for(
     home: Home, instance: DagsterInstance, watch: _SignalWatch, outcome: ProcessOutcome, pacing: _Pacing, echo
 ) -> _Runner:
     """The resources, definitions, run config and tags that every round of `process` uses."""
-    from reduction_assets.orchestration.definitions import build_definitions
+    from reduction_assets.orchestration.definitions import definitions_for
 
     resource = ReductionHomeResource(home=str(home.root), settle_seconds=pacing.settle_seconds)
-    landing_source = landing_resource(
-        os.environ.get(LANDING_STORE_ENV, "directory"), lambda name, secret: os.environ.get(name)
-    )
-    definitions = build_definitions(resource)
+    # The sensor logic runs here, outside a run: the landing source with plain values.
+    landing_source = resources_from_environment(
+        resource.home, lambda name, secret: os.environ.get(name)
+    ).landing
+    definitions = definitions_for(resource)
     loggers = {"loggers": {"console": {"config": {"log_level": pacing.log_level}}}}
     return _Runner(
         home=home,

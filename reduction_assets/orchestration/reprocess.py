@@ -156,13 +156,13 @@ def _execute_partitions(
     home, job, instance, partitions: list[tuple[dt.date, str]], *, echo, log_level: str
 ) -> list[dict]:
     """Execute the job in this process on each partition in turn; one dict per run."""
-    from reduction_assets.orchestration.definitions import build_definitions
+    from reduction_assets.orchestration.definitions import definitions_for
     from reduction_assets.orchestration.partitions import partition_key
     from reduction_assets.orchestration.resources import ReductionHomeResource
     from reduction_assets.orchestration.runs import process_run_tags
     from reduction_assets.support.progress import progress
 
-    definitions = build_definitions(ReductionHomeResource(home=str(home.root)), extra_jobs=[job])
+    definitions = definitions_for(ReductionHomeResource(home=str(home.root)), extra_jobs=[job])
     resolved = definitions.resolve_job_def(REPROCESS_JOB)
     tags = {**process_run_tags(home), "reduction_assets/trigger": "reprocess"}
     loggers = {"loggers": {"console": {"config": {"log_level": log_level}}}}

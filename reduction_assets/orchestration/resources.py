@@ -6,6 +6,7 @@ them through ``EnvVar`` (``REDUCTION_HOME``, ``REDUCTION_CATALOG_URL``), tests a
 
 import functools
 import os
+from dataclasses import dataclass
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -204,4 +205,28 @@ def alerts_resource(value) -> AlertSinksResource:
     secret = {"webhook_url", "user", "password"}
     return AlertSinksResource(
         **{field: value(env, field in secret) for field, env in names.items() if os.environ.get(env)}
+    )
+
+
+@dataclass(frozen=True)
+class ConfiguredResources:
+    """The resources the environment chooses: where archived files go, where raw files also arrive
+    from, and where alerts are sent. Every entry point (the code location, `process`,
+    `reprocess --local`, the archive commands) takes them from :func:`resources_from_environment`,
+    so a setting cannot hold for one and not for another."""
+
+    archive: ArchiveStoreResource
+    landing: LandingSourceResource
+    alerts: AlertSinksResource
+
+
+def resources_from_environment(home, value) -> ConfiguredResources:
+    """The resources that ``REDUCTION_ARCHIVE_STORE``, ``REDUCTION_LANDING_STORE`` and the alert
+    settings choose, for ``home`` (a path, or ``EnvVar("REDUCTION_HOME")``); ``value(name, secret)``
+    gives each setting: ``EnvVar`` inside Dagster (resolved when a run starts, never shown), the
+    plain value for commands that use a store themselves."""
+    return ConfiguredResources(
+        archive=archive_resource(os.environ.get(ARCHIVE_STORE_ENV, "local"), home, value),
+        landing=landing_resource(os.environ.get(LANDING_STORE_ENV, "directory"), value),
+        alerts=alerts_resource(value),
     )
