@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from reduction_assets.catalog.models import InstrumentRow, utcnow
 from reduction_assets.instruments import Registry
+from reduction_assets.support.secrets import masked_url, without_credentials
 
 
 def default_catalog_url(home: Path) -> str:
@@ -60,18 +60,9 @@ class CatalogUnavailable(RuntimeError):
     """The catalog database cannot be used; the message is one line naming the cause (no secrets)."""
 
 
-def without_credentials(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL in it masked (error messages of drivers
-    and brokers may quote the URL they were given)."""
-    return re.sub(r"//[^/@\s]*:[^/@\s]*@", "//***@", text)
-
-
 def safe_url(url: str) -> str:
-    """The URL with its password masked, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable catalog URL>"
+    """The URL with its password and secret-like query parameters masked, for messages and logs."""
+    return masked_url(url)
 
 
 def _check_driver(url: str) -> None:
@@ -91,10 +82,11 @@ def _check_driver(url: str) -> None:
 
 
 def _cause(err: BaseException) -> str:
-    """The first line of the database driver's own message (it names the cause plainly)."""
+    """The first line of the database driver's own message (it names the cause plainly), without
+    credentials (a driver may quote the connection string it got)."""
     original = getattr(err, "orig", None) or err
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    return lines[0] if lines else type(original).__name__
+    return without_credentials(lines[0]) if lines else type(original).__name__
 
 
 class Catalog:

@@ -17,6 +17,7 @@ from astropy.coordinates import Angle
 from astropy.io import fits
 
 from reduction_assets.instruments import Instrument, Registry
+from reduction_assets.support.secrets import DENIED_KEYWORD, looks_secret
 
 
 class FrameRejected(Exception):
@@ -281,6 +282,28 @@ def _normalise_header(header: Mapping[str, Any], registry: Registry) -> FrameInf
         dec=_angle(header.get(instrument.keyword("dec") or "", None), "deg"),
         shape=header_shape(header),
     )
+
+
+REDACTED = "[redacted]"
+# The card that says which cards of a header were redacted (never their values).
+REDACTED_KEYWORD = "REDACTED"
+
+
+def redacted_header(header: fits.Header) -> tuple[fits.Header, tuple[str, ...]]:
+    """``header`` without credentials (a copy; the header itself when it holds none): a card whose
+    keyword is on the deny-list is left out, a credential-like value of any other card (COMMENT and
+    HISTORY too) becomes ``[redacted]``. Also the keywords concerned, in order."""
+    cards = list(header.cards)
+    secret = [i for i, card in enumerate(cards) if looks_secret(card.keyword, card.value)]
+    if not secret:
+        return header, ()
+    copy = header.copy()
+    for index in reversed(secret):  # by position: COMMENT and HISTORY cards repeat their keyword
+        if DENIED_KEYWORD.search(cards[index].keyword):
+            del copy[index]
+        else:
+            copy[index] = REDACTED
+    return copy, tuple(dict.fromkeys(cards[i].keyword or "(blank)" for i in secret))
 
 
 def header_to_json(header: fits.Header) -> dict[str, Any]:

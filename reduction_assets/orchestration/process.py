@@ -28,7 +28,6 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, RunRequest
 
 from reduction_assets.catalog import Catalog
-from reduction_assets.catalog.db import without_credentials
 from reduction_assets.catalog.reports import not_reducible_frames
 from reduction_assets.fits.headers import shown
 from reduction_assets.orchestration.partitions import split_key
@@ -60,6 +59,7 @@ from reduction_assets.orchestration.sensors import (
 from reduction_assets.support.home import Home, HomeBusy, read_text_or_none
 from reduction_assets.support.keys import NightPartition
 from reduction_assets.support.progress import progress
+from reduction_assets.support.secrets import without_credentials
 
 log = logging.getLogger(__name__)
 PROCESS = "process"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -41,6 +40,7 @@ from reduction_assets.instruments import Instrument, Registry
 from reduction_assets.storage import ObjectStore, StoreError
 from reduction_assets.support.keys import archive_key
 from reduction_assets.support.progress import progress
+from reduction_assets.support.secrets import DENIED_KEYWORD, DENIED_VALUE
 
 # Keywords every file of a level must carry in one of its headers; raw and reduced frames also the
 # camera's own keywords (from the registry) for these quantities.
@@ -51,13 +51,6 @@ REQUIRED_KEYWORDS = {
     STACK: ("INSTRUME", "DAY-OBS", "OBJECT", "EXPTIME", "NCOMBINE", "FINGERPR"),
 }
 CAMERA_QUANTITIES = {RAW: ("frame_type", "date_obs", "exptime"), REDUCED_LEVEL: ("date_obs", "exptime")}
-# Anything that looks like a credential refuses the file: keyword names, and values in any card.
-DENIED_KEYWORD = re.compile(
-    r"PASS(W|WD|WORD)?$|PASSW|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIV_?KEY|CREDENT", re.I
-)
-DENIED_VALUE = re.compile(
-    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|\b(password|passwd|secret|token)\s*[=:]", re.I
-)
 _CHUNK = 1 << 20
 
 ARCHIVED, ALREADY_ARCHIVED, INVALID, FAILED = "archived", "already_archived", "invalid", "failed"
@@ -90,6 +83,7 @@ def header_problems(headers: list[fits.Header], required: tuple[str, ...]) -> li
     problems = [f"missing keyword {k}" for k in required if not any(k in h for h in headers)]
     for header in headers:
         for card in header.cards:
+            # Anything that looks like a credential refuses the file (support.secrets says what does).
             if card.keyword and DENIED_KEYWORD.search(card.keyword):
                 problems.append(f"keyword {card.keyword} is on the deny-list (looks like a credential)")
             elif isinstance(card.value, str) and DENIED_VALUE.search(card.value):  # COMMENT, HISTORY too

@@ -16,7 +16,15 @@ from pathlib import Path
 from reduction_assets.catalog import Catalog, raw
 from reduction_assets.catalog.db import DuplicateRow, retry_transient
 from reduction_assets.fits import headers as reasons
-from reduction_assets.fits.headers import FrameInfo, FrameRejected, header_to_json, sanitise, shown
+from reduction_assets.fits.headers import (
+    REDACTED_KEYWORD,
+    FrameInfo,
+    FrameRejected,
+    header_to_json,
+    redacted_header,
+    sanitise,
+    shown,
+)
 from reduction_assets.fits.validate import (
     FileState,
     ValidatedFrame,
@@ -193,7 +201,7 @@ class Ingestor:
                 size_bytes=frame.state.size,
                 store_path=key,
                 original_name=name,
-                header=header_to_json(frame.header),
+                header=catalog_header(frame.header),
                 normalised=info.as_json(),
             )
             raw.resolve_quarantine(session, name, f"ingested as raw frame {row.id}")
@@ -272,3 +280,13 @@ class Ingestor:
             return (instrument.name if instrument else None), None
         except FrameRejected:
             return None, None
+
+
+def catalog_header(header) -> dict:
+    """The raw header as the catalog keeps it: credential-like values redacted, and which keywords
+    were (a refused archive would not be the only place a password lands)."""
+    shown, redacted = redacted_header(header)
+    record = header_to_json(shown)
+    if redacted:
+        record[REDACTED_KEYWORD] = " ".join(redacted)
+    return record

@@ -16,7 +16,7 @@ from kombu.exceptions import KombuError, OperationalError
 
 from reduction_assets.catalog import Catalog
 from reduction_assets.catalog.archive import mark_attempt_failed, mark_delivered, pending_messages
-from reduction_assets.catalog.db import without_credentials
+from reduction_assets.support.secrets import without_credentials
 
 EXCHANGE_TYPE = "topic"  # routing key <level>.<instrument>: consumers bind what they want
 

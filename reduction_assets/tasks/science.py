@@ -23,7 +23,7 @@ from reduction_assets.catalog.products import (
     record_product,
 )
 from reduction_assets.catalog.raw import raw_frames_of
-from reduction_assets.fits.headers import binning_from_header, card_text
+from reduction_assets.fits.headers import REDACTED_KEYWORD, binning_from_header, card_text, redacted_header
 from reduction_assets.fits.products import provenance_cards, readout_cards, reduced_hdul, write_hdul
 from reduction_assets.fits.reading import read_image
 from reduction_assets.instruments import Geometry, Instrument, ScienceMode
@@ -244,7 +244,12 @@ def _version() -> str:
 def _record(run: _Run, planned: _Planned, reduced: ReducedScience) -> FrameOutcome:
     """Write the reduced frame (SCI, ERR, DQ, CAT, provenance) and record it in the catalog."""
     frame, choice, digest = planned.frame, planned.choice, planned.digest
-    header, geometry = planned.header, planned.geometry
+    # A credential in the raw header must not travel into the product (the raw copy stays as it came).
+    header, redacted = redacted_header(planned.header)
+    redaction = (
+        {REDACTED_KEYWORD: (card_text(" ".join(redacted)), "credential-like cards")} if redacted else {}
+    )
+    geometry = planned.geometry
     calibrated, sources, source_stats = reduced.calibrated, reduced.sources, reduced.source_statistics
     wcs_header = trimmed_wcs_header(header, geometry.imaging)
     if wcs_header is not None and len(sources):
@@ -261,6 +266,7 @@ def _record(run: _Run, planned: _Planned, reduced: ReducedScience) -> FrameOutco
             f"{kind.upper()[:4]}SKIP": card_text(f"optional, none found: {reason}", keep_end=False)
             for kind, reason in choice.skipped.items()
         },
+        **redaction,
         "SCIMODE": (planned.mode.name, "science mode of the instrument registry"),
         "RAWFILE": card_text(frame.original_name),
         "RAWSUM": frame.checksum,
