@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from reduction_assets.catalog import CatalogUnavailable
     from reduction_assets.orchestration.process import InstanceUnavailable
+    from reduction_assets.support.home import HomeUnusable
 
     args = build_parser().parse_args(argv)
     # Whatever the caller's umask, nothing this command creates is writable by group or others.
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except (CatalogUnavailable, InstanceUnavailable) as err:
+    except (CatalogUnavailable, InstanceUnavailable, HomeUnusable) as err:
         print(f"{args.command}: {err}", file=sys.stderr)
         return EXIT_UNUSABLE
     except KeyboardInterrupt:

@@ -41,6 +41,17 @@ class HomeBusy(RuntimeError):
     """Another process holds this home's lock."""
 
 
+class HomeUnusable(RuntimeError):
+    """The home cannot be written (a read-only or full file system, wrong permissions): one line that
+    names the home, the cause and the path; nothing was done."""
+
+    @classmethod
+    def of(cls, home: Path, err: OSError) -> HomeUnusable:
+        cause = err.strerror or type(err).__name__
+        where = f": {err.filename}" if err.filename else ""
+        return cls(f"the home {home} cannot be written ({cause}{where}); nothing was done")
+
+
 def make_dirs(path: Path, mode: int = DIRECTORY_MODE) -> Path:
     """``mkdir -p`` with an explicit mode on every folder it creates (the umask cannot widen it)."""
     path = Path(path)
@@ -134,7 +145,15 @@ class Home:
         return os.environ.get(CATALOG_ENV) or f"sqlite:///{self.root / 'catalog.sqlite'}"
 
     def ensure(self) -> Home:
-        """Create the folders and the Dagster instance config if missing (idempotent)."""
+        """Create the folders and the Dagster instance config if missing (idempotent). Raises
+        :class:`HomeUnusable` when they cannot be written."""
+        try:
+            self._create()
+        except OSError as err:
+            raise HomeUnusable.of(self.root, err) from err
+        return self
+
+    def _create(self) -> None:
         for folder in (
             self.root,
             self.landing,
@@ -152,19 +171,20 @@ class Home:
         if not instance_yaml.exists():
             source = resources.files("reduction_assets.support") / "defaults" / "dagster.yaml"
             write_atomic(instance_yaml, source.read_text())
-        return self
 
     @contextlib.contextmanager
     def lock(self, *, wait_seconds: float = 0.0) -> Iterator[None]:
         """Hold this home's exclusive lock (an OS file lock: released when the holder dies, even by
         ``kill -9``). Raises :class:`HomeBusy` when another process keeps it longer than
-        ``wait_seconds``."""
-        make_dirs(self.state)
-        lock = filelock.FileLock(str(self.state / LOCK_NAME), mode=STATE_FILE_MODE)
+        ``wait_seconds``, :class:`HomeUnusable` when the lock cannot be written."""
         try:
+            make_dirs(self.state)
+            lock = filelock.FileLock(str(self.state / LOCK_NAME), mode=STATE_FILE_MODE)
             lock.acquire(timeout=max(wait_seconds, 0.0))
         except filelock.Timeout as err:
             raise HomeBusy(f"another reduction-assets process is working on {self.root}") from err
+        except OSError as err:
+            raise HomeUnusable.of(self.root, err) from err
         try:
             yield
         finally:
