@@ -1,16 +1,30 @@
 """Scratch planes on disk: large intermediate images (members resampled for a stack) that must not
 all sit in memory at once. They are written and read with plain file I/O, not memory-mapped, so the
-pages they pass through are never counted against the process; the folder is removed on exit."""
+pages they pass through are never counted against the process; the folder is removed on exit.
+
+A step's scratch lives in ``scratch/<run>/<step>/``, held by an OS file lock while the step works
+(released however its process ends, ``kill -9`` included). A folder whose lock nobody holds is left
+over from a step that was interrupted: the next step and ``verify --repair`` remove it."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
+import filelock
 import numpy as np
+
+from reduction_assets.support.home import make_dirs
+
+HELD = ".held"  # the lock file of a step's scratch folder
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class DiskPlanes:
@@ -68,3 +82,76 @@ def scratch_planes(folder: Path | None = None) -> Iterator[Planes]:
         finally:
             for plane in made:
                 plane.close()
+
+
+@contextmanager
+def step_scratch(root: Path, run_id: str, step: str) -> Iterator[Path]:
+    """``root/<run_id>/<step>/``, held by this process while the step works and removed (with the
+    run's folder when it is empty) when it ends."""
+    folder = make_dirs(Path(root) / _SAFE.sub("_", run_id) / _SAFE.sub("_", step))
+    held = filelock.FileLock(str(folder / HELD))
+    held.acquire()
+    try:
+        yield folder
+    finally:
+        held.release()
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another step of the run still works there
+            folder.parent.rmdir()
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Scratch that no living step holds: its path (relative to the scratch root) and size."""
+
+    name: str
+    size_bytes: int
+
+
+def leftover_scratch(root: Path) -> list[Leftover]:
+    """Scratch under ``root`` that no step holds: step folders whose lock is free, and anything that
+    is not a step folder (the temporary folders of releases before step folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in sorted(root.iterdir()):
+        steps = (
+            [step for step in sorted(entry.iterdir()) if (step / HELD).is_file()] if entry.is_dir() else []
+        )
+        if steps and len(steps) == len(list(entry.iterdir())):
+            found += [_leftover(root, step) for step in steps if not _held(step)]
+        else:
+            found.append(_leftover(root, entry))
+    return found
+
+
+def remove_leftover_scratch(root: Path) -> list[Leftover]:
+    """Remove the scratch no step holds (and run folders left empty); what was removed."""
+    removed = leftover_scratch(root)
+    for leftover in removed:
+        path = Path(root) / leftover.name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if path.parent != Path(root):
+            with contextlib.suppress(OSError):  # another step of that run is still working
+                path.parent.rmdir()
+    return removed
+
+
+def _held(step: Path) -> bool:
+    """Whether a living process holds the step folder's lock (trying it does not wait)."""
+    probe = filelock.FileLock(str(step / HELD))
+    try:
+        probe.acquire(timeout=0)
+    except filelock.Timeout:
+        return True
+    probe.release()
+    return False
+
+
+def _leftover(root: Path, path: Path) -> Leftover:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return Leftover(str(path.relative_to(root)), sum(p.stat().st_size for p in files))

@@ -33,8 +33,10 @@ from reduction_assets.storage import Integrity, LocalStore, ObjectStore
 from reduction_assets.support.checksums import sha256_of
 from reduction_assets.support.home import Home
 from reduction_assets.support.keys import QUALITY_PREFIX
+from reduction_assets.support.scratch import leftover_scratch, remove_leftover_scratch
 from reduction_assets.tasks.landing import resolve_in_landing
 
+SCRATCH = "scratch"  # the store name of findings in scratch/ (no catalog rows there)
 # A temporary file younger than this may belong to a write in progress (the daemon's runs).
 LEFTOVER_AGE_SECONDS = 600.0
 
@@ -43,7 +45,7 @@ LEFTOVER_AGE_SECONDS = 600.0
 class Finding:
     store: str
     key: str
-    problem: str  # missing, checksum_mismatch, leftover_temporary, not_in_catalog
+    problem: str  # missing, checksum_mismatch, leftover_temporary, leftover_scratch, not_in_catalog
     action: str  # what was done (or would be done with --repair), or why nothing can be
     repaired: bool = False
 
@@ -97,7 +99,24 @@ def verify_home(
         for key in store.keys():  # noqa: SIM118 - a store, not a dict
             if key not in known and not (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
                 report.findings.append(Finding(name, key, "not_in_catalog", "left in place"))
+    report.findings += _scratch_findings(home, repair)
     return report
+
+
+def _scratch_findings(home: Home, repair: bool) -> list[Finding]:
+    """Scratch of steps that were interrupted (no living step holds it), with its size."""
+    leftovers = remove_leftover_scratch(home.scratch) if repair else leftover_scratch(home.scratch)
+    verb = "removed" if repair else "would remove"
+    return [
+        Finding(
+            SCRATCH,
+            item.name,
+            "leftover_scratch",
+            f"{verb} {item.size_bytes / 2**20:.1f} MiB",
+            repaired=repair,
+        )
+        for item in leftovers
+    ]
 
 
 def _restore(home: Home, store: ObjectStore, item: StoredObject, state: Integrity, repair: bool) -> Finding:

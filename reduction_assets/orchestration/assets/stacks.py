@@ -1,6 +1,7 @@
 """Stacks: one co-add per target, filter and binning of a night and instrument."""
 
 from collections import Counter
+from dataclasses import astuple
 
 from dagster import (
     AssetCheckSpec,
@@ -27,6 +28,7 @@ from reduction_assets.orchestration.assets.common import (
 from reduction_assets.orchestration.partitions import backfill_policy, night_instrument_partitions, split_key
 from reduction_assets.orchestration.resources import ReductionHomeResource
 from reduction_assets.reduction.stacking import StackSettings
+from reduction_assets.support.scratch import remove_leftover_scratch, step_scratch
 from reduction_assets.tasks.stacks import (
     UP_TO_DATE,
     PartitionStacked,
@@ -115,15 +117,18 @@ def stacks(
     """Co-adds of a night's reduced frames, one per target, filter and binning (SCI e- at the
     reference exposure, ERR, DQ, EXPMAP, NIMAGES, CAT, MEMBERS), with the members in the catalog."""
     stores, request = home.stores(), config.request()
-    scratch = home.layout().ensure().scratch
+    root = home.layout().ensure().scratch
+    for leftover in remove_leftover_scratch(root):  # of steps that were interrupted
+        context.log.info("removed scratch %s (%d bytes) left by an interrupted step", *astuple(leftover))
     done: list[PartitionStacked] = []
-    for key in context.partition_keys:
-        instrument, night = split_key(key)
-        done.append(
-            stack_partition(
-                home.registry()[instrument], night, str(key), request, stores, scratch, context.log
+    with step_scratch(root, context.run.run_id, "stacks") as scratch:
+        for key in context.partition_keys:
+            instrument, night = split_key(key)
+            done.append(
+                stack_partition(
+                    home.registry()[instrument], night, str(key), request, stores, scratch, context.log
+                )
             )
-        )
     return _report(done)
 
 
