@@ -182,7 +182,8 @@ def stacks_after(deployment, monkeypatch) -> tuple[list, list, int]:
         members = session.query(StackMember.stack_id, StackMember.product_id).all()
     catalog.dispose()
     monkeypatch.setenv("REDUCTION_CATALOG_URL", deployment.catalog_url)
-    return stacks, members, main(["--home", str(deployment.home.root), "verify"])
+    # The daemon's sensors may hold the home for a moment after the last run ended: wait for them.
+    return stacks, members, main(["--home", str(deployment.home.root), "verify", "--wait", "120"])
 
 
 @pytest.fixture(scope="module")
