@@ -62,3 +62,28 @@ def test_process_with_the_bucket_unreachable_fails_and_archives_nothing_locally(
     assert "1 failed" in out, out
     assert local_archive(home) == []
     assert SECRET not in out
+
+
+def test_verify_checks_the_configured_bucket_and_says_when_it_cannot_reach_it(
+    home, lcosim_night, moto_s3, monkeypatch, request, capsys
+):
+    import json
+
+    bucket = "verify-" + hashlib.md5(request.node.name.encode(), usedforsecurity=False).hexdigest()[:12]
+    store = moto_s3.resource(bucket).store()
+    store.client.create_bucket(Bucket=bucket)
+    archive_in_s3(monkeypatch, moto_s3.endpoint, bucket)
+    deliver(frames_of(lcosim_night, "bias"), home.landing)
+    assert main(["--home", str(home.root), "process", "--settle-seconds", "0"]) == 0
+    capsys.readouterr()
+    assert main(["--home", str(home.root), "verify", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["checked"] == 2 * 6  # the home's files and their objects
+    first = sorted(store.keys())[0]
+    store.client.delete_object(Bucket=bucket, Key="observatory/" + first)
+    assert main(["--home", str(home.root), "verify", "--json"]) == 1
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert (finding["store"], finding["key"], finding["problem"]) == ("archive", first, "missing")
+    monkeypatch.setenv("REDUCTION_ARCHIVE_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    assert main(["--home", str(home.root), "verify", "--json"]) == 1
+    (finding,) = json.loads(capsys.readouterr().out)["findings"]
+    assert finding["problem"] == "unreachable" and SECRET not in finding["action"]

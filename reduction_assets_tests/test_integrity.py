@@ -145,7 +145,8 @@ def test_verify_reports_what_cannot_be_restored_and_removes_leftover_temporaries
 
     code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
     found = {(f["store"], f["problem"], f["key"]): f["action"] for f in report["findings"]}
-    assert code == 1 and report["checked"] == 32 + 4 + 12 + 4  # raw, masters, reduced frames, stacks
+    # raw, masters, reduced frames, stacks, and each one's archived copy
+    assert code == 1 and report["checked"] == 2 * (32 + 4 + 12 + 4)
     assert found[("raw", "missing", bias.store_path)].startswith("cannot be restored: no file in landing/")
     assert (
         found[("products", "checksum_mismatch", product.path)] == "marked for rebuilding in lcosim|2026-11-20"
@@ -292,3 +293,44 @@ def test_a_product_unchanged_since_its_record_is_trusted_without_reading_it(tmp_
     os.utime(tmp_path / "reduced/a.fits", (later, later))
     assert store.check_since("reduced/a.fits", checksum, recorded) is Integrity.MISMATCH and len(read) == 1
     assert store.check_since("reduced/b.fits", checksum, recorded) is Integrity.MISSING
+
+
+def test_verify_checks_the_archive_and_uploads_a_damaged_object_again_from_its_source(night_done, capsys):
+    home = night_done
+    archived = sorted(p for p in home.archive.rglob("*.fits") if "/reduced/" in str(p))
+    assert archived, "the built night archives its reduced frames"
+    flip_bytes(archived[0])
+    os.chmod(archived[-1], 0o644)
+    os.remove(archived[-1])
+    key_of = {p: str(p.relative_to(home.archive)) for p in (archived[0], archived[-1])}
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--json")
+    found = {(f["problem"], f["key"]): f["action"] for f in report["findings"] if f["store"] == "archive"}
+    assert code == 1 and set(found) == {
+        ("checksum_mismatch", key_of[archived[0]]),
+        ("missing", key_of[archived[-1]]),
+    }
+    assert all(action.startswith("would upload again from products/reduced/") for action in found.values())
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
+    assert code == 0 and {f["action"].split(" from ")[0] for f in report["findings"]} == {"uploaded again"}
+    assert main(["--home", str(home.root), "verify"]) == 0  # the archive is whole again
+    assert archived[-1].exists()
+
+
+def test_an_archived_object_whose_source_is_gone_cannot_be_restored(night_done, capsys):
+    from reduction_assets.catalog.models import ArchiveRecord
+
+    home = night_done
+    raw_object = sorted(p for p in home.archive.rglob("*.fits") if "/raw/" in str(p))[0]
+    key = str(raw_object.relative_to(home.archive))
+    (record,) = catalog_rows(home, ArchiveRecord, object_key=key)
+    (frame,) = catalog_rows(home, RawFrame, id=record.source_id)
+    flip_bytes(raw_object)
+    os.remove(home.landing / frame.original_name)  # nothing left to restore the raw copy from
+    os.chmod(home.raw / frame.store_path, 0o644)
+    os.remove(home.raw / frame.store_path)
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
+    (finding,) = [f for f in report["findings"] if f["store"] == "archive"]
+    assert code == 1 and (finding["key"], finding["problem"]) == (key, "checksum_mismatch")
+    assert finding["action"] == "cannot be restored: its source in the home is gone or changed"

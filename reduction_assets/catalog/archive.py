@@ -336,3 +336,37 @@ def find_records(
         }
         for row in rows
     ]
+
+
+@dataclass(frozen=True)
+class ArchivedObject:
+    """An archived file as verify checks it: its object in the archive store and SHA-256, and where
+    the file it was made from lives in the home (``source_store``: raw or products; its key)."""
+
+    object_key: str
+    sha256: str
+    source_store: str
+    source_key: str | None
+
+
+def archived_objects(session: Session) -> list[ArchivedObject]:
+    """Every archive record's object, oldest first, with the key of its source file in the home."""
+    sources = {
+        "raw_frames": ("raw", RawFrame, RawFrame.store_path),
+        "calibrations": ("products", Calibration, Calibration.path),
+        "products": ("products", Product, Product.path),
+        "stacks": ("products", Stack, Stack.path),
+    }
+    keys = {
+        kind: dict(session.execute(select(model.id, column)).all())
+        for kind, (_, model, column) in sources.items()
+    }
+    return [
+        ArchivedObject(
+            row.object_key,
+            row.sha256,
+            sources[row.source_kind][0] if row.source_kind in sources else "products",
+            keys.get(row.source_kind, {}).get(row.source_id),
+        )
+        for row in session.scalars(select(ArchiveRecord).order_by(ArchiveRecord.id))
+    ]

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import sys
 
-from reduction_assets.cli.common import EXIT_OK, age, open_catalog, table
+from reduction_assets.cli.common import EXIT_OK, age, archive_store, open_catalog, table
 from reduction_assets.support.home import resolve_home
 
 
@@ -43,6 +43,7 @@ def cmd_verify(args) -> int:
                 catalog,
                 repair=args.repair,
                 progress=lambda items: tqdm(items, desc="verify", unit="file", disable=args.json or None),
+                archive=archive_store(home).store(),
             )
     except HomeBusy as busy:
         print(f"verify: {busy}; try again later or pass --wait SECONDS", file=sys.stderr)

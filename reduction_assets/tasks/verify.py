@@ -5,7 +5,11 @@
 * masters and reduced frames that are missing or damaged are marked stale: the next run of their
   partition (the calibration sensor or `process` asks for it) rebuilds them, and the products made
   with a damaged master are redone after it;
-* temporary files of interrupted writes (``.incoming-*``) are removed;
+* archived objects (the local archive or an S3 bucket) that are missing or differ from their
+  record's SHA-256 are uploaded again from their source file in the home when it still has that
+  content;
+* temporary files of interrupted writes (``.incoming-*``) and the scratch of interrupted steps are
+  removed;
 * files no catalog row points at are reported, never deleted.
 
 Without ``repair`` nothing is changed: the report says what would be done.
@@ -13,10 +17,14 @@ Without ``repair`` nothing is changed: the report says what would be done.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from reduction_assets.catalog import Catalog
+from reduction_assets.catalog.archive import archived_objects
 from reduction_assets.catalog.integrity import (
     PRODUCTS,
     QUARANTINE,
@@ -29,13 +37,14 @@ from reduction_assets.catalog.integrity import (
     stored_objects,
 )
 from reduction_assets.fits.headers import FrameRejected
-from reduction_assets.storage import Integrity, LocalStore, ObjectStore
+from reduction_assets.storage import Integrity, LocalStore, ObjectStore, StoreError
 from reduction_assets.support.checksums import sha256_of
-from reduction_assets.support.home import Home
+from reduction_assets.support.home import Home, make_dirs
 from reduction_assets.support.keys import QUALITY_PREFIX
 from reduction_assets.support.scratch import leftover_scratch, remove_leftover_scratch
 from reduction_assets.tasks.landing import resolve_in_landing
 
+ARCHIVE = "archive"  # the store name of findings in the archive store
 SCRATCH = "scratch"  # the store name of findings in scratch/ (no catalog rows there)
 # A temporary file younger than this may belong to a write in progress (the daemon's runs).
 LEFTOVER_AGE_SECONDS = 600.0
@@ -67,8 +76,10 @@ def verify_home(
     *,
     repair: bool = False,
     progress: Callable[[Iterable], Iterable] = lambda items: items,
+    archive: ObjectStore | None = None,
 ) -> VerifyReport:
-    """Check every file the catalog holds in ``home``'s stores; see the module docstring."""
+    """Check every file the catalog holds in ``home``'s stores and, given its store, the archive;
+    see the module docstring."""
     stores = {
         RAW: LocalStore(home.raw),
         QUARANTINE: LocalStore(home.quarantine),
@@ -100,7 +111,51 @@ def verify_home(
             if key not in known and not (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
                 report.findings.append(Finding(name, key, "not_in_catalog", "left in place"))
     report.findings += _scratch_findings(home, repair)
+    if archive is not None:
+        with catalog.session() as session:
+            archived = archived_objects(session)
+        report.checked += len(archived)
+        report.findings += _archive_findings(home, stores, archive, progress(archived), repair)
     return report
+
+
+def _archive_findings(
+    home: Home, stores: dict[str, ObjectStore], archive: ObjectStore, archived: Iterable, repair: bool
+) -> list[Finding]:
+    """Archived objects that are missing or differ from their records, and what was done."""
+    findings = []
+    try:
+        for item in archived:
+            state = archive.check(item.object_key, item.sha256)
+            if state is not Integrity.OK:
+                findings.append(_restore_archived(home, stores, archive, item, state, repair))
+    except StoreError as err:
+        findings.append(Finding(ARCHIVE, "*", "unreachable", f"not checked further: {err}"))
+    return findings
+
+
+def _restore_archived(
+    home: Home, stores: dict[str, ObjectStore], archive: ObjectStore, item, state: Integrity, repair: bool
+) -> Finding:
+    """Upload an archived object again from its source in the home, when that still has its bytes."""
+    source = stores[item.source_store]
+    where = f"{item.source_store}/{item.source_key}"
+    if item.source_key is None or source.check(item.source_key, item.sha256) is not Integrity.OK:
+        return Finding(
+            ARCHIVE,
+            item.object_key,
+            state.value,
+            "cannot be restored: its source in the home is gone or changed",
+        )
+    if not repair:
+        return Finding(ARCHIVE, item.object_key, state.value, f"would upload again from {where}")
+    # A copy under scratch/: an interrupted repair leaves scratch that the next verify removes.
+    with tempfile.TemporaryDirectory(dir=make_dirs(home.scratch)) as folder:
+        copy = Path(folder) / "object"
+        with source.open(item.source_key) as stream, open(copy, "wb") as handle:
+            shutil.copyfileobj(stream, handle)
+        archive.put_file(copy, item.object_key, item.sha256, replace=True)
+    return Finding(ARCHIVE, item.object_key, state.value, f"uploaded again from {where}", repaired=True)
 
 
 def _scratch_findings(home: Home, repair: bool) -> list[Finding]:
