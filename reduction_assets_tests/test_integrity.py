@@ -11,9 +11,17 @@ import time
 import numpy as np
 import pytest
 from astropy.io import fits
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from reduction_assets.catalog import Calibration, Catalog, InstrumentRow, Product, RawFrame
+from reduction_assets.catalog import (
+    Calibration,
+    Catalog,
+    InstrumentRow,
+    Product,
+    RawFrame,
+    Stack,
+    StackMember,
+)
 from reduction_assets.cli import main
 from reduction_assets.instruments import load_registry
 from reduction_assets.orchestration.resources import ReductionHomeResource
@@ -334,3 +342,27 @@ def test_an_archived_object_whose_source_is_gone_cannot_be_restored(night_done, 
     (finding,) = [f for f in report["findings"] if f["store"] == "archive"]
     assert code == 1 and (finding["key"], finding["problem"]) == (key, "checksum_mismatch")
     assert finding["action"] == "cannot be restored: its source in the home is gone or changed"
+
+
+def test_a_reduced_frame_whose_row_was_lost_is_reduced_again_after_verify_repair(night_done, capsys):
+    home = night_done
+    references = {s.reference_product_id for s in catalog_rows(home, Stack)}
+    lost = next(p for p in catalog_rows(home, Product) if p.id not in references)
+    with Catalog(home.catalog_url()).session() as session:  # as a careless cleanup by hand would
+        session.execute(delete(StackMember).where(StackMember.product_id == lost.id))
+        session.delete(session.get(Product, lost.id))
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--json")
+    (finding,) = [f for f in report["findings"] if f["key"] == lost.path]
+    assert code == 1 and finding["problem"] == "row_missing"
+    assert finding["action"] == "would reduce its frame again in lcosim|2026-11-20"
+
+    code, report = cli_json(capsys, "--home", str(home.root), "verify", "--repair", "--json")
+    assert code == 0
+    # The calibration sensor (or the next `process`) asks for the partition's reduced frames again.
+    (request,) = evaluate_recalibration(ReductionHomeResource(home=str(home.root))).run_requests
+    assert request.partition_key == "lcosim|2026-11-20"
+    run_partition(home, [])
+    (redone,) = catalog_rows(home, Product, raw_frame_id=lost.raw_frame_id)
+    assert redone.status == "reduced" and redone.path == lost.path
+    assert main(["--home", str(home.root), "verify"]) == 0

@@ -172,3 +172,24 @@ def stale_partitions(session: Session) -> list[StalePartition]:
         StalePartition(instrument, night, masters, latest.isoformat())
         for (instrument, night), (masters, latest) in ordered
     ]
+
+
+@dataclass(frozen=True)
+class UnreducedFrame:
+    """A science frame that is not bad and has no product row: never reduced, or its row was lost."""
+
+    id: int
+    instrument: str
+    night: dt.date
+    store_path: str
+
+
+def science_frames_without_products(session: Session) -> list[UnreducedFrame]:
+    """Science frames, not marked bad, that no product row stands for."""
+    recorded = select(Product.raw_frame_id)
+    rows = session.execute(
+        select(RawFrame.id, RawFrame.instrument, RawFrame.night, RawFrame.store_path)
+        .where(RawFrame.frame_type == "science", RawFrame.bad.is_(False), RawFrame.id.not_in(recorded))
+        .order_by(RawFrame.id)
+    )
+    return [UnreducedFrame(*row) for row in rows]

@@ -31,16 +31,19 @@ from reduction_assets.catalog.integrity import (
     RAW,
     STACK,
     StoredObject,
+    UnreducedFrame,
     mark_calibration_stale,
     mark_product_stale,
     mark_stack_stale,
+    science_frames_without_products,
     stored_objects,
 )
+from reduction_assets.catalog.operations import REDUCED_FRAMES, request_rework
 from reduction_assets.fits.headers import FrameRejected
 from reduction_assets.storage import Integrity, LocalStore, ObjectStore, StoreError
 from reduction_assets.support.checksums import sha256_of
 from reduction_assets.support.home import Home, make_dirs
-from reduction_assets.support.keys import QUALITY_PREFIX
+from reduction_assets.support.keys import QUALITY_PREFIX, NightPartition, reduced_key
 from reduction_assets.support.scratch import leftover_scratch, remove_leftover_scratch
 from reduction_assets.tasks.landing import resolve_in_landing
 
@@ -54,7 +57,8 @@ LEFTOVER_AGE_SECONDS = 600.0
 class Finding:
     store: str
     key: str
-    problem: str  # missing, checksum_mismatch, leftover_temporary, leftover_scratch, not_in_catalog
+    # missing, checksum_mismatch, leftover_temporary, leftover_scratch, row_missing, not_in_catalog
+    problem: str
     action: str  # what was done (or would be done with --repair), or why nothing can be
     repaired: bool = False
 
@@ -98,18 +102,8 @@ def verify_home(
         else:
             report.findings.append(_mark_stale(catalog, item, state, repair))
     for name, store in stores.items():
-        for key in store.leftovers(LEFTOVER_AGE_SECONDS):
-            if repair:
-                store.remove(key)
-            report.findings.append(
-                Finding(
-                    name, key, "leftover_temporary", "removed" if repair else "would remove", repaired=repair
-                )
-            )
         known = {item.key for item in objects if item.store == name}
-        for key in store.keys():  # noqa: SIM118 - a store, not a dict
-            if key not in known and not (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
-                report.findings.append(Finding(name, key, "not_in_catalog", "left in place"))
+        report.findings += _unrecorded_findings(name, store, known, catalog, repair)
     report.findings += _scratch_findings(home, repair)
     if archive is not None:
         with catalog.session() as session:
@@ -156,6 +150,47 @@ def _restore_archived(
             shutil.copyfileobj(stream, handle)
         archive.put_file(copy, item.object_key, item.sha256, replace=True)
     return Finding(ARCHIVE, item.object_key, state.value, f"uploaded again from {where}", repaired=True)
+
+
+def _unrecorded_findings(
+    name: str, store: ObjectStore, known: set[str], catalog: Catalog, repair: bool
+) -> list[Finding]:
+    """Files of a store no catalog row stands for: temporaries of interrupted writes, reduced frames
+    whose row was lost (their frame is reduced again), and orphans (reported, never deleted)."""
+    findings = []
+    for key in store.leftovers(LEFTOVER_AGE_SECONDS):
+        if repair:
+            store.remove(key)
+        action = "removed" if repair else "would remove"
+        findings.append(Finding(name, key, "leftover_temporary", action, repaired=repair))
+    if name == PRODUCTS:
+        with catalog.session() as session:
+            lost = {
+                reduced_key(f.instrument, f.night, f.store_path): f
+                for f in science_frames_without_products(session)
+            }
+    else:
+        lost = {}
+    for key in store.keys():  # noqa: SIM118 - a store, not a dict
+        if key in known or (name == PRODUCTS and key.startswith(QUALITY_PREFIX)):
+            continue
+        if key in lost:
+            findings.append(_redo_lost_row(catalog, key, lost[key], repair))
+        else:
+            findings.append(Finding(name, key, "not_in_catalog", "left in place"))
+    return findings
+
+
+def _redo_lost_row(catalog: Catalog, key: str, frame: UnreducedFrame, repair: bool) -> Finding:
+    """A reduced frame whose product row is gone: its partition is asked to reduce it again."""
+    partition = NightPartition(frame.instrument, frame.night).key
+    if not repair:
+        return Finding(PRODUCTS, key, "row_missing", f"would reduce its frame again in {partition}")
+    with catalog.session() as session:
+        request_rework(
+            session, frame.instrument, frame.night, REDUCED_FRAMES, f"verify: no product row for {key}"
+        )
+    return Finding(PRODUCTS, key, "row_missing", f"its frame is reduced again in {partition}", repaired=True)
 
 
 def _scratch_findings(home: Home, repair: bool) -> list[Finding]:
