@@ -51,7 +51,6 @@ from reduction_assets.orchestration.assets.science import reduced_frames
 from reduction_assets.orchestration.assets.stacks import stacks
 from reduction_assets.orchestration.jobs import ALL_JOBS
 from reduction_assets.orchestration.resources import (
-    ARCHIVE_STORE_ENV,
     AlertSinksResource,
     ArchiveStoreResource,
     LandingSourceResource,
@@ -75,7 +74,6 @@ ASSETS = [
     quality_metrics,
     quality_trends,
 ]
-ARCHIVE_ENV = ARCHIVE_STORE_ENV
 
 
 def resources_for(deployment: str) -> dict[str, ReductionHomeResource]:

@@ -283,7 +283,7 @@ def _process_locked(
         )
     partitions = _process_until_idle(home, instance, watch, outcome, pacing, echo)
     succeeded = {run["partition"] for run in outcome.runs if run["success"]}
-    instruments = sorted({i for i, n in partitions if partition_label(i, n) in succeeded})
+    instruments = sorted({i for i, n in partitions if NightPartition(i, n).key in succeeded})
     _redraw_trends(home, instance, instruments, outcome, log_level=pacing.log_level, echo=echo)
     outcome.not_reducible = _not_reducible(home, partitions)
 
@@ -296,10 +296,6 @@ def _not_reducible(home: Home, partitions: list[tuple[str, dt.date]]) -> list[di
             return not_reducible_frames(session, partitions)
     finally:
         catalog.dispose()
-
-
-def partition_label(instrument: str, night: dt.date) -> str:
-    return NightPartition(instrument, night).key
 
 
 def _redraw_trends(

@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +154,7 @@ class _Group:
     digest: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Combined:
     """A group's members, assessed and stacked on the output grid."""
 
@@ -163,7 +163,10 @@ class _Combined:
     grid: Grid
     image: StackImage
     workers: int
-    kept: list[MemberDecision] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[MemberDecision]:
+        return [d for d in self.decisions if d.included]
 
 
 def group_members(members: list[Member]) -> dict[StackGroup, list[Member]]:
@@ -307,7 +310,7 @@ def _combine(run: _Run, group: _Group) -> _Combined:
             # One worker: the members are resampled here, into one set of planes.
             map_members=pool.map_in_order if pool.workers > 1 else None,
         )
-        return _Combined(infos, decisions, grid, image, pool.workers, kept)
+        return _Combined(infos, decisions, grid, image, pool.workers)
 
 
 def _stack_group(run: _Run, group: StackGroup, members: list[Member], existing: Stack | None) -> GroupOutcome:
